@@ -1,0 +1,1 @@
+"""Generation engine on diffusers. Knows nothing of HTTP, queues or storage."""

@@ -1,0 +1,64 @@
+"""Typed errors shared by every layer.
+
+Each error carries a message a user can act on. The CLI prints it on one line and exits
+non-zero; the API maps ``status`` to the HTTP code and answers JSON. No layer lets a raw
+traceback reach the user.
+"""
+
+from __future__ import annotations
+
+
+class SdcloudError(Exception):
+    """Base class: ``str(err)`` is the user-facing message, ``status`` the HTTP code."""
+
+    status: int = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(SdcloudError):
+    """Input that is malformed or out of the allowed range."""
+
+
+class NotFound(SdcloudError):
+    """A named model, sampler, LoRA, file or job that does not exist."""
+
+    status = 404
+
+
+class Unsupported(SdcloudError):
+    """A file or feature we recognise but cannot handle (SD3, Flux, LyCORIS, ...)."""
+
+    status = 422
+
+
+class UnsafeFile(SdcloudError):
+    """A pickle that needs more than plain tensors to load; it is never executed."""
+
+    status = 422
+
+
+class CorruptFile(SdcloudError):
+    """A truncated or inconsistent file."""
+
+    status = 422
+
+
+class Cancelled(SdcloudError):
+    """Work stopped at the user's request."""
+
+    status = 409
+
+
+class StoreError(SdcloudError):
+    """A persistent store that cannot be reached or written."""
+
+    status = 503
+
+
+class GenerationFailed(SdcloudError):
+    """Generation failed on the device (e.g. out of GPU memory); the server keeps serving."""
+
+    status = 500
