@@ -90,7 +90,8 @@ def detect_architecture(shapes: Shapes, metadata: Mapping[str, str] | None = Non
                           "<lora:name:weight> in the prompt")
     if UNET_IN not in shapes:
         sample = ", ".join(sorted(shapes)[:3]) or "no tensors"
-        raise Unsupported(f"not a Stable Diffusion checkpoint: no UNet key '{UNET_IN}' (first keys: {sample})")
+        raise Unsupported(f"not a Stable Diffusion checkpoint: no UNet key '{UNET_IN}' "
+                          f"(first keys: {sample})")
     in_ch = shapes[UNET_IN][1] if len(shapes[UNET_IN]) > 1 else 4
     variant = {9: "inpaint", 8: "pix2pix"}.get(in_ch, "base")
     evidence = [f"{UNET_IN} in_channels={in_ch}"]
