@@ -1,0 +1,415 @@
+"""The cost catalog: plans, GPUs, prices, compute units, storage, with the date and source
+of each figure.
+
+The packaged data lives in ``cloud/data/prices.json`` and ``cloud/data/throughput.json``.
+A user file (JSON, same shape, any subset) overrides or extends it: dictionaries merge key by
+key, offers merge by ``id`` (``{"id": "vast-ondemand", "remove": true}`` drops one), and a
+``"throughput"`` key overrides the throughput table. Every value is checked after merging,
+and a bad one is reported with the file and the field path (``offers[colab-pro].cu_pack.size``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from sdcloud.errors import BadRequest
+
+BILLING_KINDS = ("hourly", "compute_units")
+STORAGE_KINDS = ("tiers", "per_gb_month", "included", "unpriced")
+
+
+# Money ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Rates:
+    """Units of each currency per US dollar (``{"USD": 1, "JPY": 150}``)."""
+
+    per_usd: Mapping[str, float]
+
+    @property
+    def currencies(self) -> tuple[str, ...]:
+        return tuple(sorted(self.per_usd))
+
+    def check(self, currency: str) -> str:
+        code = currency.upper()
+        if code not in self.per_usd:
+            raise BadRequest(
+                f"unknown currency {currency!r}; use one of {', '.join(self.currencies)} "
+                "(or add its rate under currency.rates_per_usd in your catalog file)"
+            )
+        return code
+
+    def convert(self, price: Mapping[str, float], currency: str) -> float:
+        """The price in ``currency``: the catalog's own figure when it has one (regional prices
+        are real prices, not conversions), else converted from dollars or the first currency given."""
+        code = self.check(currency)
+        if code in price:
+            return float(price[code])
+        src = "USD" if "USD" in price else next(iter(price))
+        return float(price[src]) / self.per_usd[self.check(src)] * self.per_usd[code]
+
+    def with_rate(self, currency: str, per_usd: float) -> Rates:
+        return Rates({**self.per_usd, currency.upper(): per_usd})
+
+
+Price = Mapping[str, float]
+
+
+# Catalog entries ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StorageOption:
+    id: str
+    kind: str
+    price: Price = field(default_factory=dict)  # per GB-month for per_gb_month
+    tiers: tuple[tuple[float, Price], ...] = ()  # (GB, monthly price), ascending
+    included_gb: float = 0.0
+    max_gb: float | None = None
+    note: str = ""
+    date: str = ""
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class GpuOffer:
+    """One GPU in one offer: an hourly price, or compute units per hour."""
+
+    gpu: str
+    price: Price | None = None
+    cu_per_hour: float | None = None
+    date: str = ""
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Offer:
+    id: str
+    provider: str
+    plan: str
+    billing: str
+    gpus: tuple[GpuOffer, ...]
+    monthly_fee: Price
+    storage: str | None
+    included_cu: float = 0.0
+    cu_pack_size: float = 0.0
+    cu_pack_price: Price = field(default_factory=dict)
+    preemptible: bool = False
+    max_gpu_hours_per_month: float | None = None
+    notes: tuple[str, ...] = ()
+    date: str = ""
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class PriceCatalog:
+    rates: Rates
+    vram_gb: Mapping[str, float]
+    storage: Mapping[str, StorageOption]
+    offers: tuple[Offer, ...]
+    throughput: Mapping[str, Any]
+    sources: tuple[str, ...] = ()
+
+    @property
+    def providers(self) -> tuple[str, ...]:
+        return tuple(sorted({o.provider for o in self.offers}))
+
+    @property
+    def gpu_names(self) -> tuple[str, ...]:
+        return tuple(sorted({g.gpu for o in self.offers for g in o.gpus}))
+
+    def find_gpu(self, name: str) -> str:
+        """Canonical GPU name for ``name`` (case and spaces ignored), or a clear error."""
+        wanted = _norm(name)
+        for gpu in (*self.gpu_names, *self.vram_gb):
+            if _norm(gpu) == wanted:
+                return gpu
+        raise BadRequest(f"unknown GPU {name!r}; known GPUs: {', '.join(self.gpu_names)}")
+
+    def gpu_for_device_name(self, device_name: str) -> str | None:
+        """Map an ``nvidia-smi`` name (``NVIDIA A100-SXM4-80GB``) to a catalog GPU, if any."""
+        text = _norm(device_name)
+        best: str | None = None
+        for gpu in sorted({*self.gpu_names, *self.vram_gb}, key=len):
+            parts = _norm(gpu).split("-")
+            if all(p in text for p in parts):
+                best = gpu  # longest match wins (A100-80GB over A100)
+        return best
+
+    def hourly_price(self, provider: str, gpu: str, currency: str) -> float | None:
+        """The marginal price per GPU-hour of ``gpu`` at ``provider`` (cheapest listed offer)."""
+        prices = [
+            self.offer_hourly(o, g, currency)
+            for o in self.offers
+            if o.provider == provider
+            for g in o.gpus
+            if g.gpu == gpu
+        ]
+        return min(prices) if prices else None
+
+    def offer_hourly(self, offer: Offer, gpu: GpuOffer, currency: str) -> float:
+        if offer.billing == "compute_units":
+            per_cu = self.rates.convert(offer.cu_pack_price, currency) / offer.cu_pack_size
+            return per_cu * float(gpu.cu_per_hour or 0.0)
+        return self.rates.convert(gpu.price or {}, currency)
+
+
+def _norm(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum() or ch == "-").replace("nvidia", "")
+
+
+# Loading --------------------------------------------------------------------------------
+def _packaged(name: str) -> dict[str, Any]:
+    text = resources.files("sdcloud.cloud").joinpath("data", name).read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def read_json_file(path: Path) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BadRequest(f"catalog file {path} not found") from None
+    except OSError as exc:
+        raise BadRequest(f"catalog file {path} cannot be read: {exc.strerror}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadRequest(
+            f"catalog file {path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+        ) from None
+    if not isinstance(data, dict):
+        raise BadRequest(f"catalog file {path}: the top level must be a JSON object")
+    return data
+
+
+def merge(base: dict[str, Any], override: Mapping[str, Any], *, where: str = "catalog") -> dict[str, Any]:
+    """Merge ``override`` into a copy of ``base``: dicts key by key, ``offers`` by id."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if key == "offers":
+            out["offers"] = _merge_offers(out.get("offers", []), value, where)
+        elif isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value, where=f"{where}.{key}")
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _merge_offers(base: list[Any], override: Any, where: str) -> list[Any]:
+    if not isinstance(override, list):
+        raise BadRequest(f"{where}: 'offers' must be a list of objects with an 'id'")
+    offers = {o["id"]: o for o in base}
+    for i, entry in enumerate(override):
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("id"), str):
+            raise BadRequest(f"{where}: offers[{i}] must be an object with a string 'id'")
+        oid = entry["id"]
+        if entry.get("remove"):
+            offers.pop(oid, None)
+        elif oid in offers:
+            offers[oid] = merge(offers[oid], entry, where=f"{where}.offers[{oid}]")
+        else:
+            offers[oid] = copy.deepcopy(dict(entry))
+    return list(offers.values())
+
+
+def load_price_catalog(
+    extra_files: Iterable[Path] = (), *, rates: Mapping[str, float] | None = None
+) -> PriceCatalog:
+    """The packaged catalog, merged with each file in ``extra_files`` in order, then checked.
+
+    ``rates`` (e.g. ``{"JPY": 155}``) replaces conversion rates, as ``--jpy-per-usd`` does.
+    """
+    data = _packaged("prices.json")
+    data["throughput"] = _packaged("throughput.json")
+    sources = ["packaged"]
+    for path in extra_files:
+        user = read_json_file(Path(path))
+        data = merge(data, user, where=f"catalog file {path}")
+        sources.append(str(path))
+    where = "catalog" if len(sources) == 1 else f"catalog (with {', '.join(sources[1:])})"
+    catalog = _parse(data, where)
+    if rates:
+        for code, value in rates.items():
+            _positive(value, f"{where}: rate for {code}")
+            catalog = _with_rates(catalog, catalog.rates.with_rate(code, float(value)))
+    return PriceCatalog(
+        catalog.rates, catalog.vram_gb, catalog.storage, catalog.offers, catalog.throughput, tuple(sources)
+    )
+
+
+def _with_rates(cat: PriceCatalog, rates: Rates) -> PriceCatalog:
+    return PriceCatalog(rates, cat.vram_gb, cat.storage, cat.offers, cat.throughput, cat.sources)
+
+
+# Checking -------------------------------------------------------------------------------
+def _positive(value: Any, what: str, *, allow_zero: bool = False) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and (value > 0 or (allow_zero and value == 0)):
+        return float(value)
+    need = "a number >= 0" if allow_zero else "a positive number"
+    raise BadRequest(f"{what} must be {need}, got {value!r}")
+
+
+def _obj(value: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise BadRequest(f"{what} must be an object, got {value!r}")
+    return value
+
+
+def _text(value: Any, what: str, default: str | None = None) -> str:
+    if value is None and default is not None:
+        return default
+    if not isinstance(value, str) or not value.strip():
+        raise BadRequest(f"{what} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _price(value: Any, what: str, rates: Rates) -> dict[str, float]:
+    obj = _obj(value, what)
+    if not obj:
+        raise BadRequest(f'{what} must give at least one currency, e.g. {{"USD": 0.39}}')
+    out: dict[str, float] = {}
+    for code, amount in obj.items():
+        if code.upper() not in rates.per_usd:
+            raise BadRequest(f"{what}: unknown currency {code!r}; known: {', '.join(rates.currencies)}")
+        out[code.upper()] = _positive(amount, f"{what}.{code}", allow_zero=True)
+    return out
+
+
+def _parse(data: Mapping[str, Any], where: str) -> PriceCatalog:
+    cur = _obj(data.get("currency"), f"{where}: currency")
+    per_usd = _obj(cur.get("rates_per_usd"), f"{where}: currency.rates_per_usd")
+    rates = Rates(
+        {str(k).upper(): _positive(v, f"{where}: currency.rates_per_usd.{k}") for k, v in per_usd.items()}
+    )
+    if "USD" not in rates.per_usd:
+        raise BadRequest(f"{where}: currency.rates_per_usd must include USD")
+    vram = {
+        name: _positive(_obj(g, f"{where}: gpus.{name}").get("vram_gb"), f"{where}: gpus.{name}.vram_gb")
+        for name, g in _obj(data.get("gpus", {}), f"{where}: gpus").items()
+    }
+    storage = {
+        sid: _parse_storage(sid, s, f"{where}: storage.{sid}", rates)
+        for sid, s in _obj(data.get("storage", {}), f"{where}: storage").items()
+    }
+    raw_offers = data.get("offers")
+    if not isinstance(raw_offers, list):
+        raise BadRequest(f"{where}: offers must be a list")
+    offers = tuple(
+        _parse_offer(o, f"{where}: offers[{o.get('id', i) if isinstance(o, Mapping) else i}]", rates, storage)
+        for i, o in enumerate(raw_offers)
+    )
+    throughput = _obj(data.get("throughput", {}), f"{where}: throughput")
+    _check_throughput(throughput, f"{where}: throughput")
+    return PriceCatalog(rates, vram, storage, offers, throughput)
+
+
+def _parse_storage(sid: str, raw: Any, what: str, rates: Rates) -> StorageOption:
+    s = _obj(raw, what)
+    kind = s.get("kind")
+    if kind not in STORAGE_KINDS:
+        raise BadRequest(f"{what}.kind must be one of {', '.join(STORAGE_KINDS)}, got {kind!r}")
+    tiers: list[tuple[float, Price]] = []
+    if kind == "tiers":
+        raw_tiers = s.get("tiers")
+        if not isinstance(raw_tiers, list) or not raw_tiers:
+            raise BadRequest(f"{what}.tiers must be a non-empty list")
+        for i, t in enumerate(raw_tiers):
+            t = _obj(t, f"{what}.tiers[{i}]")
+            tiers.append(
+                (
+                    _positive(t.get("gb"), f"{what}.tiers[{i}].gb"),
+                    _price(t.get("price"), f"{what}.tiers[{i}].price", rates),
+                )
+            )
+        tiers.sort(key=lambda t: t[0])
+    price = _price(s.get("price"), f"{what}.price", rates) if kind == "per_gb_month" else {}
+    max_gb = s.get("max_gb")
+    return StorageOption(
+        id=sid,
+        kind=kind,
+        price=price,
+        tiers=tuple(tiers),
+        included_gb=_positive(s.get("included_gb", 0), f"{what}.included_gb", allow_zero=True),
+        max_gb=None if max_gb is None else _positive(max_gb, f"{what}.max_gb"),
+        note=str(s.get("note", "")),
+        date=str(s.get("date", "")),
+        source=str(s.get("source", "")),
+    )
+
+
+def _parse_offer(raw: Any, what: str, rates: Rates, storage: Mapping[str, StorageOption]) -> Offer:
+    o = _obj(raw, what)
+    oid = _text(o.get("id"), f"{what}.id")
+    billing = o.get("billing")
+    if billing not in BILLING_KINDS:
+        raise BadRequest(f"{what}.billing must be one of {', '.join(BILLING_KINDS)}, got {billing!r}")
+    sid = o.get("storage")
+    if sid is not None and sid not in storage:
+        raise BadRequest(f"{what}.storage names {sid!r}, which is not under 'storage'")
+    gpus: list[GpuOffer] = []
+    if billing == "compute_units":
+        for gpu, rate in _obj(o.get("cu_per_hour"), f"{what}.cu_per_hour").items():
+            gpus.append(
+                GpuOffer(
+                    gpu,
+                    cu_per_hour=_positive(rate, f"{what}.cu_per_hour.{gpu}"),
+                    date=str(o.get("date", "")),
+                    source=str(o.get("source", "")),
+                )
+            )
+        pack = _obj(o.get("cu_pack"), f"{what}.cu_pack")
+        pack_size = _positive(pack.get("size"), f"{what}.cu_pack.size")
+        pack_price = _price(pack.get("price"), f"{what}.cu_pack.price", rates)
+    else:
+        for gpu, g in _obj(o.get("gpus"), f"{what}.gpus").items():
+            g = _obj(g, f"{what}.gpus.{gpu}")
+            gpus.append(
+                GpuOffer(
+                    gpu,
+                    price=_price(g.get("price"), f"{what}.gpus.{gpu}.price", rates),
+                    date=str(g.get("date", o.get("date", ""))),
+                    source=str(g.get("source", o.get("source", ""))),
+                )
+            )
+        pack_size, pack_price = 0.0, {}
+    if not gpus:
+        raise BadRequest(f"{what} lists no GPUs")
+    notes = o.get("notes", [])
+    if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
+        raise BadRequest(f"{what}.notes must be a list of strings")
+    cap = o.get("max_gpu_hours_per_month")
+    return Offer(
+        id=oid,
+        provider=_text(o.get("provider"), f"{what}.provider"),
+        plan=_text(o.get("plan"), f"{what}.plan"),
+        billing=billing,
+        gpus=tuple(gpus),
+        monthly_fee=_price(o.get("monthly_fee", {"USD": 0}), f"{what}.monthly_fee", rates),
+        storage=sid,
+        included_cu=_positive(o.get("included_cu", 0), f"{what}.included_cu", allow_zero=True),
+        cu_pack_size=pack_size,
+        cu_pack_price=pack_price,
+        preemptible=bool(o.get("preemptible", False)),
+        max_gpu_hours_per_month=None if cap is None else _positive(cap, f"{what}.max_gpu_hours_per_month"),
+        notes=tuple(notes),
+        date=str(o.get("date", "")),
+        source=str(o.get("source", "")),
+    )
+
+
+def _check_throughput(raw: Mapping[str, Any], what: str) -> None:
+    families = _obj(raw.get("families", {}), f"{what}.families")
+    for fam, f in families.items():
+        f = _obj(f, f"{what}.families.{fam}")
+        for dim in ("width", "height"):
+            _positive(f.get(dim), f"{what}.families.{fam}.{dim}")
+        for gpu, g in _obj(f.get("gpus", {}), f"{what}.families.{fam}.gpus").items():
+            _positive(
+                _obj(g, f"{what}.families.{fam}.gpus.{gpu}").get("it_s"),
+                f"{what}.families.{fam}.gpus.{gpu}.it_s",
+            )

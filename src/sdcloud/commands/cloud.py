@@ -1,0 +1,221 @@
+"""``sdcloud plan``, ``sdcloud doctor`` and ``sdcloud platform``: cloud costs and health.
+
+All three answer in well under a second: no torch, no network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+from sdcloud.commands._common import load_settings
+
+USER_CATALOG = "catalog.json"  # in the data dir: a user's own prices, merged over the packaged ones
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plan", help="rank providers/plans/GPUs by what a month of your work costs")
+    p.add_argument("--images", type=int, default=0, help="images a month")
+    p.add_argument("--model", default="sd15", help="model family: sd15 or sdxl")
+    p.add_argument(
+        "--steps", type=int, default=None, help="sampling steps (default 20 for sd15, 30 for sdxl)"
+    )
+    p.add_argument("--size", default=None, help="WxH (default 512x512 for sd15, 1024x1024 for sdxl)")
+    p.add_argument("--train-hours", type=float, default=0.0, help="GPU-hours of training a month")
+    p.add_argument("--storage-gb", type=float, default=0.0, help="persistent storage you need")
+    p.add_argument("--currency", default="USD", help="USD or JPY (or any rate in your catalog file)")
+    p.add_argument("--jpy-per-usd", type=float, default=None, help="conversion rate (default: the catalog's)")
+    p.add_argument("--budget", type=float, default=None, help="also say how many images this buys")
+    p.add_argument("--provider", action="append", help="only this provider (repeatable)")
+    p.add_argument("--gpu", action="append", help="only this GPU (repeatable)")
+    p.add_argument(
+        "--catalog",
+        action="append",
+        type=Path,
+        help=f"a JSON file overriding/extending prices (repeatable; <data-dir>/{USER_CATALOG} "
+        "and env SDCLOUD_CATALOG are read too)",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_plan)
+
+    d = sub.add_parser("doctor", help="check GPU, versions, RAM, disks, store and platform terms")
+    d.add_argument("--json", action="store_true", help="machine-readable output")
+    d.set_defaults(func=cmd_doctor)
+
+    pl = sub.add_parser("platform", help="show the detected platform, its storage, limits and public URL")
+    pl.add_argument("--port", type=int, default=None, help="port serve will use (default: settings)")
+    pl.add_argument("--json", action="store_true", help="machine-readable output")
+    pl.set_defaults(func=cmd_platform)
+
+
+# plan ----------------------------------------------------------------------------------------
+def catalog_files(args: argparse.Namespace, data_dir: Path) -> list[Path]:
+    files: list[Path] = []
+    user = data_dir / USER_CATALOG
+    if user.is_file():
+        files.append(user)
+    if os.environ.get("SDCLOUD_CATALOG"):
+        files.append(Path(os.environ["SDCLOUD_CATALOG"]))
+    files += list(getattr(args, "catalog", None) or [])
+    return files
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    from sdcloud.cloud.planner import Planner, Workload, parse_size
+    from sdcloud.cloud.price_catalog import load_price_catalog
+    from sdcloud.cloud.throughput import MEASUREMENTS_FILE, ThroughputTable
+
+    settings = load_settings(args)
+    rates = {"JPY": args.jpy_per_usd} if args.jpy_per_usd is not None else None
+    catalog = load_price_catalog(catalog_files(args, settings.data_dir), rates=rates)
+    table = ThroughputTable(catalog.throughput, settings.state_path / MEASUREMENTS_FILE)
+    family = table.check_family(args.model.lower())
+    sdxl = family == "sdxl"
+    width, height = parse_size(args.size or ("1024x1024" if sdxl else "512x512"))
+    steps = args.steps if args.steps is not None else (30 if sdxl else 20)
+    work = Workload(
+        images=args.images,
+        family=family,
+        steps=steps,
+        width=width,
+        height=height,
+        train_hours=args.train_hours,
+        storage_gb=args.storage_gb,
+    )
+    plan = Planner(catalog, table).plan(
+        work, currency=args.currency, budget=args.budget, providers=args.provider, gpus=args.gpu
+    )
+    elapsed = time.perf_counter() - started
+    if args.json:
+        out = plan.to_dict()
+        out["elapsed_s"] = round(elapsed, 3)
+        print(json.dumps(out, indent=2, allow_nan=False))
+        return 0
+    _print_plan(plan, elapsed)
+    return 0
+
+
+def _money(value: float | None, currency: str) -> str:
+    if value is None or not math.isfinite(value):
+        return "-"
+    return (
+        f"¥{value:,.0f}"
+        if currency == "JPY"
+        else f"{value:,.2f} {currency}"
+        if currency != "USD"
+        else f"${value:,.2f}"
+    )
+
+
+def _print_plan(plan, elapsed: float) -> None:  # type: ignore[no-untyped-def]
+    from rich.console import Console
+    from rich.table import Table
+
+    w = plan.workload
+    title = (
+        f"{w.images:,} {w.family} images/month ({w.width}x{w.height}, {w.steps} steps)"
+        f" + {w.train_hours:g} h training, {w.storage_gb:g} GB storage: cost per month"
+    )
+    table = Table(title=title)
+    cols = ["#", "provider / plan", "GPU", "price/h", "GPU-h", "fee", "compute", "storage", "total"]
+    if plan.budget is not None:
+        cols.append(f"images for {_money(plan.budget, plan.currency)}")
+    for c in cols:
+        table.add_column(c, no_wrap=c != "provider / plan")
+    for i, r in enumerate(plan.rows, 1):
+        cells = [
+            str(i) if r.fits else f"{i}✗",
+            f"{r.provider} {r.plan}",
+            f"{r.gpu} {r.vram_gb:g}G" if r.vram_gb else r.gpu,
+            _money(r.price_per_hour, plan.currency),
+            "-" if r.gpu_hours is None else f"{r.gpu_hours:,.1f}",
+            _money(r.fee, plan.currency),
+            _money(r.compute_cost, plan.currency),
+            _money(r.storage_cost, plan.currency),
+            _money(r.total, plan.currency) + (" + disk" if r.storage_cost is None and r.fits else ""),
+        ]
+        if plan.budget is not None:
+            cells.append("-" if r.images_for_budget is None else f"{r.images_for_budget:,}")
+        table.add_row(*cells)
+    console = Console(width=max(Console().width, 120))
+    console.print(table)
+    console.print("✗ = does not fit this plan (see its notes).", highlight=False)
+    seen: dict[str, list[int]] = {}
+    for i, r in enumerate(plan.rows, 1):
+        seen.setdefault(r.offer, []).append(i)
+    by_offer = {r.offer: r for r in plan.rows}
+    for oid, numbers in seen.items():
+        r = by_offer[oid]
+        rows = ", ".join(map(str, numbers))
+        console.print(f"[{rows}] {r.provider} {r.plan}: " + "; ".join(r.notes), markup=False, highlight=False)
+        console.print(
+            f"      as of {r.date or '?'}; source: {r.source or '?'}", markup=False, highlight=False
+        )
+    for note in plan.notes:
+        console.print(f"• {note}", markup=False, highlight=False)
+    console.print(f"planned in {elapsed:.3f} s", highlight=False)
+
+
+# doctor --------------------------------------------------------------------------------------
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from sdcloud.cloud.doctor import run_doctor
+
+    started = time.perf_counter()
+    report = run_doctor(load_settings(args))
+    elapsed = time.perf_counter() - started
+    if args.json:
+        out = report.to_dict()
+        out["elapsed_s"] = round(elapsed, 3)
+        print(json.dumps(out, indent=2))
+        return 0
+    marks = {"ok": "ok  ", "info": "info", "warn": "WARN", "error": "FAIL"}
+    for f in report.findings:
+        print(f"[{marks[f.level]}] {f.topic}: {f.detail}")
+        if f.fix and f.level in ("warn", "error"):
+            print(f"       -> {f.fix}")
+    print(f"doctor finished in {elapsed:.3f} s (worst finding: {report.worst})")
+    return 1 if report.worst == "error" else 0
+
+
+# platform ------------------------------------------------------------------------------------
+def cmd_platform(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from sdcloud.cloud.platforms import detect
+    from sdcloud.cloud.public_url import choose_method, required_port
+
+    settings = load_settings(args)
+    detected = detect()
+    port = required_port(detected, args.port or settings.port)
+    url = choose_method(detected, port, os.environ)
+    info = {
+        "platform": asdict(detected.profile),
+        "evidence": list(detected.evidence),
+        "persistent_present": list(detected.persistent_present),
+        "public_url": {"method": url.method, "url": url.url, "port": url.port, "notes": url.notes},
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    prof = detected.profile
+    print(f"platform: {prof.name} ({', '.join(detected.evidence)})")
+    print(
+        f"persistent: {', '.join(prof.persistent) or '(this disk; depends on the VM)'}"
+        f"  present: {', '.join(detected.persistent_present) or 'none'}"
+    )
+    print(f"ephemeral: {', '.join(prof.ephemeral)}")
+    limit = f"{prof.session_limit_hours:g} h" if prof.session_limit_hours else "none known"
+    print(f"session limit: {limit}")
+    for line in prof.limits:
+        print(f"  - {line}")
+    print(f"public URL: {url.method}" + (f" {url.url}" if url.url else "") + f" (port {url.port})")
+    for n in url.notes:
+        print(f"  - {n}")
+    for t in prof.terms:
+        print(f"terms: {t}")
+    return 0
