@@ -1,0 +1,323 @@
+"""Tensor-at-a-time reading and writing of checkpoints (reference/checkpoints.md §6).
+
+Readers hand out one tensor per call (``pread`` from a validated safetensors header, or a
+lazily mapped tensor from a safe ``.ckpt`` load). ``StreamWriter`` computes the whole output
+header first, then takes the tensors in that order and writes each straight to disk from a
+background thread while hashing the bytes, so the caller can compute the next tensor in the
+meantime. The file is written under a temporary name, fsync'd and renamed only when every
+tensor is in: an error or interrupt leaves nothing under the final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import queue
+import struct
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+from sdcloud.checkpoints.hashing import FileHashes
+from sdcloud.checkpoints.safetensors_header import DTYPE_SIZES, read_header
+from sdcloud.errors import CorruptFile, SdcloudError, Unsupported
+
+if TYPE_CHECKING:
+    import torch
+
+Progress = Callable[[int, int], None]
+T = TypeVar("T")
+
+_TORCH_NAMES = {
+    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
+    "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
+    "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2", "U16": "uint16", "U32": "uint32",
+    "U64": "uint64",
+}
+FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"})
+OUTPUT_DTYPES = {"fp16": "F16", "bf16": "BF16", "fp32": "F32"}
+SAFETENSORS_SUFFIXES = (".safetensors",)
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+
+
+def torch_dtype(st_dtype: str) -> torch.dtype:
+    import torch
+
+    return getattr(torch, _TORCH_NAMES[st_dtype])
+
+
+def st_dtype(dtype: torch.dtype) -> str:
+    name = str(dtype).removeprefix("torch.")
+    for key, value in _TORCH_NAMES.items():
+        if value == name:
+            return key
+    raise Unsupported(f"tensor dtype {name} cannot be stored in safetensors by sdcloud")
+
+
+def output_dtype(name: str | None) -> str | None:
+    """``fp16|bf16|fp32`` (or None = keep each tensor's dtype) to a safetensors dtype."""
+    if name is None:
+        return None
+    try:
+        return OUTPUT_DTYPES[name.lower()]
+    except KeyError:
+        raise SdcloudError(f"unknown output dtype {name!r}; use one of {', '.join(OUTPUT_DTYPES)}") from None
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One tensor of a checkpoint as seen without reading it."""
+
+    name: str
+    dtype: str  # safetensors dtype string
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        n = DTYPE_SIZES[self.dtype]
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype in FLOAT_DTYPES
+
+
+class TensorSource(Protocol):
+    """A checkpoint whose tensors can be fetched one by one."""
+
+    path: Path
+    entries: dict[str, Entry]  # in storage order
+    metadata: dict[str, str]
+
+    def get(self, name: str) -> torch.Tensor: ...
+
+    def close(self) -> None: ...
+
+
+class SafetensorsSource:
+    """``pread`` one tensor at a time from a header-validated safetensors file.
+
+    Reading into a fresh buffer (not mmap) keeps the resident set to the tensors in use.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        header = read_header(path)
+        self.path = header.path
+        self.metadata = header.metadata
+        infos = sorted(header.tensors.values(), key=lambda t: t.start)
+        self._spans = {t.name: (t.start, t.nbytes) for t in infos}
+        self.entries = {t.name: Entry(t.name, t.dtype, t.shape) for t in infos}
+        self._fd = os.open(self.path, os.O_RDONLY)
+
+    def get(self, name: str) -> torch.Tensor:
+        import torch
+
+        start, nbytes = self._spans[name]
+        entry = self.entries[name]
+        buf = bytearray(nbytes)
+        view = memoryview(buf)
+        got = 0
+        while got < nbytes:
+            n = os.preadv(self._fd, [view[got:]], start + got)
+            if n <= 0:
+                raise CorruptFile(f"{self.path.name}: file ended inside tensor '{name}' (truncated?)")
+            got += n
+        if nbytes == 0:
+            return torch.empty(entry.shape, dtype=torch_dtype(entry.dtype))
+        return torch.frombuffer(buf, dtype=torch_dtype(entry.dtype)).reshape(entry.shape)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class PickleSource:
+    """Tensors of a ``.ckpt``/``.pt``/``.bin`` loaded with the safe, memory-mapped loader."""
+
+    def __init__(self, path: str | Path) -> None:
+        from sdcloud.checkpoints.pickle_safe import load_ckpt_state_dict
+
+        self.path = Path(path)
+        self.metadata: dict[str, str] = {}
+        self._tensors = load_ckpt_state_dict(self.path)
+        self.entries = {k: Entry(k, st_dtype(t.dtype), tuple(t.shape)) for k, t in self._tensors.items()}
+
+    def get(self, name: str) -> torch.Tensor:
+        return self._tensors[name]
+
+    def close(self) -> None:
+        self._tensors = {}
+
+
+def open_source(path: str | Path) -> TensorSource:
+    """Open a checkpoint for streaming by its suffix; raise a clear error otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise SdcloudError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix in SAFETENSORS_SUFFIXES:
+        return SafetensorsSource(path)
+    if suffix in PICKLE_SUFFIXES:
+        return PickleSource(path)
+    raise Unsupported(f"{path.name}: unknown checkpoint type '{suffix}'; expected .safetensors, .ckpt, "
+                      ".pt, .pth or .bin")
+
+
+def prefetch(jobs: Iterable[Callable[[], T]]) -> Iterator[T]:
+    """Run each job one step ahead in a helper thread: the next tensor is read while the
+    caller computes on the current one (pread and torch ops release the GIL)."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ckpt-read") as pool:
+        pending: Future[T] | None = None
+        for job in jobs:
+            nxt = pool.submit(job)
+            if pending is not None:
+                yield pending.result()
+            pending = nxt
+        if pending is not None:
+            yield pending.result()
+
+
+def _temp_path(dest: Path) -> Path:
+    return dest.with_name(f".{dest.name}.{os.getpid()}.partial")
+
+
+class StreamWriter:
+    """Write a safetensors file whose header is fixed before the first tensor.
+
+    Usage::
+
+        with StreamWriter(dest, entries, metadata) as w:
+            for e in entries:
+                w.write(e.name, tensor)
+        hashes = w.hashes  # full-file sha256, AutoV1 and addnet, computed while writing
+    """
+
+    def __init__(self, dest: str | Path, entries: Iterable[Entry], metadata: Mapping[str, str] | None = None,
+                 progress: Progress | None = None) -> None:
+        self.dest = Path(dest)
+        self.entries = list(entries)
+        self._progress = progress
+        header: dict[str, object] = {}
+        if metadata:
+            header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+        offset = 0
+        for e in self.entries:
+            header[e.name] = {"dtype": e.dtype, "shape": list(e.shape),
+                              "data_offsets": [offset, offset + e.nbytes]}
+            offset += e.nbytes
+        self.total_bytes = offset
+        raw = json.dumps(header, separators=(",", ":")).encode()
+        raw += b" " * (-len(raw) % 8)
+        self._prefix = struct.pack("<Q", len(raw)) + raw
+        self._next = 0
+        self._written = 0
+        self._tmp = _temp_path(self.dest)
+        self._fh = None
+        self._queue: queue.Queue = queue.Queue(maxsize=2)
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._sha = hashlib.sha256()
+        self._addnet = hashlib.sha256()
+        self._v1 = hashlib.sha256()
+        self._pos = 0
+        self.hashes: FileHashes | None = None
+
+    def __enter__(self) -> StreamWriter:
+        self.dest.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self._tmp, "wb")  # noqa: SIM115 - closed in __exit__
+        self._thread = threading.Thread(target=self._drain, name="ckpt-write", daemon=True)
+        self._thread.start()
+        self._emit(self._prefix, is_data=False)
+        return self
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        """Queue the next tensor (must follow the header order, dtype and shape)."""
+        if self._error is not None:
+            raise self._error
+        if self._next >= len(self.entries):
+            raise SdcloudError(f"internal: extra tensor '{name}' written")
+        e = self.entries[self._next]
+        if name != e.name or tuple(tensor.shape) != e.shape or st_dtype(tensor.dtype) != e.dtype:
+            raise SdcloudError(f"internal: tensor '{name}' {tuple(tensor.shape)} {tensor.dtype} does not "
+                               f"match planned '{e.name}' {e.shape} {e.dtype}")
+        self._next += 1
+        self._queue.put(tensor.detach().to("cpu").contiguous())
+
+    def _drain(self) -> None:
+        import torch
+
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is not None:
+                continue  # keep draining so write() never blocks
+            try:
+                data = memoryview(item.reshape(-1).view(torch.uint8).numpy()) if item.numel() else b""
+                self._emit(data, is_data=True)
+            except BaseException as err:  # reported by the next write() or on exit
+                self._error = err
+
+    def _emit(self, data: bytes | memoryview, *, is_data: bool) -> None:
+        assert self._fh is not None
+        self._fh.write(data)
+        self._sha.update(data)
+        end = self._pos + len(data)
+        lo, hi = max(self._pos, 0x100000), min(end, 0x110000)
+        if lo < hi:
+            self._v1.update(data[lo - self._pos:hi - self._pos])
+        if is_data:
+            self._addnet.update(data)
+            self._written += len(data)
+            if self._progress:
+                self._progress(self._written, self.total_bytes)
+        self._pos = end
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._queue.put(None)
+        if self._thread is not None:
+            self._thread.join()
+        assert self._fh is not None
+        try:
+            if exc_type is None and self._error is None and self._next != len(self.entries):
+                self._error = SdcloudError(
+                    f"internal: only {self._next} of {len(self.entries)} tensors written")
+            if exc_type is None and self._error is None:
+                self._fh.flush()
+                os.fsync(self._fh.fileno())
+                self._fh.close()
+                os.replace(self._tmp, self.dest)
+                _fsync_dir(self.dest.parent)
+                self.hashes = FileHashes(
+                    sha256=self._sha.hexdigest(),
+                    autov1=self._v1.hexdigest()[:8] if self._pos >= 0x100000 else "NOFILE",
+                    addnet=self._addnet.hexdigest(),
+                )
+                return
+        finally:
+            if not self._fh.closed:
+                self._fh.close()
+            if self._tmp.exists():
+                self._tmp.unlink()
+        if exc_type is None and self._error is not None:
+            raise self._error
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
