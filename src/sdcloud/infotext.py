@@ -1,0 +1,499 @@
+"""A1111 "parameters" text (infotext): build it, parse it, store it in and read it from images.
+
+The format, written by A1111's ``create_infotext`` and read by ``parse_generation_parameters``::
+
+    {prompt}
+    Negative prompt: {negative prompt}
+    Steps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7.0, Seed: 42, Size: 512x512, ...
+
+This module reproduces both sides from the documented behaviour (see docs/infotext.md) so
+that images made here paste into A1111 unchanged and A1111 images load here. It does not
+depend on torch; PIL is imported only by the functions that touch images.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import re
+import struct
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from sdcloud import __version__
+
+if TYPE_CHECKING:
+    from PIL.PngImagePlugin import PngInfo
+
+VERSION = f"sdcloud-{__version__}"
+"""Our ``Version`` value. Deliberately not PEP 440-parseable: A1111 readers turn on legacy
+behaviour (old prompt-editing timelines, ...) for any parseable version below 1.8."""
+
+# A key starts with a word character and goes on with word characters, spaces, '-' or '/';
+# the value is a JSON-style double-quoted string or everything up to the next comma.
+_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+_IMAGE_SIZE = re.compile(r"^(\d+)x(\d+)$")
+_NEGATIVE = "Negative prompt:"
+
+MASKED_CONTENT = ("fill", "original", "latent noise", "latent nothing")
+"""``Masked content`` labels, indexed by the API's ``inpainting_fill``."""
+
+SCHEDULE_TYPE_LABELS = (
+    "Automatic",
+    "Uniform",
+    "Karras",
+    "Exponential",
+    "Polyexponential",
+    "SGM Uniform",
+    "SGMUniform",  # alias of "SGM Uniform"
+    "KL Optimal",
+    "Align Your Steps",
+    "Simple",
+    "Normal",
+    "DDIM",
+    "Beta",
+)
+"""A1111 1.10 schedule-type labels and aliases: the suffixes split off legacy sampler names."""
+
+# Defaults A1111 injects for labels an infotext leaves out (as strings: every parsed value is one).
+_DEFAULTS: dict[str, str] = {
+    "Clip skip": "1",
+    "Hires resize-1": "0",
+    "Hires resize-2": "0",
+    "Hires sampler": "Use same sampler",
+    "Hires schedule type": "Use same scheduler",
+    "Hires checkpoint": "Use same checkpoint",
+    "Hires prompt": "",
+    "Hires negative prompt": "",
+    "Mask mode": "Inpaint masked",
+    "Masked content": "original",
+    "Inpaint area": "Whole picture",
+    "Masked area padding": "32",
+    "RNG": "GPU",
+    "Schedule type": "Automatic",
+    "Schedule max sigma": "0",
+    "Schedule min sigma": "0",
+    "Schedule rho": "0",
+    "VAE Encoder": "Full",
+    "VAE Decoder": "Full",
+    "FP8 weight": "Disable",
+    "Refiner switch by sampling steps": "False",
+}
+
+
+# ----------------------------------------------------------------------------- build
+
+
+def quote(value: object) -> object:
+    """A value as A1111 writes it: JSON-quoted if its text holds ``,``, a newline or ``:``."""
+    text = str(value)
+    if "," not in text and "\n" not in text and ":" not in text:
+        return value
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except TypeError:
+        return json.dumps(text, ensure_ascii=False)
+
+
+def build_infotext(prompt: str, negative_prompt: str, params: Mapping[str, object]) -> str:
+    """The ``parameters`` text for one image, byte for byte as A1111's ``create_infotext``.
+
+    ``params`` is label -> value in output order (see :func:`generation_params`); ``None``
+    values are left out, and a value equal to its label is written as the bare label.
+    """
+    line = ", ".join(k if k == v else f"{k}: {quote(v)}" for k, v in params.items() if v is not None)
+    negative = f"\n{_NEGATIVE} {negative_prompt}" if negative_prompt else ""
+    return f"{prompt}{negative}\n{line}".strip()
+
+
+def _format_hashes(hashes: Mapping[str, str] | None) -> str | None:
+    if not hashes:
+        return None
+    return ", ".join(f"{name}: {digest}" for name, digest in hashes.items())
+
+
+def generation_params(
+    *,
+    steps: int,
+    sampler: str,
+    schedule_type: str | None,
+    cfg_scale: float,
+    seed: int,
+    width: int,
+    height: int,
+    model_hash: str | None = None,
+    model: str | None = None,
+    vae_hash: str | None = None,
+    vae: str | None = None,
+    variation_seed: int | None = None,
+    variation_seed_strength: float = 0.0,
+    seed_resize_from: tuple[int, int] | None = None,
+    denoising_strength: float | None = None,
+    clip_skip: int = 1,
+    tiling: bool = False,
+    hires_upscale: float | None = None,
+    hires_resize: tuple[int, int] | None = None,
+    hires_steps: int | None = None,
+    hires_upscaler: str | None = None,
+    hires_sampler: str | None = None,
+    hires_schedule_type: str | None = None,
+    hires_prompt: str | None = None,
+    hires_negative_prompt: str | None = None,
+    mask_blur: int | None = None,
+    inpainting_fill: int | None = None,
+    inpaint_full_res: bool = False,
+    inpaint_full_res_padding: int = 32,
+    inpainting_mask_invert: bool = False,
+    lora_hashes: Mapping[str, str] | None = None,
+    ti_hashes: Mapping[str, str] | None = None,
+    extra: Mapping[str, object] | None = None,
+    version: str = VERSION,
+) -> dict[str, object]:
+    """Label -> value in A1111 1.10's order, with A1111's rules for what is left out.
+
+    Pass the values actually used: the seed of this image, the first-pass ``width``/``height``
+    when hires fix runs, the real schedule label (``"Karras"`` for DPM++ 2M on Automatic).
+    Hires fields are written only when given (``hires_upscale`` xor ``hires_resize``; leave
+    ``hires_sampler``/``hires_prompt`` as None when they equal the first pass). Img2img
+    fields follow A1111: ``Mask blur`` when a mask was used, ``Masked content`` unless
+    "original", ``Inpaint area``/``Masked area padding`` only for "Only masked", ``Mask mode``
+    only when inverted. ``extra`` labels go after the known ones, before ``Version``.
+    """
+    use_variation = variation_seed_strength != 0
+    params: dict[str, object] = {
+        "Steps": steps,
+        "Sampler": sampler,
+        "Schedule type": schedule_type,
+        "CFG scale": cfg_scale,
+        "Seed": seed,
+        "Size": f"{width}x{height}",
+        "Model hash": model_hash,
+        "Model": model,
+        "VAE hash": vae_hash,
+        "VAE": vae,
+        "Variation seed": variation_seed if use_variation else None,
+        "Variation seed strength": variation_seed_strength if use_variation else None,
+        "Seed resize from": (
+            f"{seed_resize_from[0]}x{seed_resize_from[1]}"
+            if seed_resize_from and seed_resize_from[0] > 0 and seed_resize_from[1] > 0
+            else None
+        ),
+        "Denoising strength": denoising_strength,
+        "Clip skip": clip_skip if clip_skip > 1 else None,
+        "Tiling": "True" if tiling else None,
+        "Hires upscale": hires_upscale if hires_resize is None else None,
+        "Hires resize": f"{hires_resize[0]}x{hires_resize[1]}" if hires_resize else None,
+        "Hires steps": hires_steps or None,
+        "Hires upscaler": hires_upscaler,
+        "Hires sampler": hires_sampler,
+        "Hires schedule type": hires_schedule_type,
+        "Hires prompt": hires_prompt,
+        "Hires negative prompt": hires_negative_prompt,
+        "Mask blur": mask_blur,
+        "Masked content": (
+            MASKED_CONTENT[inpainting_fill]
+            if mask_blur is not None and inpainting_fill not in (None, 1)
+            else None
+        ),
+        "Inpaint area": "Only masked" if mask_blur is not None and inpaint_full_res else None,
+        "Masked area padding": (
+            inpaint_full_res_padding if mask_blur is not None and inpaint_full_res else None
+        ),
+        "Mask mode": "Inpaint not masked" if mask_blur is not None and inpainting_mask_invert else None,
+        "Lora hashes": _format_hashes(lora_hashes),
+        "TI hashes": _format_hashes(ti_hashes),
+    }
+    for key, value in (extra or {}).items():
+        params.setdefault(key, value)
+    params["Version"] = version
+    return {k: v for k, v in params.items() if v is not None}
+
+
+# ----------------------------------------------------------------------------- parse
+
+
+def _unquote(text: str) -> str:
+    if len(text) < 2 or text[0] != '"' or text[-1] != '"':
+        return text
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value if isinstance(value, str) else text
+
+
+def _version_tuple(text: str | None) -> tuple[int, int, int, int] | None:
+    """``v1.7.0-225-gabc`` -> (1, 7, 0, 225); None for what A1111 cannot parse either."""
+    if not text:
+        return None
+    m = re.fullmatch(r"v?(\d+)\.(\d+)\.(\d+)(?:-(\d+)(?:-.*)?)?", text.strip())
+    if m is None:
+        return None
+    return int(m[1]), int(m[2]), int(m[3]), int(m[4] or 0)
+
+
+def _backcompat(res: dict[str, str]) -> None:
+    """Flags A1111 adds for infotexts written by older versions (``infotext_versions``)."""
+    version = _version_tuple(res.get("Version"))
+    if version is None:
+        return
+    if version < (1, 6, 0, 0) and "[" in res.get("Prompt", ""):
+        res["Old prompt editing timelines"] = "True"
+    if version < (1, 6, 0, 0) and res.get("Sampler", "") in ("DDIM", "PLMS"):
+        res["Pad conds v0"] = "True"
+    if version < (1, 7, 0, 225):
+        res["Downcast alphas_cumprod"] = "True"
+    if version < (1, 8, 0, 0) and res.get("Refiner"):
+        res["Refiner switch by sampling steps"] = "True"
+
+
+def _old_hires_first_pass(width: int, height: int) -> tuple[int, int]:
+    """Pre-1.0 hires fix: the first pass had ~512x512 pixels, sides rounded up to 64."""
+    scale = math.sqrt(512 * 512 / (width * height))
+    return math.ceil(scale * width / 64) * 64, math.ceil(scale * height / 64) * 64
+
+
+def _restore_old_hires_fix(res: dict[str, str]) -> None:
+    first_w, first_h = res.get("First pass size-1"), res.get("First pass size-2")
+    if first_w is None or first_h is None:
+        return
+    width, height = int(res.get("Size-1", 512)), int(res.get("Size-2", 512))
+    fw, fh = int(first_w), int(first_h)
+    if fw == 0 or fh == 0:
+        fw, fh = _old_hires_first_pass(width, height)
+    res["Size-1"], res["Size-2"] = str(fw), str(fh)
+    res["Hires resize-1"], res["Hires resize-2"] = str(width), str(height)
+
+
+def parse_infotext(text: str) -> dict[str, str]:
+    """Parse any A1111 infotext into label -> value, as A1111's ``parse_generation_parameters``.
+
+    ``Prompt`` and ``Negative prompt`` are always present; ``WxH`` values are split into
+    ``<label>-1``/``<label>-2``; quoted values are JSON-decoded; labels an A1111 infotext may
+    omit get A1111's defaults. Every value is a string.
+    """
+    *lines, last = text.strip().split("\n")
+    if len(_PARAM.findall(last)) < 3:
+        lines.append(last)
+        last = ""
+
+    prompt: list[str] = []
+    negative: list[str] = []
+    in_negative = False
+    for raw in lines:
+        line = raw.strip()
+        if line.startswith(_NEGATIVE):
+            in_negative = True
+            line = line[len(_NEGATIVE) :].strip()
+        target = negative if in_negative else prompt
+        if target or line:
+            target.append(line)
+
+    res: dict[str, str] = {"Prompt": "\n".join(prompt), "Negative prompt": "\n".join(negative)}
+    for key, value in _PARAM.findall(last):
+        value = _unquote(value)
+        size = _IMAGE_SIZE.match(value)
+        if size:
+            res[f"{key}-1"], res[f"{key}-2"] = size[1], size[2]
+        else:
+            res[key] = value
+
+    if "Hypernet" in res:
+        res["Prompt"] += f"<hypernet:{res['Hypernet']}:{res.get('Hypernet strength', '1.0')}>"
+    _restore_old_hires_fix(res)
+    for key, default in _DEFAULTS.items():
+        res.setdefault(key, default)
+    if res["FP8 weight"] != "Disable":
+        res.setdefault("Cache FP16 weight for LoRA", "False")
+    if "Emphasis" not in res and _uses_emphasis(res["Prompt"], res["Negative prompt"]):
+        res["Emphasis"] = "Original"
+    _backcompat(res)
+    return res
+
+
+def _uses_emphasis(*prompts: str) -> bool:
+    from sdcloud.engine.prompt_parser import parse_prompt_attention
+
+    return any(
+        weight != 1.0 and text != "BREAK" for p in prompts for text, weight in parse_prompt_attention(p)
+    )
+
+
+def parse_name_hashes(value: str) -> dict[str, str]:
+    """``"detail: e3f9c2b1a8d7, style: 0123456789ab"`` (Lora/TI hashes) -> {name: hash}."""
+    result: dict[str, str] = {}
+    for item in value.split(","):
+        name, sep, digest = item.rpartition(":")
+        if sep and name.strip():
+            result[name.strip()] = digest.strip()
+    return result
+
+
+# ----------------------------------------------------------------------------- to request fields
+
+_INT_FIELDS = {
+    "Steps": "steps",
+    "Seed": "seed",
+    "Variation seed": "subseed",
+    "Seed resize from-1": "seed_resize_from_w",
+    "Seed resize from-2": "seed_resize_from_h",
+    "Size-1": "width",
+    "Size-2": "height",
+    "Batch size": "batch_size",
+    "Hires steps": "hr_second_pass_steps",
+    "Hires resize-1": "hr_resize_x",
+    "Hires resize-2": "hr_resize_y",
+    "Clip skip": "clip_skip",
+    "Mask blur": "mask_blur",
+    "Masked area padding": "inpaint_full_res_padding",
+}
+_FLOAT_FIELDS = {
+    "CFG scale": "cfg_scale",
+    "Variation seed strength": "subseed_strength",
+    "Denoising strength": "denoising_strength",
+    "Hires upscale": "hr_scale",
+    "Noise multiplier": "initial_noise_multiplier",
+    "Refiner switch at": "refiner_switch_at",
+}
+_STR_FIELDS = {
+    "Prompt": "prompt",
+    "Negative prompt": "negative_prompt",
+    "Hires upscaler": "hr_upscaler",
+    "Hires prompt": "hr_prompt",
+    "Hires negative prompt": "hr_negative_prompt",
+    "Model": "model",
+    "Model hash": "model_hash",
+    "VAE": "vae",
+    "Refiner": "refiner_checkpoint",
+}
+# Labels whose "same as first pass" sentinel means "not set".
+_SAME_AS_FIRST = {
+    "Hires sampler": ("hr_sampler_name", "Use same sampler"),
+    "Hires schedule type": ("hr_scheduler", "Use same scheduler"),
+    "Hires checkpoint": ("hr_checkpoint_name", "Use same checkpoint"),
+}
+_HIRES_MARKERS = ("Hires upscale", "Hires upscaler", "Hires resize-1")
+
+
+def split_sampler_name(sampler: str, schedule_type: str = "Automatic") -> tuple[str, str]:
+    """``("DPM++ 2M Karras", ...)`` -> ``("DPM++ 2M", "Karras")``: a legacy schedule suffix wins."""
+    for label in SCHEDULE_TYPE_LABELS:
+        if sampler.endswith(" " + label):
+            return sampler[: -len(label) - 1], "SGM Uniform" if label == "SGMUniform" else label
+    return sampler, schedule_type
+
+
+def infotext_to_request_fields(parsed: Mapping[str, str]) -> dict[str, Any]:
+    """Parsed infotext -> GenerationRequest/API field values with their proper types.
+
+    Labels that map to no field, and values that do not convert (``Steps: abc``), are kept
+    as text under ``"extra"``; defaults that :func:`parse_infotext` injected are not.
+    """
+    fields: dict[str, Any] = {}
+    extra: dict[str, str] = {}
+    for label, value in parsed.items():
+        try:
+            if label in _INT_FIELDS:
+                fields[_INT_FIELDS[label]] = int(value)
+            elif label in _FLOAT_FIELDS:
+                fields[_FLOAT_FIELDS[label]] = float(value)
+            elif label in _STR_FIELDS:
+                fields[_STR_FIELDS[label]] = value
+            elif label in _SAME_AS_FIRST:
+                name, same = _SAME_AS_FIRST[label]
+                fields[name] = None if value == same else value
+            elif label == "Masked content":
+                fields["inpainting_fill"] = MASKED_CONTENT.index(value)
+            elif label == "Inpaint area":
+                fields["inpaint_full_res"] = value == "Only masked"
+            elif label == "Mask mode":
+                fields["inpainting_mask_invert"] = int(value == "Inpaint not masked")
+            elif label not in ("Sampler", "Schedule type") and _DEFAULTS.get(label) != value:
+                extra[label] = value
+        except ValueError:
+            extra[label] = value
+
+    if "Sampler" in parsed:
+        fields["sampler_name"], fields["scheduler"] = split_sampler_name(
+            parsed["Sampler"], parsed.get("Schedule type", "Automatic")
+        )
+    elif "Schedule type" in parsed:
+        fields["scheduler"] = parsed["Schedule type"]
+    hires_given = any(
+        parsed.get(k) not in (None, "0") if k == "Hires resize-1" else k in parsed for k in _HIRES_MARKERS
+    )
+    if "Denoising strength" in parsed and hires_given:
+        fields["enable_hr"] = True
+    fields["extra"] = extra
+    return fields
+
+
+# ----------------------------------------------------------------------------- images
+
+_EXIF_IFD = 0x8769
+_USER_COMMENT = 0x9286
+_UNICODE_PREFIX = b"UNICODE\0"
+_USER_COMMENT_CODECS = {b"ASCII\0\0\0": "ascii", b"JIS\0\0\0\0\0": "shift_jis", _UNICODE_PREFIX: "utf_16_be"}
+
+
+def pnginfo_for(text: str) -> PngInfo:
+    """PNG text chunks holding ``parameters``: tEXt when the text is Latin-1, else iTXt (UTF-8)."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("parameters", text)
+    return info
+
+
+def exif_for(text: str) -> bytes:
+    """EXIF bytes for JPEG/WEBP ``save(exif=...)``: UserComment = ``UNICODE\\0`` + UTF-16BE, as A1111.
+
+    Written by hand (big-endian TIFF, as piexif writes it) because Pillow would store the
+    comment as BYTE, which A1111's piexif reader cannot decode; UserComment is UNDEFINED.
+    """
+    comment = _UNICODE_PREFIX + text.encode("utf_16_be")
+    exif_ifd = 8 + 2 + 12 + 4  # after the TIFF header and IFD0 (one entry)
+    data_at = exif_ifd + 2 + 12 + 4
+    tiff = b"MM\x00\x2a" + struct.pack(">I", 8)
+    tiff += struct.pack(">H", 1) + struct.pack(">HHII", _EXIF_IFD, 4, 1, exif_ifd) + struct.pack(">I", 0)
+    tiff += struct.pack(">H", 1) + struct.pack(">HHII", _USER_COMMENT, 7, len(comment), data_at)
+    tiff += struct.pack(">I", 0) + comment
+    return b"Exif\x00\x00" + tiff
+
+
+def _decode_user_comment(data: bytes | str) -> str:
+    if isinstance(data, str):
+        return data
+    codec = _USER_COMMENT_CODECS.get(data[:8])
+    if codec is None:
+        return data.decode("utf8", errors="ignore")
+    return data[8:].decode(codec, errors="replace")
+
+
+def read_image_infotext(image: Any) -> str | None:
+    """The A1111 ``parameters`` text of an image (PIL image, path or bytes), or None.
+
+    Looks where A1111 does: the PNG ``parameters`` text chunk, then the EXIF UserComment
+    (JPEG/WEBP), then a GIF comment.
+    """
+    from PIL import Image
+
+    if isinstance(image, (bytes, bytearray)):
+        with Image.open(io.BytesIO(image)) as img:
+            return read_image_infotext(img)
+    if isinstance(image, (str, os.PathLike)):
+        with Image.open(image) as img:
+            return read_image_infotext(img)
+
+    text = image.info.get("parameters")
+    if isinstance(text, str):
+        return str(text)
+    comment = image.getexif().get_ifd(_EXIF_IFD).get(_USER_COMMENT)
+    if comment:
+        return _decode_user_comment(comment) or None
+    gif_comment = image.info.get("comment")
+    if isinstance(gif_comment, bytes):
+        return gif_comment.decode("utf8", errors="replace") or None
+    return None
