@@ -1,0 +1,158 @@
+"""The web UI: A1111's tabs and vocabulary as Gradio Blocks, mounted on the API's FastAPI app.
+
+Every action goes through the same ``Services`` functions the HTTP routes call, so the UI,
+``/sdapi/v1`` clients and the queue see one state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+from fastapi import FastAPI
+
+from sdcloud.errors import SdcloudError
+from sdcloud.ui.choices import Choices, load_choices
+from sdcloud.ui.controls import GenerationPanel
+from sdcloud.ui.img2img import img2img_tab
+from sdcloud.ui.params import fit_choices, infotext_to_txt2img
+from sdcloud.ui.pnginfo import PngInfoTab, png_info_tab
+from sdcloud.ui.queue_tab import queue_tab
+from sdcloud.ui.settings_tab import settings_tab
+from sdcloud.ui.txt2img import txt2img_tab
+
+UI_CSS = """
+.sd-progress { position: relative; min-height: 1.8em; border-radius: var(--radius-md);
+  background: var(--background-fill-secondary); border: 1px solid var(--border-color-primary);
+  overflow: hidden; }
+.sd-progress-fill { position: absolute; top: 0; bottom: 0; left: 0; background: var(--color-accent);
+  opacity: .35; transition: width .2s; }
+.sd-failed .sd-progress-fill { background: var(--error-background-fill); opacity: 1; }
+.sd-progress-text { position: relative; display: block; padding: .25em .6em; font-size: .9em; }
+.sd-actions button { min-height: 3em; }
+#quicksettings { align-items: flex-end; }
+@media (max-width: 640px) {
+  .gradio-container { padding: 4px !important; }
+  .sd-actions { flex-direction: row !important; flex-wrap: wrap; }
+  .sd-actions > * { flex: 1 1 45% !important; }
+  .sd-seed-row { flex-wrap: nowrap !important; }
+  /* prompt, Generate, then progress and results above the parameters */
+  .sd-main-row { flex-direction: column !important; }
+  .sd-results { order: -1; }
+}
+"""
+
+
+def _model_bar(services: Any, choices: Choices) -> tuple[gr.Dropdown, gr.Dropdown]:
+    with gr.Row(elem_id="quicksettings"):
+        model = gr.Dropdown(choices.models, value=choices.current_model, label="Stable Diffusion checkpoint",
+                            scale=3, min_width=220, elem_id="sd_model_checkpoint")
+        refresh = gr.Button("↻", scale=0, min_width=48, elem_id="refresh_models")
+        vae = gr.Dropdown(choices.vaes, value=choices.current_vae, label="SD VAE", scale=2, min_width=160,
+                          elem_id="sd_vae")
+    status = gr.Markdown("", elem_id="model_status")
+
+    def switch_model(title: str) -> str:
+        try:
+            services.set_model(title)
+        except SdcloudError as exc:
+            raise gr.Error(str(exc)) from None
+        return f"Loaded **{title}**"
+
+    def switch_vae(name: str) -> str:
+        try:
+            services.options_set({"sd_vae": name})
+        except SdcloudError as exc:
+            raise gr.Error(str(exc)) from None
+        return f"VAE: **{name}**"
+
+    model.input(switch_model, inputs=model, outputs=status)
+    vae.input(switch_vae, inputs=vae, outputs=status)
+    refresh.click(services.refresh_models, outputs=None).then(
+        lambda: _dropdowns(load_choices(services))[:2], outputs=[model, vae], show_progress="hidden")
+    return model, vae
+
+
+def _dropdowns(c: Choices) -> tuple[gr.Dropdown, gr.Dropdown, gr.Dropdown, gr.Dropdown]:
+    """Fresh model, VAE and LoRA lists (read on each page load and on ↻)."""
+    return (gr.Dropdown(choices=c.models, value=c.current_model),
+            gr.Dropdown(choices=c.vaes, value=c.current_vae),
+            gr.Dropdown(choices=c.loras, value=None), gr.Dropdown(choices=c.loras, value=None))
+
+
+def _wire_send_to(tabs: gr.Tabs, source: GenerationPanel, img2img: GenerationPanel) -> None:
+    """"Send to img2img / inpaint": the selected gallery image and the prompts go across."""
+    x = img2img.extra
+    common = [img2img.fields["prompt"], img2img.fields["negative_prompt"], tabs, x["tabs"], x["mode"]]
+
+    def selected_path(result: dict[str, Any] | None, index: int) -> str:
+        paths = (result or {}).get("paths") or []
+        if not paths:
+            raise gr.Error("Generate an image first.")
+        return paths[index] if 0 <= index < len(paths) else paths[0]
+
+    inputs = [source.result, source.selected, source.fields["prompt"], source.fields["negative_prompt"]]
+    source.send_to_img2img.click(
+        lambda r, i, p, n: (selected_path(r, i), p, n, gr.Tabs(selected="img2img"),
+                            gr.Tabs(selected="img2img"), "img2img"),
+        inputs=inputs, outputs=[x["init"], *common])
+    source.send_to_inpaint.click(
+        lambda r, i, p, n: (selected_path(r, i), p, n, gr.Tabs(selected="img2img"),
+                            gr.Tabs(selected="inpaint"), "inpaint"),
+        inputs=inputs, outputs=[x["editor"], *common])
+
+
+def _wire_png_info(tabs: gr.Tabs, png: PngInfoTab, txt2img: GenerationPanel, choices: Choices) -> None:
+    keys = txt2img.keys
+
+    def send(params: dict[str, Any]) -> list[Any]:
+        if not params:
+            raise gr.Error("Drop a PNG with generation parameters first.")
+        values = infotext_to_txt2img(params, scheduler_labels=choices.schedulers, ranges=choices.ranges)
+        values, dropped = fit_choices(values, {"sampler_name": choices.samplers,
+                                               "scheduler": choices.schedulers,
+                                               "hr_upscaler": choices.upscalers})
+        for key, value in dropped.items():
+            gr.Warning(f"{key} '{value}' is not available here; kept the current one.")
+        return [values.get(k, gr.skip()) for k in keys] + [gr.Tabs(selected="txt2img")]
+
+    png.send_to_txt2img.click(send, inputs=png.params_state, outputs=txt2img.inputs + [tabs])
+
+
+def build_ui(services: Any) -> gr.Blocks:
+    """The whole UI as one ``gr.Blocks`` (mount it with :func:`mount_ui`)."""
+    choices = load_choices(services)
+    with gr.Blocks(title="sdcloud", analytics_enabled=False) as blocks:
+        model, vae = _model_bar(services, choices)
+        with gr.Tabs(selected="txt2img", overflow_behavior="wrap", elem_id="tabs") as tabs:
+            with gr.Tab("txt2img", id="txt2img") as t2i_tab:
+                txt2img = txt2img_tab(services, choices)
+            with gr.Tab("img2img", id="img2img") as i2i_tab:
+                img2img = img2img_tab(services, choices)
+            with gr.Tab("PNG Info", id="pnginfo") as png_tab:
+                png = png_info_tab(services)
+            with gr.Tab("Queue", id="queue") as q_tab:
+                timer = queue_tab(services)
+            with gr.Tab("Settings", id="settings") as s_tab:
+                settings_tab(services)
+        for tab in (t2i_tab, i2i_tab, png_tab, s_tab):
+            tab.select(lambda: gr.Timer(active=False), outputs=timer, show_progress="hidden")
+        q_tab.select(lambda: gr.Timer(active=True), outputs=timer, show_progress="hidden")
+        _wire_send_to(tabs, txt2img, img2img)
+        _wire_send_to(tabs, img2img, img2img)
+        _wire_png_info(tabs, png, txt2img, choices)
+        blocks.load(lambda: _dropdowns(load_choices(services)),
+                    outputs=[model, vae, txt2img.lora, img2img.lora], show_progress="hidden")
+    return blocks
+
+
+def mount_ui(app: FastAPI, services: Any, path: str = "/", **mount_kwargs: Any) -> FastAPI:
+    """Mount the UI on ``app`` with its stylesheet; files are served from the outputs folder only.
+
+    ``mount_kwargs`` go to ``gr.mount_gradio_app`` (e.g. ``auth_dependency``).
+    """
+    return gr.mount_gradio_app(
+        app, build_ui(services), path=path, css=UI_CSS, ssr_mode=False, run_history=False,
+        footer_links=["api", "settings"], allowed_paths=[str(services.settings.outputs_path)],
+        **mount_kwargs,
+    )

@@ -1,0 +1,112 @@
+"""Running a generation from a tab: submit to the job queue, stream progress and preview,
+then fill the gallery. The same service calls the HTTP API makes; never the engine."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from PIL import Image
+
+from sdcloud.errors import SdcloudError
+from sdcloud.ui.controls import GenerationPanel
+from sdcloud.ui.params import infotext_of, insert_lora, seed_of
+from sdcloud.ui.progress import progress_html
+
+TERMINAL_STATES = ("done", "failed", "cancelled")
+POLL_SECONDS = 0.25
+
+RequestBuilder = Callable[[dict[str, Any], list[Any]], dict[str, Any]]
+
+
+def _preview_image(preview: Any) -> Image.Image | str | None:
+    if preview is None:
+        return None
+    if isinstance(preview, bytes | bytearray):
+        return Image.open(io.BytesIO(preview))
+    return str(preview) if isinstance(preview, str | Path) else preview
+
+
+def result_view(result: dict[str, Any] | None) -> tuple[list[str], dict[str, Any]]:
+    """(image paths for the gallery, A1111 info dict) from a finished job's result."""
+    if not result:
+        return [], {}
+    return [str(p) for p in result.get("paths") or []], dict(result.get("info") or {})
+
+
+def run_generation(services: Any, panel: GenerationPanel, build: RequestBuilder, values: tuple[Any, ...]
+                   ) -> Iterator[dict[Any, Any]]:
+    """Generator behind the Generate button: one yield per progress update."""
+    form = dict(zip(panel.keys, values[: len(panel.keys)], strict=True))
+    try:
+        request = build(form, list(values[len(panel.keys):]))
+        job = services.submit(panel.kind, request)
+    except SdcloudError as exc:
+        raise gr.Error(str(exc)) from None
+    yield {panel.job_id: job.id, panel.progress: progress_html(job),
+           panel.preview: gr.Image(value=None, visible=True)}
+    last_preview = None
+    while job.state not in TERMINAL_STATES:
+        time.sleep(POLL_SECONDS)
+        job = services.job(job.id)
+        update: dict[Any, Any] = {panel.progress: progress_html(job)}
+        preview = getattr(job, "preview", None)
+        if preview is not None and preview is not last_preview:
+            last_preview = preview
+            update[panel.preview] = _preview_image(preview)
+        yield update
+    paths, info = result_view(job.result)
+    done: dict[Any, Any] = {panel.job_id: None, panel.progress: progress_html(job),
+                            panel.preview: gr.Image(value=None, visible=False)}
+    if paths:
+        done.update({panel.gallery: paths, panel.result: {"paths": paths, "info": info},
+                     panel.selected: 0, panel.infotext: infotext_of(info, 0)})
+    if job.state == "failed":
+        gr.Warning(job.error or "generation failed")
+    yield done
+
+
+def wire_panel(services: Any, panel: GenerationPanel, build: RequestBuilder,
+               extra_inputs: list[gr.components.Component] | None = None) -> None:
+    """Connect Generate, Interrupt, seed buttons, LoRA picker and gallery selection."""
+    outputs = [panel.job_id, panel.progress, panel.preview, panel.gallery, panel.result, panel.selected,
+               panel.infotext]
+
+    def generate(*values: Any) -> Iterator[dict[Any, Any]]:
+        yield from run_generation(services, panel, build, values)
+
+    # Jobs wait in sdcloud's own queue (visible in the Queue tab), not in Gradio's.
+    panel.generate.click(generate, inputs=panel.inputs + (extra_inputs or []), outputs=outputs,
+                         concurrency_limit=None, show_progress="hidden")
+
+    def interrupt(job_id: str | None) -> None:
+        if job_id is None:
+            gr.Info("Nothing of yours is running.")
+            return
+        try:
+            services.cancel(job_id)
+        except SdcloudError as exc:
+            gr.Warning(str(exc))
+
+    panel.interrupt.click(interrupt, inputs=panel.job_id, outputs=None, concurrency_limit=None)
+
+    panel.seed_random.click(lambda: -1, outputs=panel.fields["seed"], show_progress="hidden")
+    panel.seed_reuse.click(lambda result, index: seed_of((result or {}).get("info"), index),
+                           inputs=[panel.result, panel.selected], outputs=panel.fields["seed"],
+                           show_progress="hidden")
+
+    def add_lora(prompt: str, name: str | None) -> tuple[str, None]:
+        return (insert_lora(prompt or "", name) if name else prompt), None
+
+    panel.lora.input(add_lora, inputs=[panel.fields["prompt"], panel.lora],
+                     outputs=[panel.fields["prompt"], panel.lora], show_progress="hidden")
+
+    def select(result: dict[str, Any] | None, evt: gr.SelectData) -> tuple[int, str]:
+        return evt.index, infotext_of((result or {}).get("info"), evt.index)
+
+    panel.gallery.select(select, inputs=panel.result, outputs=[panel.selected, panel.infotext],
+                         show_progress="hidden")

@@ -1,0 +1,56 @@
+"""The img2img tab, with its img2img and Inpaint sub-tabs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+from PIL import Image
+
+from sdcloud.ui.choices import Choices
+from sdcloud.ui.controls import GenerationPanel, generation_panel
+from sdcloud.ui.generate import wire_panel
+from sdcloud.ui.images import inpaint_inputs, to_base64_png
+from sdcloud.ui.params import img2img_request
+
+
+def _image_inputs() -> dict[str, Any]:
+    with gr.Tabs(selected="img2img") as tabs:
+        with gr.Tab("img2img", id="img2img") as plain_tab:
+            init = gr.Image(type="pil", image_mode="RGB", label="Image for img2img", height=360,
+                            sources=["upload", "clipboard"], elem_id="img2img_image")
+        with gr.Tab("Inpaint", id="inpaint") as inpaint_tab:
+            editor = gr.ImageEditor(
+                type="pil", label="Image for inpainting: paint the area to repaint", height=360,
+                sources=("upload", "clipboard"), transforms=(), layers=False,
+                brush=gr.Brush(colors=["#ffffff"], default_color="#ffffff", color_mode="fixed"),
+                elem_id="img2img_inpaint_editor",
+            )
+            with gr.Accordion("Upload a mask instead (white = repaint)", open=False):
+                mask_upload = gr.Image(type="pil", image_mode="L", label="Mask", height=240,
+                                       sources=["upload", "clipboard"], elem_id="img2img_mask_upload")
+    mode = gr.State("img2img")
+    plain_tab.select(lambda: "img2img", outputs=mode, show_progress="hidden")
+    inpaint_tab.select(lambda: "inpaint", outputs=mode, show_progress="hidden")
+    return {"tabs": tabs, "init": init, "editor": editor, "mask_upload": mask_upload, "mode": mode}
+
+
+def _build_request(form: dict[str, Any], extra: list[Any]) -> dict[str, Any]:
+    mode, init, editor, mask_upload = extra
+    if mode == "inpaint":
+        image, mask = inpaint_inputs(editor, mask_upload)
+        if image is None:
+            raise gr.Error("Upload an image to inpaint first.")
+        if mask is None:
+            raise gr.Error("Paint over the area to repaint, or upload a mask.")
+        return img2img_request(form, to_base64_png(image), to_base64_png(mask))
+    if not isinstance(init, Image.Image):
+        raise gr.Error("Upload an image for img2img first.")
+    return img2img_request(form, to_base64_png(init))
+
+
+def img2img_tab(services: Any, choices: Choices) -> GenerationPanel:
+    panel = generation_panel("img2img", choices, image_inputs=_image_inputs)
+    x = panel.extra
+    wire_panel(services, panel, _build_request, [x["mode"], x["init"], x["editor"], x["mask_upload"]])
+    return panel

@@ -1,0 +1,251 @@
+"""Pure helpers between the UI controls and A1111 request fields (no Gradio, no torch).
+
+The UI speaks A1111's API vocabulary: every control is named after the request field it
+fills (``steps``, ``cfg_scale``, ``hr_scale`` ...), so a form is a plain ``dict`` that goes
+to the same service functions the HTTP API calls.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)")
+MASKED_CONTENT = ("fill", "original", "latent noise", "latent nothing")
+INPAINT_AREAS = ("Whole picture", "Only masked")
+MASK_MODES = ("Inpaint masked", "Inpaint not masked")
+
+_LORA_RE = re.compile(r"<lora:([^:>]+)(?::[^>]*)?>")
+
+
+@dataclass(frozen=True)
+class Ranges:
+    """Upper bounds of the sliders, taken from the server's input limits."""
+
+    max_width: int = 2048
+    max_height: int = 2048
+    max_steps: int = 150
+    max_batch_size: int = 8
+    max_n_iter: int = 32
+
+    @classmethod
+    def from_limits(cls, limits: Any) -> Ranges:
+        return cls(**{name: int(getattr(limits, name)) for name in cls.__dataclass_fields__
+                      if hasattr(limits, name)})
+
+
+def insert_lora(prompt: str, name: str, weight: float = 1.0) -> str:
+    """Append ``<lora:name:weight>`` to ``prompt`` as A1111's extra-networks card does.
+
+    A LoRA already in the prompt is left as it is (clicking its card twice must not stack
+    it); the tag is separated from the text by ``", "`` unless the prompt already ends
+    with a comma.
+    """
+    name = name.strip()
+    if not name:
+        return prompt
+    if any(m.group(1) == name for m in _LORA_RE.finditer(prompt)):
+        return prompt
+    tag = f"<lora:{name}:{_fmt_number(weight)}>"
+    text = prompt.rstrip()
+    if not text:
+        return tag
+    sep = " " if text.endswith(",") else ", "
+    return f"{text}{sep}{tag}"
+
+
+def _fmt_number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def split_sampler(sampler: str, scheduler: str | None, scheduler_labels: Iterable[str]) -> tuple[str, str]:
+    """Split a pre-1.9 name like ``DPM++ 2M Karras`` into (sampler, schedule type).
+
+    The suffix counts only when the infotext did not give a real ``Schedule type``.
+    """
+    labels = sorted((label for label in scheduler_labels if label and label != "Automatic"),
+                    key=len, reverse=True)
+    current = scheduler or "Automatic"
+    if current == "Automatic":
+        for label in labels:
+            if sampler.lower().endswith(" " + label.lower()):
+                return sampler[: -len(label) - 1], label
+    return sampler, current
+
+
+def _int(value: Any, default: int) -> int:
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        return default
+
+
+def _float(value: Any, default: float) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _clamp(value: float, low: float, high: float) -> float:
+    return max(low, min(high, value))
+
+
+def infotext_to_txt2img(params: Mapping[str, Any], *, scheduler_labels: Iterable[str] = (),
+                        ranges: Ranges | None = None) -> dict[str, Any]:
+    """Map the parsed infotext of a PNG (A1111 ``png-info`` ``parameters``: label → string)
+    to txt2img control values, keyed by A1111 request field name.
+
+    Only the labels present are returned, so "Send to txt2img" leaves the other controls as
+    the user set them. Numbers are clamped to the sliders' ranges.
+    """
+    r = ranges or Ranges()
+    out: dict[str, Any] = {}
+    if "Prompt" in params:
+        out["prompt"] = str(params["Prompt"])
+    if "Negative prompt" in params:
+        out["negative_prompt"] = str(params["Negative prompt"])
+    if "Steps" in params:
+        out["steps"] = int(_clamp(_int(params["Steps"], 20), 1, r.max_steps))
+    if "Sampler" in params:
+        sampler, scheduler = split_sampler(str(params["Sampler"]), params.get("Schedule type"),
+                                           scheduler_labels)
+        out["sampler_name"] = sampler
+        out["scheduler"] = scheduler
+    elif "Schedule type" in params:
+        out["scheduler"] = str(params["Schedule type"])
+    if "CFG scale" in params:
+        out["cfg_scale"] = _clamp(_float(params["CFG scale"], 7.0), 1.0, 30.0)
+    if "Seed" in params:
+        out["seed"] = _int(params["Seed"], -1)
+    if "Size-1" in params and "Size-2" in params:
+        out["width"] = _snap(_int(params["Size-1"], 512), r.max_width)
+        out["height"] = _snap(_int(params["Size-2"], 512), r.max_height)
+    if "Batch size" in params:
+        out["batch_size"] = int(_clamp(_int(params["Batch size"], 1), 1, r.max_batch_size))
+    if "Denoising strength" in params:
+        out["denoising_strength"] = _clamp(_float(params["Denoising strength"], 0.7), 0.0, 1.0)
+    hires = _hires_fields(params, r)
+    if hires:
+        out.update(hires)
+        out["enable_hr"] = "Denoising strength" in params
+    return out
+
+
+def _hires_fields(params: Mapping[str, Any], r: Ranges) -> dict[str, Any]:
+    """The hires-fix labels that are really in the text (A1111's parser also injects
+    defaults such as ``Hires resize-1: 0``, which say nothing about hires being used)."""
+    out: dict[str, Any] = {}
+    if "Hires upscale" in params:
+        out["hr_scale"] = _clamp(_float(params["Hires upscale"], 2.0), 1.0, 4.0)
+    if "Hires upscaler" in params:
+        out["hr_upscaler"] = str(params["Hires upscaler"])
+    if "Hires steps" in params:
+        out["hr_second_pass_steps"] = int(_clamp(_int(params["Hires steps"], 0), 0, r.max_steps))
+    x, y = _int(params.get("Hires resize-1"), 0), _int(params.get("Hires resize-2"), 0)
+    if x and y:
+        out["hr_resize_x"] = _snap(x, r.max_width)
+        out["hr_resize_y"] = _snap(y, r.max_height)
+    return out
+
+
+def _snap(value: int, high: int) -> int:
+    """Round to the slider's step of 8 and keep it in 64..high."""
+    return int(_clamp(round(value / 8) * 8, 64, high))
+
+
+def txt2img_request(form: Mapping[str, Any]) -> dict[str, Any]:
+    """A1111 ``/sdapi/v1/txt2img`` body from the txt2img form (control name → value)."""
+    req: dict[str, Any] = {
+        "prompt": form.get("prompt") or "",
+        "negative_prompt": form.get("negative_prompt") or "",
+        "sampler_name": form.get("sampler_name") or "Euler",
+        "scheduler": form.get("scheduler") or "Automatic",
+        "steps": int(form.get("steps", 20)),
+        "cfg_scale": float(form.get("cfg_scale", 7.0)),
+        "width": int(form.get("width", 512)),
+        "height": int(form.get("height", 512)),
+        "seed": _seed(form.get("seed")),
+        "batch_size": int(form.get("batch_size", 1)),
+        "n_iter": int(form.get("n_iter", 1)),
+        "save_images": True,
+    }
+    if form.get("enable_hr"):
+        req.update({
+            "enable_hr": True,
+            "hr_scale": float(form.get("hr_scale", 2.0)),
+            "hr_upscaler": form.get("hr_upscaler") or "Latent",
+            "hr_second_pass_steps": int(form.get("hr_second_pass_steps", 0)),
+            "hr_resize_x": int(form.get("hr_resize_x", 0)),
+            "hr_resize_y": int(form.get("hr_resize_y", 0)),
+            "denoising_strength": float(form.get("denoising_strength", 0.7)),
+        })
+    return req
+
+
+def img2img_request(form: Mapping[str, Any], init_image: str, mask: str | None = None) -> dict[str, Any]:
+    """A1111 ``/sdapi/v1/img2img`` body: the common fields plus init image, resize mode,
+    denoising and, with a mask, the inpaint fields. Images are base64 PNG strings."""
+    req = txt2img_request({k: v for k, v in form.items() if k != "enable_hr"})
+    req.update({
+        "init_images": [init_image],
+        "denoising_strength": float(form.get("denoising_strength", 0.75)),
+        "resize_mode": _index(RESIZE_MODES, form.get("resize_mode"), 0),
+    })
+    if mask is not None:
+        req.update({
+            "mask": mask,
+            "mask_blur": int(form.get("mask_blur", 4)),
+            "inpainting_fill": _index(MASKED_CONTENT, form.get("inpainting_fill"), 1),
+            "inpaint_full_res": form.get("inpaint_area") == INPAINT_AREAS[1],
+            "inpaint_full_res_padding": int(form.get("inpaint_full_res_padding", 32)),
+            "inpainting_mask_invert": _index(MASK_MODES, form.get("mask_mode"), 0),
+        })
+    return req
+
+
+def _index(choices: tuple[str, ...], value: Any, default: int) -> int:
+    return choices.index(value) if value in choices else default
+
+
+def _seed(value: Any) -> int:
+    seed = _int(value, -1)
+    return seed if seed >= 0 else -1
+
+
+def seed_of(info: Mapping[str, Any] | None, index: int | None = None) -> int:
+    """The seed of gallery image ``index`` (A1111 ``info`` dict), for the Reuse button; -1 if none."""
+    if not info:
+        return -1
+    seeds = info.get("all_seeds") or []
+    offset = int(info.get("index_of_first_image", 0) or 0)
+    i = (index or 0) - offset
+    if seeds and 0 <= i < len(seeds):
+        return int(seeds[i])
+    return int(info.get("seed", -1) if info.get("seed") is not None else -1)
+
+
+def infotext_of(info: Mapping[str, Any] | None, index: int | None = None) -> str:
+    """The infotext shown under the gallery for the selected image."""
+    if not info:
+        return ""
+    texts = info.get("infotexts") or []
+    i = index or 0
+    if 0 <= i < len(texts):
+        return str(texts[i])
+    return str(texts[0]) if texts else ""
+
+
+def fit_choices(values: Mapping[str, Any], allowed: Mapping[str, Iterable[str]]
+                ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split ``values`` into (kept, dropped): a dropdown value this server does not offer
+    (a sampler from another UI, an upscaler not installed) is dropped, not forced in."""
+    kept, dropped = {}, {}
+    for key, value in values.items():
+        if key in allowed and value not in set(allowed[key]):
+            dropped[key] = value
+        else:
+            kept[key] = value
+    return kept, dropped
