@@ -1,0 +1,482 @@
+"""The sampling loop: txt2img, img2img, inpaint and hires fix over one loaded pipeline.
+
+We drive the UNet, scheduler and VAE ourselves (rather than calling the diffusers pipeline)
+because A1111 semantics need it: per-image seeds and variation seeds, prompt editing that
+swaps conditioning mid-run, inpaint fill modes, hires fix, cancel/skip between steps and
+live previews. Each step does exactly what the diffusers pipeline does, so the speed is the
+same (bench/engine_overhead.py).
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from sdcloud.engine import images as im
+from sdcloud.engine import prompt_parser
+from sdcloud.engine.conditioning import Conditioning, PromptEncoder, pad_to_same_length
+from sdcloud.engine.samplers import build_scheduler, effective_schedule, resolve_sampler
+from sdcloud.engine.types import CancelToken, GenerationRequest, Progress, ProgressCallback
+from sdcloud.errors import BadRequest, GenerationFailed
+
+LATENT_UPSCALE_MODES = {
+    "Latent": ("bilinear", False),
+    "Latent (antialiased)": ("bilinear", True),
+    "Latent (bicubic)": ("bicubic", False),
+    "Latent (bicubic antialiased)": ("bicubic", True),
+    "Latent (nearest)": ("nearest", False),
+    "Latent (nearest-exact)": ("nearest-exact", False),
+}
+PIXEL_UPSCALERS = {"Lanczos": Image.LANCZOS, "Nearest": Image.NEAREST}
+# Cheap latent → RGB projection for live previews (A1111's "Approx cheap").
+_PREVIEW_FACTORS = {
+    "sd": [[0.3512, 0.2297, 0.3227], [0.3250, 0.4974, 0.2350], [-0.2829, 0.1762, 0.2721], [-0.2120, -0.2616, -0.7177]],
+    "sdxl": [[0.3651, 0.4232, 0.4341], [-0.2533, -0.0042, 0.1068], [0.1076, 0.1111, -0.0362],
+             [-0.3165, -0.2492, -0.2188]],
+}
+
+
+class _Skip(Exception):
+    pass
+
+
+class _Interrupt(Exception):
+    pass
+
+
+@dataclass
+class ModelContext:
+    pipe: Any
+    family: str
+    variant: str
+    device: Any
+    dtype: Any
+    encoder: PromptEncoder
+
+    @property
+    def is_xl(self) -> bool:
+        return self.family in ("sdxl", "sdxl_refiner")
+
+
+@dataclass
+class Pass:
+    """One sampling pass over a batch."""
+
+    sampler: str
+    schedule: str
+    steps: int
+    width: int
+    height: int
+    conds: list[tuple[int, Conditioning]]  # (end step, cond) schedule
+    unconds: list[tuple[int, Conditioning]]
+    denoise: float | None = None  # None = txt2img from pure noise
+
+
+@dataclass
+class BatchOutput:
+    images: list[Image.Image]
+    seeds: list[int]
+    subseeds: list[int]
+
+
+def validate(req: GenerationRequest, limits: Any) -> None:
+    """Reject bad input before any work (typed errors the API maps to 4xx)."""
+    for name in ("width", "height"):
+        value = getattr(req, name)
+        top = getattr(limits, f"max_{name}")
+        if not isinstance(value, int) or value < 64 or value > top or value % 8:
+            raise BadRequest(f"{name} must be a multiple of 8 between 64 and {top}, got {value}")
+    if not 1 <= req.steps <= limits.max_steps:
+        raise BadRequest(f"steps must be between 1 and {limits.max_steps}, got {req.steps}")
+    if not 1 <= req.batch_size <= limits.max_batch_size:
+        raise BadRequest(f"batch size must be between 1 and {limits.max_batch_size}, got {req.batch_size}")
+    if not 1 <= req.n_iter <= limits.max_n_iter:
+        raise BadRequest(f"batch count must be between 1 and {limits.max_n_iter}, got {req.n_iter}")
+    if not 0 <= req.cfg_scale <= 100:
+        raise BadRequest(f"CFG scale must be between 0 and 100, got {req.cfg_scale}")
+    if req.denoising_strength is not None and not 0 <= req.denoising_strength <= 1:
+        raise BadRequest(f"denoising strength must be between 0 and 1, got {req.denoising_strength}")
+    if not 0 <= req.subseed_strength <= 1:
+        raise BadRequest("variation strength must be between 0 and 1")
+    if not 1 <= req.clip_skip <= 12:
+        raise BadRequest(f"clip skip must be between 1 and 12, got {req.clip_skip}")
+    if len(req.prompt) + len(req.negative_prompt) > limits.max_prompt_length:
+        raise BadRequest(f"prompt is longer than {limits.max_prompt_length} characters")
+    if req.mask is not None and not req.init_images:
+        raise BadRequest("a mask needs an init image")
+    if req.enable_hr and not req.is_img2img:
+        if req.hr_upscaler not in LATENT_UPSCALE_MODES and req.hr_upscaler not in PIXEL_UPSCALERS:
+            names = ", ".join([*LATENT_UPSCALE_MODES, *PIXEL_UPSCALERS])
+            raise BadRequest(f"unknown hires upscaler '{req.hr_upscaler}'; available: {names}")
+        tw, th = hires_target(req)
+        if tw > limits.max_width or th > limits.max_height:
+            raise BadRequest(f"hires size {tw}x{th} exceeds the maximum {limits.max_width}x{limits.max_height}")
+    if req.inpainting_fill not in (0, 1, 2, 3):
+        raise BadRequest("inpainting_fill must be 0 (fill), 1 (original), 2 (latent noise) or 3 (latent nothing)")
+    if req.resize_mode not in (0, 1, 2, 3):
+        raise BadRequest("resize_mode must be 0-3")
+
+
+def hires_target(req: GenerationRequest) -> tuple[int, int]:
+    """Second-pass size: explicit resize (one side 0 keeps the aspect) or scale; multiples of 8."""
+    w, h = req.width, req.height
+    if req.hr_resize_x == 0 and req.hr_resize_y == 0:
+        tw, th = int(w * req.hr_scale), int(h * req.hr_scale)
+    elif req.hr_resize_y == 0:
+        tw, th = req.hr_resize_x, int(req.hr_resize_x * h / w)
+    elif req.hr_resize_x == 0:
+        tw, th = int(req.hr_resize_y * w / h), req.hr_resize_y
+    else:
+        tw, th = req.hr_resize_x, req.hr_resize_y
+    return max(64, tw // 8 * 8), max(64, th // 8 * 8)
+
+
+def resolve_seeds(req: GenerationRequest) -> tuple[list[int], list[int]]:
+    """A1111: seed −1 → random; image i gets seed+i (all equal when a variation is used)."""
+    total = req.batch_size * req.n_iter
+    seed = req.seed if req.seed is not None and req.seed != -1 else random.randrange(4294967294)
+    subseed = req.subseed if req.subseed is not None and req.subseed != -1 else random.randrange(4294967294)
+    seeds = [int(seed) + (i if req.subseed_strength == 0 else 0) for i in range(total)]
+    subseeds = [int(subseed) + i for i in range(total)]
+    return seeds, subseeds
+
+
+def _slerp(t: float, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    an, bn = a / a.norm(), b / b.norm()
+    dot = (an * bn).sum().clamp(-1, 1)
+    if dot.abs() > 0.9995:
+        return (1 - t) * a + t * b
+    omega = torch.acos(dot)
+    so = torch.sin(omega)
+    return torch.sin((1 - t) * omega) / so * a + torch.sin(t * omega) / so * b
+
+
+def make_noise(seeds: list[int], subseeds: list[int], strength: float, shape: tuple[int, int, int],
+               resize_from: tuple[int, int] | None = None) -> torch.Tensor:
+    """Per-image noise from each image's seed on the CPU (device-independent, like RNG: CPU)."""
+    out = []
+    for seed, subseed in zip(seeds, subseeds, strict=True):
+        gen_shape = shape if not resize_from else (shape[0], resize_from[1] // 8, resize_from[0] // 8)
+        noise = torch.randn(gen_shape, generator=torch.Generator("cpu").manual_seed(seed))
+        if strength > 0:
+            sub = torch.randn(gen_shape, generator=torch.Generator("cpu").manual_seed(subseed))
+            noise = _slerp(strength, noise, sub)
+        if resize_from and gen_shape != shape:
+            full = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed))
+            h, w = min(shape[1], gen_shape[1]), min(shape[2], gen_shape[2])
+            ty, tx = (shape[1] - h) // 2, (shape[2] - w) // 2
+            sy, sx = (gen_shape[1] - h) // 2, (gen_shape[2] - w) // 2
+            full[:, ty:ty + h, tx:tx + w] = noise[:, sy:sy + h, sx:sx + w]
+            noise = full
+        out.append(noise)
+    return torch.stack(out)
+
+
+class Sampler:
+    """Runs passes for one request on one model context."""
+
+    def __init__(self, ctx: ModelContext, req: GenerationRequest, progress: ProgressCallback | None,
+                 cancel: CancelToken | None, preview: bool, total_steps: int) -> None:
+        self.ctx, self.req, self.progress, self.cancel, self.preview = ctx, req, progress, cancel, preview
+        self.total_steps = total_steps
+        self.done_steps = 0
+        self.job = 0
+
+    # -- conditioning --------------------------------------------------------------------
+    def schedule_conds(self, prompt: str, steps: int) -> list[tuple[int, Conditioning]]:
+        out = []
+        for end, text in prompt_parser.get_schedules(prompt, steps):
+            out.append((end, self.ctx.encoder(text, self.req.clip_skip)))
+        return out
+
+    def _cond_at(self, conds: list[tuple[int, Conditioning]], step: int) -> Conditioning:
+        for end, cond in conds:
+            if step <= end:
+                return cond
+        return conds[-1][1]
+
+    # -- the loop ------------------------------------------------------------------------
+    def run_pass(self, p: Pass, latents: torch.Tensor | None, noise: torch.Tensor,
+                 init_latents: torch.Tensor | None = None, latent_mask: torch.Tensor | None = None,
+                 image_cond: torch.Tensor | None = None, seed: int = 0) -> torch.Tensor:
+        ctx, unet = self.ctx, self.ctx.pipe.unet
+        device, dtype = ctx.device, ctx.dtype
+        scheduler = build_scheduler(p.sampler, p.schedule, dict(ctx.pipe.scheduler.config))
+        scheduler.set_timesteps(p.steps, device=device)
+        timesteps = scheduler.timesteps
+        noise = noise.to(device=device, dtype=torch.float32)
+        if p.denoise is None:
+            latents = noise * scheduler.init_noise_sigma
+        else:
+            init_t = min(int(p.steps * p.denoise), p.steps)
+            start = max(p.steps - init_t, 0) * scheduler.order
+            timesteps = timesteps[start:]
+            if hasattr(scheduler, "set_begin_index"):
+                scheduler.set_begin_index(start)
+            assert latents is not None
+            if len(timesteps) == 0:
+                return latents
+            latents = scheduler.add_noise(latents.to(device, torch.float32), noise, timesteps[:1].repeat(len(noise)))
+        step_params = inspect.signature(scheduler.step).parameters
+        step_kwargs: dict[str, Any] = {}
+        if "generator" in step_params:
+            step_kwargs["generator"] = torch.Generator(device="cpu").manual_seed(seed)
+        if "eta" in step_params and self.req.eta is not None:
+            step_kwargs["eta"] = self.req.eta
+        batch = latents.shape[0]
+        cfg = self.req.cfg_scale
+        use_cfg = cfg > 1.0
+        added = self._added_cond(p, batch, use_cfg)
+        total = len(timesteps)
+        for i, t in enumerate(timesteps):
+            self._check_cancel()
+            cond = self._cond_at(p.conds, i)
+            uncond = self._cond_at(p.unconds, i)
+            cond, uncond = pad_to_same_length(cond, uncond, ctx.encoder("", self.req.clip_skip))
+            pos = cond.embeds.expand(batch, -1, -1)
+            emb = torch.cat([uncond.embeds.expand(batch, -1, -1), pos]) if use_cfg else pos
+            model_in = torch.cat([latents] * 2) if use_cfg else latents
+            model_in = scheduler.scale_model_input(model_in, t)
+            if image_cond is not None:
+                model_in = torch.cat([model_in, torch.cat([image_cond] * (2 if use_cfg else 1))], dim=1)
+            kwargs = {}
+            if added is not None:
+                kwargs["added_cond_kwargs"] = self._added_for(added, cond, uncond, batch, use_cfg)
+            with torch.no_grad():
+                out = unet(model_in.to(dtype), t, encoder_hidden_states=emb.to(dtype), **kwargs).sample.float()
+            if use_cfg:
+                out_u, out_c = out.chunk(2)
+                out = out_u + cfg * (out_c - out_u)
+            latents = scheduler.step(out, t, latents, **step_kwargs).prev_sample
+            if init_latents is not None and latent_mask is not None and image_cond is None:
+                if i < total - 1:
+                    keep = scheduler.add_noise(init_latents, noise, timesteps[i + 1:i + 2].repeat(batch))
+                else:
+                    keep = init_latents
+                latents = (1 - latent_mask) * keep + latent_mask * latents
+            self.done_steps += 1
+            self._report(i + 1, latents)
+        return latents
+
+    def _added_cond(self, p: Pass, batch: int, use_cfg: bool) -> dict[str, Any] | None:
+        if not self.ctx.is_xl:
+            return None
+        ids = torch.tensor([[p.height, p.width, 0, 0, p.height, p.width]], dtype=torch.float32)
+        return {"time_ids": ids.to(self.ctx.device)}
+
+    def _added_for(self, added: dict[str, Any], cond: Conditioning, uncond: Conditioning, batch: int,
+                   use_cfg: bool) -> dict[str, Any]:
+        dtype = self.ctx.dtype
+        pooled = cond.pooled.expand(batch, -1)
+        if use_cfg:
+            pooled = torch.cat([uncond.pooled.expand(batch, -1), pooled])
+        n = pooled.shape[0]
+        return {"text_embeds": pooled.to(dtype), "time_ids": added["time_ids"].repeat(n, 1).to(dtype)}
+
+    def _check_cancel(self) -> None:
+        if self.cancel is None:
+            return
+        if self.cancel.interrupted:
+            raise _Interrupt
+        if self.cancel.take_skip():
+            raise _Skip
+
+    def _report(self, step: int, latents: torch.Tensor) -> None:
+        if self.progress is None:
+            return
+        preview = self.preview_image(latents) if self.preview else None
+        self.progress(Progress(step=self.done_steps, steps=self.total_steps, job=self.job,
+                               job_count=self.req.n_iter, preview=preview))
+
+    def preview_image(self, latents: torch.Tensor) -> Image.Image:
+        factors = torch.tensor(_PREVIEW_FACTORS["sdxl" if self.ctx.is_xl else "sd"], device=latents.device)
+        rgb = torch.einsum("chw,cr->hwr", latents[0].float(), factors)
+        arr = ((rgb + 1) * 127.5).clamp(0, 255).byte().cpu().numpy()
+        return Image.fromarray(arr).resize((latents.shape[-1] * 8, latents.shape[-2] * 8), Image.NEAREST)
+
+    # -- VAE -------------------------------------------------------------------------------
+    def encode(self, pil_images: list[Image.Image]) -> torch.Tensor:
+        vae = self.ctx.pipe.vae
+        x = im.to_tensor(pil_images).to(self.ctx.device, vae.dtype)
+        with torch.no_grad():
+            lat = vae.encode(x).latent_dist.mode().float()
+        shift = getattr(vae.config, "shift_factor", None) or 0.0
+        return (lat - shift) * vae.config.scaling_factor
+
+    def decode(self, latents: torch.Tensor) -> list[Image.Image]:
+        vae = self.ctx.pipe.vae
+        shift = getattr(vae.config, "shift_factor", None) or 0.0
+        z = latents / vae.config.scaling_factor + shift
+        with torch.no_grad():
+            out = vae.decode(z.to(vae.dtype)).sample
+            if vae.dtype == torch.float16 and torch.isnan(out).any():
+                vae.to(torch.float32)  # A1111's automatic --no-half-vae fallback
+                out = vae.decode(z.float()).sample
+        return im.to_pil(out)
+
+
+def _interp(latents: torch.Tensor, size: tuple[int, int], mode: str, antialias: bool) -> torch.Tensor:
+    kwargs: dict[str, Any] = {"size": size, "mode": mode}
+    if mode in ("bilinear", "bicubic"):
+        kwargs["antialias"] = antialias
+        kwargs["align_corners"] = False
+    return F.interpolate(latents, **kwargs)
+
+
+def run_batch(sampler: Sampler, req: GenerationRequest, seeds: list[int], subseeds: list[int],
+              first: Pass, hires: Pass | None, init: dict[str, Any] | None) -> list[Image.Image]:
+    """One batch: first pass (txt2img or img2img/inpaint), optional hires pass, decode, overlay."""
+    shape = (4, first.height // 8, first.width // 8)
+    resize_from = (req.seed_resize_from_w, req.seed_resize_from_h) \
+        if req.seed_resize_from_w > 0 and req.seed_resize_from_h > 0 else None
+    noise = make_noise(seeds, subseeds, req.subseed_strength, shape, resize_from)
+    device = sampler.ctx.device
+    if init is None:
+        latents = sampler.run_pass(first, None, noise, seed=seeds[0])
+    else:
+        init_latents = sampler.encode(init["images"])
+        if req.resize_mode == 3:
+            init_latents = _interp(init_latents, shape[1:], "bilinear", False)
+        latent_mask = init.get("latent_mask")
+        image_cond = None
+        if latent_mask is not None:
+            latent_mask = latent_mask.to(device)
+            noise_d = noise.to(device)
+            if req.inpainting_fill == 2:
+                init_latents = init_latents * (1 - latent_mask) + noise_d * latent_mask
+            elif req.inpainting_fill == 3:
+                init_latents = init_latents * (1 - latent_mask)
+            if sampler.ctx.variant == "inpaint":
+                masked = sampler.encode(init["masked_images"])
+                image_cond = torch.cat([latent_mask, masked], dim=1).to(device)
+        latents = sampler.run_pass(first, init_latents, noise, init_latents=init_latents.to(device),
+                                   latent_mask=latent_mask, image_cond=image_cond, seed=seeds[0])
+    if hires is not None:
+        up = req.hr_upscaler
+        size = (hires.height // 8, hires.width // 8)
+        if up in LATENT_UPSCALE_MODES:
+            mode, aa = LATENT_UPSCALE_MODES[up]
+            latents = _interp(latents, size, mode, aa)
+        else:
+            pics = [p.resize((hires.width, hires.height), PIXEL_UPSCALERS[up]) for p in sampler.decode(latents)]
+            latents = sampler.encode(pics)
+        hr_noise = make_noise(seeds, subseeds, req.subseed_strength, (4, *size))
+        latents = sampler.run_pass(hires, latents, hr_noise, seed=seeds[0])
+    images = sampler.decode(latents)
+    if init is not None and init.get("overlay_mask") is not None:
+        images = [im.overlay(orig, gen, init["overlay_mask"], init.get("box"))
+                  for orig, gen in zip(init["originals"], images, strict=True)]
+    return images
+
+
+def prepare_init(sampler: Sampler, req: GenerationRequest, batch: int) -> dict[str, Any]:
+    """Resize init images, prepare the mask (blur, invert, 'only masked' crop, fill)."""
+    width, height = req.width, req.height
+    sources = list(req.init_images)
+    if len(sources) not in (1, batch):
+        raise BadRequest(f"send 1 init image or one per image in the batch ({batch}), got {len(sources)}")
+    sources = [s.convert("RGB") for s in sources] * (batch if len(sources) == 1 else 1)
+    init: dict[str, Any] = {}
+    if req.mask is None:
+        init["images"] = [im.resize_image(req.resize_mode, s, width, height) for s in sources]
+        return init
+    originals = [im.resize_image(req.resize_mode, s, width, height) if not req.inpaint_full_res else s
+                 for s in sources]
+    mask = im.prepare_mask(req.mask, bool(req.inpainting_mask_invert), originals[0].size)
+    overlay_mask = im.blur_mask(mask, req.mask_blur)
+    box = None
+    if req.inpaint_full_res:
+        box = im.masked_region(mask, req.inpaint_full_res_padding, width, height)
+    if box is not None:
+        work = [o.crop(box).resize((width, height), Image.LANCZOS) for o in originals]
+        work_mask = overlay_mask.crop(box).resize((width, height), Image.LANCZOS)
+    else:
+        work = [o.resize((width, height), Image.LANCZOS) if o.size != (width, height) else o for o in originals]
+        work_mask = overlay_mask.resize((width, height), Image.LANCZOS)
+    if req.inpainting_fill == 0:
+        work = [im.fill_masked(w, work_mask) for w in work]
+    lm = torch.from_numpy(__import__("numpy").asarray(
+        work_mask.resize((width // 8, height // 8), Image.BILINEAR), dtype="float32") / 255.0)
+    lm = (lm > 0.5).float()[None, None].repeat(batch, 1, 1, 1)
+    init.update(images=work, originals=originals, overlay_mask=overlay_mask, box=box, latent_mask=lm)
+    if sampler.ctx.variant == "inpaint":
+        black = Image.new("RGB", (width, height))
+        init["masked_images"] = [Image.composite(black, w, work_mask.point(lambda v: 255 if v > 127 else 0))
+                                 for w in work]
+    return init
+
+
+def generate_images(ctx: ModelContext, req: GenerationRequest, limits: Any,
+                    progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
+                    preview: bool = False,
+                    on_batch: Callable[[list[Image.Image], list[int], list[int]], None] | None = None,
+                    ) -> tuple[list[Image.Image], list[int], list[int], bool, dict[str, Any]]:
+    """Run the whole request. Returns (images, seeds, subseeds, interrupted, resolved values)."""
+    validate(req, limits)
+    sampler_name, schedule = resolve_sampler(req.sampler_name, req.scheduler)
+    hr_sampler, hr_schedule = sampler_name, schedule
+    if req.enable_hr and req.hr_sampler_name and req.hr_sampler_name != "Use same sampler":
+        hr_sampler, hr_schedule = resolve_sampler(req.hr_sampler_name, req.hr_scheduler or schedule)
+    seeds, subseeds = resolve_seeds(req)
+    is_img2img = req.is_img2img
+    denoise = req.denoising_strength if req.denoising_strength is not None else (0.75 if is_img2img else 0.7)
+    hires = req.enable_hr and not is_img2img
+    first_steps = req.steps
+    hr_steps = (req.hr_second_pass_steps or req.steps) if hires else 0
+    run_first = min(int(first_steps * denoise), first_steps) if is_img2img else first_steps
+    run_hr = min(int(hr_steps * denoise), hr_steps) if hires else 0
+    total = (run_first + run_hr) * req.n_iter
+    s = Sampler(ctx, req, progress, cancel, preview, total)
+    try:
+        conds = s.schedule_conds(req.prompt, first_steps)
+        unconds = s.schedule_conds(req.negative_prompt, first_steps)
+    except torch.cuda.OutOfMemoryError as exc:  # pragma: no cover - GPU only
+        raise GenerationFailed(f"out of GPU memory while encoding the prompt: {exc}") from None
+    first = Pass(sampler_name, schedule, first_steps, req.width, req.height, conds, unconds,
+                 denoise if is_img2img else None)
+    hr_pass = None
+    if hires:
+        tw, th = hires_target(req)
+        hr_conds = s.schedule_conds(req.hr_prompt, hr_steps) if req.hr_prompt else \
+            s.schedule_conds(req.prompt, hr_steps)
+        hr_unconds = s.schedule_conds(req.hr_negative_prompt, hr_steps) if req.hr_negative_prompt else \
+            s.schedule_conds(req.negative_prompt, hr_steps)
+        hr_pass = Pass(hr_sampler, hr_schedule, hr_steps, tw, th, hr_conds, hr_unconds, denoise)
+    images: list[Image.Image] = []
+    out_seeds: list[int] = []
+    out_subseeds: list[int] = []
+    interrupted = False
+    bs = req.batch_size
+    for n in range(req.n_iter):
+        s.job = n
+        b_seeds, b_sub = seeds[n * bs:(n + 1) * bs], subseeds[n * bs:(n + 1) * bs]
+        try:
+            init = prepare_init(s, req, bs) if is_img2img else None
+            batch_images = run_batch(s, req, b_seeds, b_sub, first, hr_pass, init)
+        except _Skip:
+            continue
+        except _Interrupt:
+            interrupted = True
+            break
+        except torch.cuda.OutOfMemoryError:  # pragma: no cover - GPU only
+            raise GenerationFailed("out of GPU memory: lower the size or batch, or use --medvram") from None
+        images.extend(batch_images)
+        out_seeds.extend(b_seeds)
+        out_subseeds.extend(b_sub)
+        if on_batch is not None:
+            on_batch(batch_images, b_seeds, b_sub)
+    resolved = {
+        "sampler": sampler_name, "schedule": effective_schedule(sampler_name, schedule),
+        "hr_sampler": hr_sampler, "hr_schedule": effective_schedule(hr_sampler, hr_schedule),
+        "denoise": denoise if (is_img2img or hires) else None, "hires_steps": hr_steps,
+        "hires_size": (hr_pass.width, hr_pass.height) if hr_pass else None,
+        "all_seeds": seeds, "all_subseeds": subseeds,
+    }
+    return images, out_seeds, out_subseeds, interrupted, resolved
