@@ -140,8 +140,12 @@ def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
             pieces.append([m[0][1], 1.0, False])
         elif kind == "open":
             (round_open if m[0] == "(" else square_open).append(len(pieces))
-        elif kind == "weight" and round_open and _is_float(m["weight"]):
-            multiply_from(round_open.pop(), float(m["weight"]))
+        elif kind == "weight" and round_open:
+            if _is_float(m["weight"]):
+                multiply_from(round_open.pop(), float(m["weight"]))
+            else:  # "(a:1.2.3)": the would-be weight is text, the bracket closes as "(a)"
+                add_text(m[0][:-1].rstrip())
+                multiply_from(round_open.pop(), ROUND_MULTIPLIER)
         elif kind == "close" and m[0] == ")" and round_open:
             multiply_from(round_open.pop(), ROUND_MULTIPLIER)
         elif kind == "close" and m[0] == "]" and square_open:
