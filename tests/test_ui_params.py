@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from sdcloud.infotext import parse_infotext
 from sdcloud.ui.params import (
     Ranges,
     fit_choices,
@@ -12,11 +13,10 @@ from sdcloud.ui.params import (
     infotext_to_txt2img,
     insert_lora,
     seed_of,
-    split_sampler,
     txt2img_request,
 )
 
-SCHEDULERS = ["Automatic", "Uniform", "Karras", "Exponential", "Polyexponential", "SGM Uniform"]
+SCHEDULERS = ["Automatic", "Uniform", "Karras", "Exponential"]
 
 
 @pytest.mark.parametrize(("prompt", "expected"), [
@@ -38,49 +38,37 @@ def test_insert_lora_keeps_weight_and_does_not_stack() -> None:
     assert insert_lora("<lora:detail_v2:1>", "detail") == "<lora:detail_v2:1>, <lora:detail:1>"
 
 
-def test_split_sampler_handles_pre_19_names() -> None:
-    assert split_sampler("DPM++ 2M Karras", None, SCHEDULERS) == ("DPM++ 2M", "Karras")
-    assert split_sampler("DPM++ 2M SDE Exponential", "Automatic", SCHEDULERS) == (
-        "DPM++ 2M SDE", "Exponential")
-    assert split_sampler("Euler a", "Automatic", SCHEDULERS) == ("Euler a", "Automatic")
-    # an explicit Schedule type wins over a suffix
-    assert split_sampler("DPM++ 2M", "Karras", SCHEDULERS) == ("DPM++ 2M", "Karras")
-    # "SGM Uniform" is matched whole, not as "Uniform"
-    assert split_sampler("Euler SGM Uniform", None, SCHEDULERS) == ("Euler", "SGM Uniform")
-
-
 def test_png_info_parameters_fill_txt2img_controls() -> None:
-    # what A1111's png-info returns for a 1.10 infotext: every value a string, Size split
-    params = {
-        "Prompt": "a photo of a fox, <lora:detail:0.5>", "Negative prompt": "blurry",
-        "Steps": "28", "Sampler": "DPM++ 2M Karras", "CFG scale": "6.5", "Seed": "1741860054",
-        "Size-1": "512", "Size-2": "768", "Model hash": "6ce0161689", "Model": "v1-5",
-        "Clip skip": "1", "Schedule type": "Automatic",
-    }
-    out = infotext_to_txt2img(params, scheduler_labels=SCHEDULERS)
-    assert out == {
+    text = ("a photo of a fox, <lora:detail:0.5>\nNegative prompt: blurry\n"
+            "Steps: 28, Sampler: DPM++ 2M Karras, CFG scale: 6.5, Seed: 1741860054, Size: 512x768, "
+            "Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, Clip skip: 2, Version: v1.10.1")
+    out = infotext_to_txt2img(parse_infotext(text))
+    keys = ("prompt", "negative_prompt", "steps", "sampler_name", "scheduler", "cfg_scale", "seed", "width",
+            "height")
+    assert {k: out[k] for k in keys} == {
         "prompt": "a photo of a fox, <lora:detail:0.5>", "negative_prompt": "blurry", "steps": 28,
         "sampler_name": "DPM++ 2M", "scheduler": "Karras", "cfg_scale": 6.5, "seed": 1741860054,
         "width": 512, "height": 768,
     }
+    assert "enable_hr" not in out and "batch_size" not in out  # not in the text: controls left alone
+    assert not {"clip_skip", "model", "model_hash", "extra"} & set(out)  # no such txt2img control
 
 
 def test_png_info_hires_fields_enable_hires_fix() -> None:
-    params = {"Prompt": "x", "Steps": "20", "Sampler": "Euler", "Schedule type": "Automatic",
-              "Size-1": "512", "Size-2": "512", "Denoising strength": "0.4", "Hires upscale": "1.5",
-              "Hires upscaler": "Latent (nearest)", "Hires steps": "10",
-              "Hires resize-1": 0, "Hires resize-2": 0}
-    out = infotext_to_txt2img(params, scheduler_labels=SCHEDULERS)
+    text = ("x\nSteps: 20, Sampler: Euler, Schedule type: Automatic, CFG scale: 7, Seed: 1, Size: 512x512, "
+            "Denoising strength: 0.4, Hires upscale: 1.5, Hires steps: 10, Hires upscaler: Latent (nearest)")
+    out = infotext_to_txt2img(parse_infotext(text))
     assert out["enable_hr"] is True
     assert (out["hr_scale"], out["hr_upscaler"], out["hr_second_pass_steps"]) == (1.5, "Latent (nearest)", 10)
-    assert out["denoising_strength"] == 0.4
-    assert "hr_resize_x" not in out  # A1111's injected 0 defaults say nothing
+    assert (out["denoising_strength"], out["hr_resize_x"], out["hr_resize_y"]) == (0.4, 0, 0)
 
 
-def test_png_info_values_are_clamped_to_the_sliders() -> None:
-    params = {"Steps": "500", "Size-1": "4099", "Size-2": "30", "CFG scale": "oops", "Batch size": "64"}
-    out = infotext_to_txt2img(params, ranges=Ranges(max_width=2048, max_steps=150, max_batch_size=8))
-    assert out == {"steps": 150, "width": 2048, "height": 64, "cfg_scale": 7.0, "batch_size": 8}
+def test_png_info_values_are_fitted_to_the_sliders() -> None:
+    text = "x\nSteps: 500, Sampler: Euler, CFG scale: 45, Seed: 5, Size: 4099x30, Batch size: 64"
+    ranges = Ranges(max_width=2048, max_steps=150, max_batch_size=8)
+    out = infotext_to_txt2img(parse_infotext(text), ranges=ranges)
+    assert (out["steps"], out["width"], out["height"], out["cfg_scale"], out["batch_size"]) == (
+        150, 2048, 64, 30.0, 8)
 
 
 def test_fit_choices_drops_values_the_server_does_not_offer() -> None:

@@ -108,7 +108,7 @@ def _wire_png_info(tabs: gr.Tabs, png: PngInfoTab, txt2img: GenerationPanel, cho
     def send(params: dict[str, Any]) -> list[Any]:
         if not params:
             raise gr.Error("Drop a PNG with generation parameters first.")
-        values = infotext_to_txt2img(params, scheduler_labels=choices.schedulers, ranges=choices.ranges)
+        values = infotext_to_txt2img(params, ranges=choices.ranges)
         values, dropped = fit_choices(values, {"sampler_name": choices.samplers,
                                                "scheduler": choices.schedulers,
                                                "hr_upscaler": choices.upscalers})

@@ -8,12 +8,13 @@ to the same service functions the HTTP API calls.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sdcloud.infotext import MASKED_CONTENT, infotext_to_request_fields
+
 RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)")
-MASKED_CONTENT = ("fill", "original", "latent noise", "latent nothing")
 INPAINT_AREAS = ("Whole picture", "Only masked")
 MASK_MODES = ("Inpaint masked", "Inpaint not masked")
 
@@ -60,100 +61,45 @@ def _fmt_number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
-def split_sampler(sampler: str, scheduler: str | None, scheduler_labels: Iterable[str]) -> tuple[str, str]:
-    """Split a pre-1.9 name like ``DPM++ 2M Karras`` into (sampler, schedule type).
-
-    The suffix counts only when the infotext did not give a real ``Schedule type``.
-    """
-    labels = sorted((label for label in scheduler_labels if label and label != "Automatic"),
-                    key=len, reverse=True)
-    current = scheduler or "Automatic"
-    if current == "Automatic":
-        for label in labels:
-            if sampler.lower().endswith(" " + label.lower()):
-                return sampler[: -len(label) - 1], label
-    return sampler, current
-
-
-def _int(value: Any, default: int) -> int:
-    try:
-        return int(float(value))
-    except (TypeError, ValueError):
-        return default
-
-
-def _float(value: Any, default: float) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return default
-
-
 def _clamp(value: float, low: float, high: float) -> float:
     return max(low, min(high, value))
 
 
-def infotext_to_txt2img(params: Mapping[str, Any], *, scheduler_labels: Iterable[str] = (),
-                        ranges: Ranges | None = None) -> dict[str, Any]:
-    """Map the parsed infotext of a PNG (A1111 ``png-info`` ``parameters``: label → string)
+def _snap(value: int, high: int) -> int:
+    """Round to the size sliders' step of 8 and keep it in 64..high."""
+    return int(_clamp(round(value / 8) * 8, 64, high))
+
+
+def infotext_to_txt2img(params: Mapping[str, Any], *, ranges: Ranges | None = None) -> dict[str, Any]:
+    """Map a PNG's parsed infotext (the ``parameters`` of A1111's ``png-info``: label → text)
     to txt2img control values, keyed by A1111 request field name.
 
-    Only the labels present are returned, so "Send to txt2img" leaves the other controls as
-    the user set them. Numbers are clamped to the sliders' ranges.
+    The label → field mapping is the shared one in :mod:`sdcloud.infotext`; this keeps the
+    fields the txt2img tab has and fits numbers into its sliders. Labels absent from the
+    text are absent from the result, so "Send to txt2img" leaves those controls alone.
     """
     r = ranges or Ranges()
-    out: dict[str, Any] = {}
-    if "Prompt" in params:
-        out["prompt"] = str(params["Prompt"])
-    if "Negative prompt" in params:
-        out["negative_prompt"] = str(params["Negative prompt"])
-    if "Steps" in params:
-        out["steps"] = int(_clamp(_int(params["Steps"], 20), 1, r.max_steps))
-    if "Sampler" in params:
-        sampler, scheduler = split_sampler(str(params["Sampler"]), params.get("Schedule type"),
-                                           scheduler_labels)
-        out["sampler_name"] = sampler
-        out["scheduler"] = scheduler
-    elif "Schedule type" in params:
-        out["scheduler"] = str(params["Schedule type"])
-    if "CFG scale" in params:
-        out["cfg_scale"] = _clamp(_float(params["CFG scale"], 7.0), 1.0, 30.0)
-    if "Seed" in params:
-        out["seed"] = _int(params["Seed"], -1)
-    if "Size-1" in params and "Size-2" in params:
-        out["width"] = _snap(_int(params["Size-1"], 512), r.max_width)
-        out["height"] = _snap(_int(params["Size-2"], 512), r.max_height)
-    if "Batch size" in params:
-        out["batch_size"] = int(_clamp(_int(params["Batch size"], 1), 1, r.max_batch_size))
-    if "Denoising strength" in params:
-        out["denoising_strength"] = _clamp(_float(params["Denoising strength"], 0.7), 0.0, 1.0)
-    hires = _hires_fields(params, r)
-    if hires:
-        out.update(hires)
-        out["enable_hr"] = "Denoising strength" in params
-    return out
-
-
-def _hires_fields(params: Mapping[str, Any], r: Ranges) -> dict[str, Any]:
-    """The hires-fix labels that are really in the text (A1111's parser also injects
-    defaults such as ``Hires resize-1: 0``, which say nothing about hires being used)."""
-    out: dict[str, Any] = {}
-    if "Hires upscale" in params:
-        out["hr_scale"] = _clamp(_float(params["Hires upscale"], 2.0), 1.0, 4.0)
-    if "Hires upscaler" in params:
-        out["hr_upscaler"] = str(params["Hires upscaler"])
-    if "Hires steps" in params:
-        out["hr_second_pass_steps"] = int(_clamp(_int(params["Hires steps"], 0), 0, r.max_steps))
-    x, y = _int(params.get("Hires resize-1"), 0), _int(params.get("Hires resize-2"), 0)
-    if x and y:
-        out["hr_resize_x"] = _snap(x, r.max_width)
-        out["hr_resize_y"] = _snap(y, r.max_height)
-    return out
-
-
-def _snap(value: int, high: int) -> int:
-    """Round to the slider's step of 8 and keep it in 64..high."""
-    return int(_clamp(round(value / 8) * 8, 64, high))
+    fields = infotext_to_request_fields({str(k): str(v) for k, v in params.items()})
+    fit: dict[str, Callable[[Any], Any]] = {
+        "prompt": str,
+        "negative_prompt": str,
+        "sampler_name": str,
+        "scheduler": str,
+        "steps": lambda v: int(_clamp(v, 1, r.max_steps)),
+        "cfg_scale": lambda v: _clamp(v, 1.0, 30.0),
+        "seed": int,
+        "width": lambda v: _snap(v, r.max_width),
+        "height": lambda v: _snap(v, r.max_height),
+        "batch_size": lambda v: int(_clamp(v, 1, r.max_batch_size)),
+        "enable_hr": bool,
+        "denoising_strength": lambda v: _clamp(v, 0.0, 1.0),
+        "hr_scale": lambda v: _clamp(v, 1.0, 4.0),
+        "hr_upscaler": str,
+        "hr_second_pass_steps": lambda v: int(_clamp(v, 0, r.max_steps)),
+        "hr_resize_x": lambda v: _snap(v, r.max_width) if v else 0,
+        "hr_resize_y": lambda v: _snap(v, r.max_height) if v else 0,
+    }
+    return {key: fit[key](value) for key, value in fields.items() if key in fit}
 
 
 def txt2img_request(form: Mapping[str, Any]) -> dict[str, Any]:
@@ -211,7 +157,10 @@ def _index(choices: tuple[str, ...], value: Any, default: int) -> int:
 
 
 def _seed(value: Any) -> int:
-    seed = _int(value, -1)
+    try:
+        seed = int(float(value))
+    except (TypeError, ValueError):
+        return -1
     return seed if seed >= 0 else -1
 
 
