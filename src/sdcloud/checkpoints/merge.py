@@ -23,6 +23,7 @@ from sdcloud.checkpoints.stream import (
     Progress,
     StreamWriter,
     TensorSource,
+    check_output,
     open_source,
     output_dtype,
     prefetch,
@@ -129,13 +130,7 @@ def _check_options(opts: MergeOptions) -> None:
     if not 0.0 <= opts.drop_rate < 1.0:
         raise BadRequest("drop_rate must be in [0, 1)")
     output_dtype(opts.dtype)
-    if opts.output.suffix.lower() != ".safetensors":
-        raise BadRequest(f"output must be a .safetensors file, not '{opts.output.name}'")
-    inputs = {p.resolve() for p in (opts.a, opts.b, opts.c, opts.bake_vae) if p is not None}
-    if opts.output.resolve() in inputs:
-        raise BadRequest("the output would overwrite one of the inputs; choose another name")
-    if opts.output.exists() and not opts.overwrite:
-        raise BadRequest(f"{opts.output} already exists; choose another name or pass --overwrite")
+    check_output(opts.output, (opts.a, opts.b, opts.c, opts.bake_vae), opts.overwrite)
 
 
 def _arch(src: TensorSource) -> ArchInfo:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from sdcloud.checkpoints.hashing import FileHashes
 from sdcloud.checkpoints.safetensors_header import DTYPE_SIZES, read_header
-from sdcloud.errors import CorruptFile, SdcloudError, Unsupported
+from sdcloud.errors import BadRequest, CorruptFile, SdcloudError, Unsupported
 
 if TYPE_CHECKING:
     import torch
@@ -321,3 +321,43 @@ def _fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+@dataclass(frozen=True)
+class CopyStep:
+    """One output tensor: taken from ``source_key`` (None: CLIP ids rebuilt as ``arange``)."""
+
+    entry: Entry
+    source_key: str | None
+
+
+def rewrite(source: TensorSource, dest: Path, steps: list[CopyStep], metadata: Mapping[str, str],
+            progress: Progress | None = None,
+            transform: Callable[[str, torch.Tensor], torch.Tensor] | None = None) -> FileHashes:
+    """Stream ``source`` into a new safetensors file following ``steps`` (cast to each entry's
+    dtype; ``transform(key, fp32_tensor)`` may change float tensors on the way)."""
+    import torch
+
+    def job(step: CopyStep) -> Callable[[], tuple[CopyStep, torch.Tensor | None]]:
+        return lambda: (step, source.get(step.source_key) if step.source_key is not None else None)
+
+    with torch.inference_mode(), StreamWriter(dest, [s.entry for s in steps], metadata, progress) as w:
+        for step, tensor in prefetch(job(s) for s in steps):
+            if tensor is None:
+                n = step.entry.shape[-1] if step.entry.shape else 77
+                tensor = torch.arange(n, dtype=torch.int64).reshape(step.entry.shape)
+            elif transform is not None and tensor.is_floating_point():
+                tensor = transform(step.entry.name, tensor)
+            w.write(step.entry.name, tensor.to(torch_dtype(step.entry.dtype)))
+    assert w.hashes is not None
+    return w.hashes
+
+
+def check_output(dest: Path, inputs: Iterable[Path | None], overwrite: bool) -> None:
+    """Refuse an output that is not safetensors, would replace an input, or exists already."""
+    if dest.suffix.lower() != ".safetensors":
+        raise BadRequest(f"output must be a .safetensors file, not '{dest.name}'")
+    if dest.resolve() in {p.resolve() for p in inputs if p is not None}:
+        raise BadRequest("the output would overwrite one of the inputs; choose another name")
+    if dest.exists() and not overwrite:
+        raise BadRequest(f"{dest} already exists; choose another name or pass --overwrite")
