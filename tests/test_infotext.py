@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 
+import piexif
+import piexif.helper
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -349,6 +351,13 @@ def test_hypernet_label_becomes_a_prompt_tag() -> None:
     assert parse_infotext(text)["Prompt"] == "x<hypernet:anime:0.6>"
 
 
+def test_empty_values_are_dropped_like_a1111() -> None:
+    parsed = parse_infotext("x\nSteps: 20, Hires prompt: , Foo: , Seed: 1, Size: 8x8")
+    assert "Foo" not in parsed
+    assert parsed["Hires prompt"] == ""  # the injected default
+    assert (parsed["Steps"], parsed["Seed"]) == ("20", "1")
+
+
 def test_bad_values_are_kept_as_text_not_fatal() -> None:
     text = "x\nSteps: many, Sampler: Euler, CFG scale: 7, Seed: 1, Masked content: sideways, Foo: bar"
     fields = infotext_to_request_fields(parse_infotext(text))
@@ -497,3 +506,27 @@ def test_exif_ascii_user_comment_is_read() -> None:
     buf = io.BytesIO()
     Image.new("RGB", (8, 8)).save(buf, "JPEG", exif=bytes(exif))
     assert read_image_infotext(buf.getvalue()) == "hi  "
+
+
+def test_a1111_exif_reader_decodes_our_jpeg(tmp_path) -> None:
+    # A1111 reads JPEG/WEBP infotext with piexif: piexif.load + UserComment.load.
+    path = tmp_path / "x.jpg"
+    Image.new("RGB", (8, 8)).save(path, "JPEG", exif=exif_for(_TEXT_UNICODE))
+    with Image.open(path) as img:
+        exif = piexif.load(img.info["exif"])
+    comment = exif["Exif"][piexif.ExifIFD.UserComment]
+    assert piexif.helper.UserComment.load(comment) == _TEXT_UNICODE
+
+
+def test_we_read_a1111_written_jpeg(tmp_path) -> None:
+    # What A1111 writes: piexif.dump of a UserComment dumped with encoding="unicode".
+    exif = piexif.dump(
+        {
+            "Exif": {
+                piexif.ExifIFD.UserComment: piexif.helper.UserComment.dump(_TEXT_UNICODE, encoding="unicode")
+            }
+        }
+    )
+    path = tmp_path / "a1111.jpg"
+    Image.new("RGB", (8, 8)).save(path, "JPEG", exif=exif)
+    assert read_image_infotext(path) == _TEXT_UNICODE

@@ -293,6 +293,8 @@ def parse_infotext(text: str) -> dict[str, str]:
 
     res: dict[str, str] = {"Prompt": "\n".join(prompt), "Negative prompt": "\n".join(negative)}
     for key, value in _PARAM.findall(last):
+        if not value:  # A1111 drops "Key: ," (its parser fails on the empty value)
+            continue
         value = _unquote(value)
         size = _IMAGE_SIZE.match(value)
         if size:
