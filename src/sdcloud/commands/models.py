@@ -15,6 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls = msub.add_parser("list", help="show checkpoints, VAEs, LoRAs and embeddings")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
     ls.set_defaults(func=cmd_list)
+    from sdcloud.commands.storage import add_model_commands
+
+    add_model_commands(msub)
     p.set_defaults(func=lambda args: p.print_help() or 2)
 
 
