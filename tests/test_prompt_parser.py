@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sdcloud.engine.prompt_parser import (
     BREAK,
@@ -307,3 +309,34 @@ def test_padded_chunk_is_77_with_bos_eos() -> None:
     assert weights[:4] == [1.0, 1.2, 0.9, 1.0] and set(weights[3:]) == {1.0}
     ids, _ = PromptChunk([5], [1.0]).padded(bos=49406, eos=49407, pad=0)
     assert ids[:3] == [49406, 5, 49407] and set(ids[3:]) == {0}
+
+
+# ----------------------------------------------------------------------------- properties
+
+_any_prompt = st.lists(st.sampled_from([*"ab ,:|.5()[]\\\n", " BREAK ", "0.3", "é"]), max_size=40).map(
+    "".join
+)
+
+
+def _escape(text: str) -> str:
+    return re.sub(r"([\\()\[\]])", r"\\\1", text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(prompt=_any_prompt, steps=st.integers(1, 30))
+def test_any_prompt_schedules_without_error(prompt: str, steps: int) -> None:
+    schedule = get_schedules(prompt, steps)
+    ends = [end for end, _ in schedule]
+    assert ends == sorted(set(ends)) and ends[-1] == steps and ends[0] >= 1
+    for _, text in schedule:
+        assert parse_prompt_attention(text)  # every scheduled text is valid attention input
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=st.text(max_size=60).filter(lambda t: "BREAK" not in t))
+def test_escaped_text_is_read_back_literally(text: str) -> None:
+    escaped = _escape(text)
+    assert "".join(t for t, _ in parse_prompt_attention(escaped)) == text
+    assert {w for _, w in parse_prompt_attention(escaped)} == {1.0}
+    if "|" not in text and not escaped.endswith("\\"):
+        assert get_schedules(escaped, 7) == [(7, escaped)]
