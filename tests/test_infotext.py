@@ -117,7 +117,7 @@ def test_generation_params_key_order_and_omissions() -> None:
         hires_schedule_type="Automatic",
         hires_prompt="sharp, detailed",
         hires_negative_prompt="noise",
-        lora_hashes={"detail": "e3f9c2b1a8d7", "style": "0123456789ab"},
+        lora_hashes={"detail": "e3f9c2b1a8d7", "style: v2, final": "0123456789ab"},
         ti_hashes={"easyneg": "aabbccddeeff"},
         extra={"Emphasis": "No norm"},
     )
@@ -150,9 +150,9 @@ def test_generation_params_key_order_and_omissions() -> None:
         "Version",
     ]
     assert params["Seed resize from"] == "640x480"
-    assert params["Lora hashes"] == "detail: e3f9c2b1a8d7, style: 0123456789ab"
+    assert params["Lora hashes"] == "detail: e3f9c2b1a8d7, style v2 final: 0123456789ab"  # names cleaned
     line = build_infotext("p", "", params).splitlines()[-1]
-    assert 'Lora hashes: "detail: e3f9c2b1a8d7, style: 0123456789ab"' in line
+    assert 'Lora hashes: "detail: e3f9c2b1a8d7, style v2 final: 0123456789ab"' in line
     assert 'Hires prompt: "sharp, detailed"' in line
 
 
@@ -248,6 +248,10 @@ def test_parse_pre_19_infotext_with_legacy_sampler_and_hires() -> None:
     assert parsed["Negative prompt"] == ""
     assert parsed["Lora hashes"] == "detail_tweaker: e3f9c2b1a8d7"
     assert parse_name_hashes(parsed["Lora hashes"]) == {"detail_tweaker": "e3f9c2b1a8d7"}
+    assert parse_name_hashes("a: 0123456789ab, b c: ba9876543210") == {
+        "a": "0123456789ab",
+        "b c": "ba9876543210",
+    }
     fields = infotext_to_request_fields(parsed)
     assert (fields["sampler_name"], fields["scheduler"]) == ("DPM++ 2M", "Karras")
     assert fields["clip_skip"] == 2
@@ -451,7 +455,7 @@ def test_build_parse_round_trip(
     assert fields["model"] == model
     assert fields["hr_prompt"] == hires_prompt
     assert (fields["enable_hr"], fields["hr_scale"], fields["denoising_strength"]) == (True, 1.5, 0.5)
-    assert fields["extra"]["Lora hashes"] == "a, b: 0123456789ab, c: ba9876543210"
+    assert fields["extra"]["Lora hashes"] == "a b: 0123456789ab, c: ba9876543210"
     assert fields["extra"]["Version"] == VERSION
 
 

@@ -109,9 +109,10 @@ def build_infotext(prompt: str, negative_prompt: str, params: Mapping[str, objec
 
 
 def _format_hashes(hashes: Mapping[str, str] | None) -> str | None:
+    """``name: hash, name2: hash``; like A1111, ``:`` and ``,`` are removed from the names."""
     if not hashes:
         return None
-    return ", ".join(f"{name}: {digest}" for name, digest in hashes.items())
+    return ", ".join(f"{name.replace(':', '').replace(',', '')}: {digest}" for name, digest in hashes.items())
 
 
 def generation_params(
