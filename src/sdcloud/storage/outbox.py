@@ -20,7 +20,7 @@ from typing import Any
 
 from sdcloud.errors import BadRequest, SdcloudError
 from sdcloud.storage.base import Store, join_key
-from sdcloud.storage.fileio import write_text_durable
+from sdcloud.storage.fileio import fsync_dir, write_text_durable
 
 log = logging.getLogger("sdcloud.storage")
 
@@ -117,6 +117,7 @@ class Outbox:
             files.append(side)
         for f in files:
             _fsync_file(f)
+        fsync_dir(image.parent)
         if self.store is None:
             return []
         now = time.time()
