@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from sdcloud import __version__
+from sdcloud.errors import CorruptFile
 from sdcloud.infotext import (
     VERSION,
     build_infotext,
@@ -502,6 +503,23 @@ def test_image_without_infotext_reads_none() -> None:
     assert read_image_infotext(buf.getvalue()) is None
 
 
+def test_gif_comment_is_read() -> None:
+    buf = io.BytesIO()
+    Image.new("P", (8, 8)).save(buf, "GIF", comment=_TEXT_LATIN.encode())
+    assert read_image_infotext(buf.getvalue()) == _TEXT_LATIN
+
+
+def test_not_an_image_is_a_clear_error(tmp_path) -> None:
+    with pytest.raises(CorruptFile, match="send a PNG, JPEG or WEBP"):
+        read_image_infotext(b"not an image")
+    path = tmp_path / "cut.png"
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, "PNG", pnginfo=pnginfo_for(_TEXT_LATIN))
+    path.write_bytes(buf.getvalue()[:20])
+    with pytest.raises(CorruptFile):
+        read_image_infotext(path)
+
+
 def test_exif_ascii_user_comment_is_read() -> None:
     exif = bytearray(exif_for("xx"))
     # same layout, ASCII prefix: what some other tools write
@@ -534,3 +552,15 @@ def test_we_read_a1111_written_jpeg(tmp_path) -> None:
     path = tmp_path / "a1111.jpg"
     Image.new("RGB", (8, 8)).save(path, "JPEG", exif=exif)
     assert read_image_infotext(path) == _TEXT_UNICODE
+
+
+def test_module_imports_without_torch_or_pil() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, sdcloud.infotext, sdcloud.engine.prompt_parser;"
+        "bad = [m for m in ('torch', 'diffusers', 'PIL') if m in sys.modules];"
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

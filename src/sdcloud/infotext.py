@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from sdcloud import __version__
+from sdcloud.errors import CorruptFile
 
 if TYPE_CHECKING:
     from PIL.PngImagePlugin import PngInfo
@@ -481,14 +482,15 @@ def read_image_infotext(image: Any) -> str | None:
     Looks where A1111 does: the PNG ``parameters`` text chunk, then the EXIF UserComment
     (JPEG/WEBP), then a GIF comment.
     """
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
-    if isinstance(image, (bytes, bytearray)):
-        with Image.open(io.BytesIO(image)) as img:
-            return read_image_infotext(img)
-    if isinstance(image, (str, os.PathLike)):
-        with Image.open(image) as img:
-            return read_image_infotext(img)
+    if isinstance(image, (bytes, bytearray, str, os.PathLike)):
+        source = io.BytesIO(image) if isinstance(image, (bytes, bytearray)) else image
+        try:
+            with Image.open(source) as img:
+                return read_image_infotext(img)
+        except (UnidentifiedImageError, OSError) as exc:
+            raise CorruptFile(f"cannot read the image: {exc}; send a PNG, JPEG or WEBP file") from None
 
     text = image.info.get("parameters")
     if isinstance(text, str):
