@@ -12,7 +12,7 @@ from sdcloud.errors import BadRequest
 from sdcloud.ui.images import from_base64, inpaint_inputs, mask_from_layers, to_base64_png
 from sdcloud.ui.progress import progress_html
 from sdcloud.ui.queue_tab import queue_rows
-from sdcloud.ui.settings_tab import changed_options
+from sdcloud.ui.settings_tab import changed_options, typed_changes
 
 
 def _stroke_layer(size: tuple[int, int], box: tuple[int, int, int, int], colour: str) -> Image.Image:
@@ -64,6 +64,7 @@ def test_progress_bar_says_what_the_job_is_doing() -> None:
     assert "Step 7/20 · 35% · ETA 1:15" in running and 'aria-valuenow="35"' in running
     assert "width:35.0%" in running
     assert 'aria-valuenow="100"' in progress_html(_job(state="done", progress=0.9))
+    assert "Interrupted" in progress_html(_job(state="done", interrupted=True))
     failed = progress_html(_job(state="failed", error="out of GPU memory <b>"))
     assert "Failed: out of GPU memory &lt;b&gt;" in failed  # escaped
     assert progress_html(None) == ""
@@ -92,3 +93,11 @@ def test_changed_options_returns_only_edits_and_refuses_bad_json() -> None:
         changed_options(current, '{"sd_vae": ')
     with pytest.raises(BadRequest, match="JSON object"):
         changed_options(current, "[1, 2]")
+
+
+def test_typed_changes_casts_slider_floats_and_keeps_only_edits() -> None:
+    current = {"CLIP_stop_at_last_layers": 1, "live_previews_enable": True, "samples_format": "png"}
+    edited = {"CLIP_stop_at_last_layers": 2.0, "live_previews_enable": True, "samples_format": "png"}
+    changes = typed_changes(current, edited)
+    assert changes == {"CLIP_stop_at_last_layers": 2} and type(changes["CLIP_stop_at_last_layers"]) is int
+    assert typed_changes(current, {"live_previews_enable": 0}) == {"live_previews_enable": False}

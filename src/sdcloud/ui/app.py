@@ -68,7 +68,7 @@ def _model_bar(services: Any, choices: Choices) -> tuple[gr.Dropdown, gr.Dropdow
 
     model.input(switch_model, inputs=model, outputs=status)
     vae.input(switch_vae, inputs=vae, outputs=status)
-    refresh.click(services.refresh_models, outputs=None).then(
+    refresh.click(services.refresh, outputs=None).then(
         lambda: _dropdowns(load_choices(services))[:2], outputs=[model, vae], show_progress="hidden")
     return model, vae
 

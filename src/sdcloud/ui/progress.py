@@ -33,7 +33,7 @@ def progress_html(job: Any) -> str:
                  _eta(getattr(job, "eta_seconds", None))]
         text = " · ".join(p for p in parts if p)
     elif state == "done":
-        fraction, text = 1.0, "Done"
+        fraction, text = 1.0, "Interrupted" if getattr(job, "interrupted", False) else "Done"
     elif state == "failed":
         text = f"Failed: {getattr(job, 'error', '') or 'unknown error'}"
     elif state == "cancelled":

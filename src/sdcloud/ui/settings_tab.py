@@ -4,7 +4,7 @@ server's input limits."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import gradio as gr
@@ -26,35 +26,84 @@ def changed_options(current: Mapping[str, Any], edited_json: str) -> dict[str, A
     return {k: v for k, v in edited.items() if k not in current or current[k] != v}
 
 
+def typed_changes(current: Mapping[str, Any], edited: Mapping[str, Any]) -> dict[str, Any]:
+    """Form values cast to the type each option has now (sliders answer floats), keeping
+    only those that differ."""
+    out: dict[str, Any] = {}
+    for key, value in edited.items():
+        old = current.get(key)
+        if isinstance(old, bool):
+            value = bool(value)
+        elif isinstance(old, int) and value is not None:
+            value = int(value)
+        if value != old:
+            out[key] = value
+    return out
+
+
+# The options with a form control, in A1111's words; anything else is in the JSON editor.
+_CONTROLS: dict[str, Callable[[Callable[[], Any]], gr.components.Component]] = {
+    "CLIP_stop_at_last_layers": lambda v: gr.Slider(1, 12, value=v, step=1, label="Clip skip"),
+    "samples_format": lambda v: gr.Dropdown(["png", "jpg", "jpeg", "webp"], value=v,
+                                            label="File format for images"),
+    "jpeg_quality": lambda v: gr.Slider(1, 100, value=v, step=1,
+                                        label="Quality for saved jpeg and webp images"),
+    "return_grid": lambda v: gr.Checkbox(value=v, label="Show grid in results (batches)"),
+    "live_previews_enable": lambda v: gr.Checkbox(value=v, label="Show live previews of the created image"),
+    "show_progress_every_n_steps": lambda v: gr.Number(
+        value=v, precision=0, minimum=-1, label="Live preview display period (sampling steps)",
+        info="-1 = only when the image is done"),
+}
+
+
 def limits_markdown(limits: Any) -> str:
     rows = "\n".join(f"| {name.replace('_', ' ')} | {value} |" for name, value in vars(limits).items())
     return ("**Input limits** (set with `sdcloud serve` flags or the config file)\n\n"
             "| limit | value |\n|---|---|\n" + rows)
 
 
+def _options_json(services: Any) -> str:
+    return json.dumps(services.options_get(), indent=2, sort_keys=True)
+
+
 def settings_tab(services: Any) -> None:
-    gr.Markdown("Options as the A1111 API serves them. Edit values and press **Apply settings**.")
+    present = services.options_get()
+    keys = [k for k in _CONTROLS if k in present]
     with gr.Row():
         apply = gr.Button("Apply settings", variant="primary", elem_id="settings_apply")
         reload = gr.Button("↻ Reload", elem_id="settings_reload")
     status = gr.Markdown("", elem_id="settings_status")
-    editor = gr.Code(value=lambda: json.dumps(services.options_get(), indent=2, sort_keys=True),
-                     language="json", label="Options", lines=20, max_lines=40, elem_id="settings_json")
+    # values are callables so each page load shows the options as they are now
+    controls = [_CONTROLS[k](lambda k=k: services.options_get().get(k)) for k in keys]
+    with gr.Accordion("All options (JSON, as GET /sdapi/v1/options serves them)", open=False):
+        editor = gr.Code(value=lambda: _options_json(services), language="json", label="Options",
+                         lines=12, max_lines=40, elem_id="settings_json")
+        apply_json = gr.Button("Apply JSON", elem_id="settings_apply_json")
     gr.Markdown(limits_markdown(services.settings.limits))
 
-    def reload_options() -> tuple[str, str]:
-        return json.dumps(services.options_get(), indent=2, sort_keys=True), ""
+    def current_values() -> list[Any]:
+        options = services.options_get()
+        return [options.get(k) for k in keys] + [_options_json(services)]
 
-    def apply_options(text: str) -> tuple[str, str]:
+    def save(changes: dict[str, Any]) -> list[Any]:
+        if not changes:
+            return [*current_values(), "Nothing changed."]
         try:
-            changes = changed_options(services.options_get(), text)
-            if not changes:
-                return text, "Nothing changed."
             services.options_set(changes)
         except SdcloudError as exc:
             raise gr.Error(str(exc)) from None
-        fresh, _ = reload_options()
-        return fresh, "Applied: " + ", ".join(sorted(changes))
+        return [*current_values(), "Applied: " + ", ".join(sorted(changes))]
 
-    apply.click(apply_options, inputs=editor, outputs=[editor, status])
-    reload.click(reload_options, outputs=[editor, status], show_progress="hidden")
+    def apply_form(*values: Any) -> list[Any]:
+        return save(typed_changes(services.options_get(), dict(zip(keys, values, strict=True))))
+
+    def apply_text(text: str) -> list[Any]:
+        try:
+            return save(changed_options(services.options_get(), text))
+        except SdcloudError as exc:
+            raise gr.Error(str(exc)) from None
+
+    outputs = [*controls, editor, status]
+    apply.click(apply_form, inputs=controls, outputs=outputs)
+    apply_json.click(apply_text, inputs=editor, outputs=outputs)
+    reload.click(lambda: [*current_values(), ""], outputs=outputs, show_progress="hidden")
