@@ -3,5 +3,15 @@
 from sdcloud.jobs.base import CANCELLED, DONE, FAILED, FINISHED, QUEUED, RUNNING, Job, JobContext, JobQueue
 from sdcloud.jobs.local import LocalJobQueue
 
-__all__ = ["CANCELLED", "DONE", "FAILED", "FINISHED", "QUEUED", "RUNNING", "Job", "JobContext", "JobQueue",
-           "LocalJobQueue"]
+__all__ = [
+    "CANCELLED",
+    "DONE",
+    "FAILED",
+    "FINISHED",
+    "QUEUED",
+    "RUNNING",
+    "Job",
+    "JobContext",
+    "JobQueue",
+    "LocalJobQueue",
+]

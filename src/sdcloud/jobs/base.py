@@ -58,11 +58,22 @@ class Job:
     def to_dict(self) -> dict[str, Any]:
         """Public JSON view (no payload: it may hold large prompts and file names)."""
         return {
-            "id": self.id, "kind": self.kind, "state": self.state, "position": self.position,
-            "progress": round(self.progress, 4), "step": self.step, "steps": self.steps,
-            "job_no": self.job_no, "job_count": self.job_count, "eta_seconds": self.eta_seconds,
-            "created": self.created, "started": self.started, "finished": self.finished,
-            "attempts": self.attempts, "error": self.error, "result": self.result,
+            "id": self.id,
+            "kind": self.kind,
+            "state": self.state,
+            "position": self.position,
+            "progress": round(self.progress, 4),
+            "step": self.step,
+            "steps": self.steps,
+            "job_no": self.job_no,
+            "job_count": self.job_count,
+            "eta_seconds": self.eta_seconds,
+            "created": self.created,
+            "started": self.started,
+            "finished": self.finished,
+            "attempts": self.attempts,
+            "error": self.error,
+            "result": self.result,
         }
 
 
@@ -70,8 +81,14 @@ class JobContext:
     """What a handler gets while it runs a job: its inputs, a folder for outputs, progress
     reporting and the cancel token checked between steps."""
 
-    def __init__(self, job: Job, input_dir: Path, output_dir: Path, cancel: CancelToken,
-                 report: Callable[[Progress], None]) -> None:
+    def __init__(
+        self,
+        job: Job,
+        input_dir: Path,
+        output_dir: Path,
+        cancel: CancelToken,
+        report: Callable[[Progress], None],
+    ) -> None:
         self.job = job
         self.input_dir = input_dir
         self.output_dir = output_dir

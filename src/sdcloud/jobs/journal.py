@@ -56,8 +56,19 @@ class Journal:
         with self._lock:
             self._db.execute(
                 f"INSERT INTO jobs ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (job.id, job.kind, job.state, json.dumps(job.payload), _dump(job.result), job.error,
-                 job.error_status, job.attempts, job.created, job.started, job.finished),
+                (
+                    job.id,
+                    job.kind,
+                    job.state,
+                    json.dumps(job.payload),
+                    _dump(job.result),
+                    job.error,
+                    job.error_status,
+                    job.attempts,
+                    job.created,
+                    job.started,
+                    job.finished,
+                ),
             )
 
     def update(self, job: Job) -> None:
@@ -65,8 +76,16 @@ class Journal:
             self._db.execute(
                 "UPDATE jobs SET state=?, result=?, error=?, error_status=?, attempts=?, started=?, "
                 "finished=? WHERE id=?",
-                (job.state, _dump(job.result), job.error, job.error_status, job.attempts, job.started,
-                 job.finished, job.id),
+                (
+                    job.state,
+                    _dump(job.result),
+                    job.error,
+                    job.error_status,
+                    job.attempts,
+                    job.started,
+                    job.finished,
+                    job.id,
+                ),
             )
 
     def get(self, job_id: str) -> Job | None:
@@ -110,7 +129,17 @@ def _dump(value: Any) -> str | None:
 
 def _job(row: tuple) -> Job:
     (id_, kind, state, payload, result, error, error_status, attempts, created, started, finished) = row
-    return Job(id=id_, kind=kind, state=state, payload=json.loads(payload),
-               result=json.loads(result) if result else None, error=error, error_status=error_status,
-               attempts=attempts, created=created, started=started, finished=finished,
-               progress=1.0 if state == DONE else 0.0)
+    return Job(
+        id=id_,
+        kind=kind,
+        state=state,
+        payload=json.loads(payload),
+        result=json.loads(result) if result else None,
+        error=error,
+        error_status=error_status,
+        attempts=attempts,
+        created=created,
+        started=started,
+        finished=finished,
+        progress=1.0 if state == DONE else 0.0,
+    )

@@ -29,8 +29,9 @@ KEEP_FINISHED = 500  # finished jobs (and their files) remembered
 
 
 class LocalJobQueue(JobQueue):
-    def __init__(self, state_path: Path, handlers: dict[str, Handler], *,
-                 keep_finished: int = KEEP_FINISHED) -> None:
+    def __init__(
+        self, state_path: Path, handlers: dict[str, Handler], *, keep_finished: int = KEEP_FINISHED
+    ) -> None:
         self.root = state_path / "jobs"
         self.handlers = dict(handlers)
         self.keep_finished = keep_finished
@@ -77,8 +78,9 @@ class LocalJobQueue(JobQueue):
 
     def _finish_failed_restart(self, job: Job) -> None:
         job.state = FAILED
-        job.error = (f"the server stopped while this job was running, {job.attempts} times; "
-                     "it was not retried again")
+        job.error = (
+            f"the server stopped while this job was running, {job.attempts} times; it was not retried again"
+        )
         job.error_status = 500
         job.finished = time.time()
         self.journal.update(job)

@@ -1,0 +1,1 @@
+"""HTTP server: the A1111-compatible API, our queue API, auth, limits and error mapping."""

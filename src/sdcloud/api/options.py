@@ -1,0 +1,103 @@
+"""The A1111 options (``/sdapi/v1/options``) this server honours, kept in ``<state>/options.json``.
+
+Only options that change something are listed, plus the model/VAE keys clients read; a POST
+may send back the whole dict GET returned. Unknown keys are ignored (A1111 would fail on
+them); a value of the wrong type is a ``BadRequest``. ``sd_model_checkpoint`` and
+``sd_checkpoint_hash`` are not stored here: they describe the loaded model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from sdcloud.errors import BadRequest
+
+SAMPLE_FORMATS = ("png", "jpg", "jpeg", "webp")
+
+DEFAULTS: dict[str, Any] = {
+    "sd_vae": "Automatic",
+    "CLIP_stop_at_last_layers": 1,
+    "samples_format": "png",
+    "jpeg_quality": 80,
+    "return_grid": True,
+    "live_previews_enable": True,
+    "show_progress_every_n_steps": 10,
+}
+
+_RANGES: dict[str, tuple[int, int]] = {
+    "CLIP_stop_at_last_layers": (1, 12),
+    "jpeg_quality": (1, 100),
+    "show_progress_every_n_steps": (-1, 1000),
+}
+
+
+class OptionsStore:
+    """Thread-safe option values, persisted atomically on every change."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._values = dict(DEFAULTS)
+        try:
+            stored = json.loads(path.read_text())
+        except (FileNotFoundError, ValueError):
+            stored = {}
+        if isinstance(stored, dict):
+            for key, value in stored.items():
+                try:
+                    self._values.update(validate({key: value}))
+                except BadRequest:
+                    continue  # a hand-edited file with a bad value falls back to the default
+
+    def get(self) -> dict[str, Any]:
+        with self._lock:
+            return dict(self._values)
+
+    def __getitem__(self, key: str) -> Any:
+        with self._lock:
+            return self._values[key]
+
+    def update(self, changes: dict[str, Any]) -> None:
+        """Validate and store ``changes`` (unknown keys dropped)."""
+        clean = validate(changes)
+        if not clean:
+            return
+        with self._lock:
+            self._values.update(clean)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            with open(tmp, "w") as fh:
+                json.dump(self._values, fh, indent=1, sort_keys=True)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+
+
+def validate(changes: dict[str, Any]) -> dict[str, Any]:
+    """The known keys of ``changes`` with values checked against the defaults' types."""
+    clean: dict[str, Any] = {}
+    for key, value in changes.items():
+        if key not in DEFAULTS:
+            continue
+        default = DEFAULTS[key]
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+            if not ok and isinstance(value, float) and value.is_integer():
+                value, ok = int(value), True
+        else:
+            ok = isinstance(value, str)
+        if not ok:
+            raise BadRequest(f"option '{key}' must be {type(default).__name__}, got {value!r}")
+        if key in _RANGES and not _RANGES[key][0] <= value <= _RANGES[key][1]:
+            lo, hi = _RANGES[key]
+            raise BadRequest(f"option '{key}' must be between {lo} and {hi}, got {value}")
+        if key == "samples_format" and value.lower() not in SAMPLE_FORMATS:
+            raise BadRequest(f"samples_format must be one of {', '.join(SAMPLE_FORMATS)}, got {value!r}")
+        clean[key] = value.lower() if key == "samples_format" else value
+    return clean

@@ -1,0 +1,93 @@
+"""``/api/*``: sdcloud's own routes: submit without waiting, watch the queue, cancel, fetch images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
+
+from sdcloud.api.models import Img2ImgRequest, Txt2ImgRequest
+from sdcloud.api.services import Services
+from sdcloud.errors import NotFound
+from sdcloud.jobs import Job
+
+router = APIRouter(tags=["sdcloud API"])
+
+
+def _services(request: Request) -> Services:
+    return request.app.state.services
+
+
+def job_view(job: Job) -> dict[str, Any]:
+    """A job as JSON; its images as URLs under this API, never as server paths."""
+    out = job.to_dict()
+    if job.result is not None:
+        paths = job.result.get("paths") or []
+        out["result"] = {
+            "images": [f"/api/jobs/{job.id}/images/{i}" for i in range(len(paths))],
+            "info": job.result.get("info"),
+            "interrupted": job.result.get("interrupted", False),
+        }
+    return out
+
+
+@router.post("/txt2img", status_code=202)
+async def submit_txt2img(request: Request, req: Txt2ImgRequest) -> dict[str, Any]:
+    """Queue a txt2img job (A1111 fields) and answer at once with the job; poll ``/api/jobs/{id}``."""
+    return job_view(await run_in_threadpool(_services(request).submit_request, req))
+
+
+@router.post("/img2img", status_code=202)
+async def submit_img2img(request: Request, req: Img2ImgRequest) -> dict[str, Any]:
+    """Queue an img2img/inpaint job (A1111 fields) and answer at once with the job."""
+    return job_view(await run_in_threadpool(_services(request).submit_request, req))
+
+
+@router.get("/queue")
+def queue(request: Request, finished: int = 20) -> dict[str, Any]:
+    """Running and queued jobs in run order, then the ``finished`` most recent finished ones."""
+    jobs = _services(request).jobs(max(0, min(finished, 500)))
+    return {"jobs": [job_view(j) for j in jobs]}
+
+
+@router.get("/queue/{job_id}")
+def queue_job(request: Request, job_id: str) -> dict[str, Any]:
+    return job_view(_services(request).job(job_id))
+
+
+@router.post("/queue/{job_id}/cancel")
+def cancel_job(request: Request, job_id: str) -> dict[str, Any]:
+    """Drop a queued job, or stop a running one between steps."""
+    return job_view(_services(request).cancel(job_id))
+
+
+@router.delete("/queue/{job_id}")
+def delete_job(request: Request, job_id: str) -> dict[str, Any]:
+    return job_view(_services(request).cancel(job_id))
+
+
+@router.get("/jobs/{job_id}")
+def get_job(request: Request, job_id: str) -> dict[str, Any]:
+    return job_view(_services(request).job(job_id))
+
+
+@router.get("/jobs/{job_id}/images/{index}", response_class=FileResponse)
+def job_image(request: Request, job_id: str, index: int) -> FileResponse:
+    """An image of a finished job. Only files under the outputs folder or the job's own folder
+    are ever served."""
+    services = _services(request)
+    job = services.job(job_id)
+    paths = (job.result or {}).get("paths") or []
+    if not 0 <= index < len(paths):
+        raise NotFound(f"job '{job_id}' has no image {index}")
+    path = Path(paths[index]).resolve()
+    allowed = (
+        services.settings.outputs_path.resolve(),
+        (services.settings.state_path / "jobs" / job.id).resolve(),
+    )
+    if not any(path.is_relative_to(root) for root in allowed) or not path.is_file():
+        raise NotFound(f"image {index} of job '{job_id}' is no longer available")
+    return FileResponse(path)

@@ -1,0 +1,719 @@
+"""What the HTTP routes and the Gradio UI both call: one ``Services`` per server.
+
+It turns A1111 request fields into queued jobs (validating everything a user can get wrong
+before the job is queued), answers the listing routes from the model catalog, and keeps the
+options. Generation itself happens in the job queue's worker (``sdcloud.jobs.generation``).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from sdcloud.api.images import decode_image, encode_image
+from sdcloud.api.models import Img2ImgRequest, Txt2ImgRequest
+from sdcloud.api.options import OptionsStore
+from sdcloud.catalog import DEMO_MODELS, Catalog, ModelFile
+from sdcloud.checkpoints.hashing import HashCache
+from sdcloud.engine.samplers import resolve_sampler, sampler_list, scheduler_list
+from sdcloud.errors import BadRequest, Cancelled, NotFound, SdcloudError
+from sdcloud.jobs import CANCELLED, FAILED, Job, JobQueue, LocalJobQueue
+from sdcloud.jobs.generation import EngineHost, GenerationRunner
+from sdcloud.settings import Settings
+
+LATENT_UPSCALE_MODES = (
+    "Latent",
+    "Latent (antialiased)",
+    "Latent (bicubic)",
+    "Latent (bicubic antialiased)",
+    "Latent (nearest)",
+    "Latent (nearest-exact)",
+)
+PIXEL_UPSCALERS = ("Lanczos", "Nearest")
+MAX_SEED = 2**32 - 1
+_INFO_SKIP = {
+    "parameters",
+    "exif",
+    "loop",
+    "background",
+    "timestamp",
+    "duration",
+    "progressive",
+    "progression",
+    "icc_profile",
+    "chromaticity",
+    "photoshop",
+    "dpi",
+}
+
+
+class JobError(SdcloudError):
+    """A job that failed or was cancelled, with the status it failed with."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Services:
+    def __init__(self, settings: Settings, engine: Any = None, queue: JobQueue | None = None) -> None:
+        settings.ensure_dirs()
+        self.settings = settings
+        self.catalog = Catalog(settings)
+        self.options = OptionsStore(settings.state_path / "options.json")
+        self.hashes = HashCache(settings.state_path / "hashes.json")
+        if engine is None:
+            from sdcloud.engine.engine import Engine
+
+            engine = Engine(settings)
+        self.host = EngineHost(engine)
+        runner = GenerationRunner(settings, self.host)
+        self.queue = queue or LocalJobQueue(settings.state_path, {"txt2img": runner, "img2img": runner})
+        self.selected_model: str | None = None  # the key new jobs use (A1111's sd_model_checkpoint)
+
+    # lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        """Load the start-up model (``settings.model``, else the first checkpoint) and run the queue."""
+        wanted = self.settings.model
+        if wanted is None and self.catalog.checkpoints():
+            wanted = self.catalog.checkpoints()[0].name
+        if wanted is not None:
+            self.set_model(wanted)
+        self.queue.start()
+
+    def stop(self) -> None:
+        self.queue.stop()
+
+    # models ----------------------------------------------------------------------------
+    def resolve_model(self, name: str) -> str:
+        """The key to load for an A1111 model name/title/hash, or ``NotFound``."""
+        wanted = name.strip()
+        bare = wanted[: wanted.rindex(" [")] if wanted.endswith("]") and " [" in wanted else wanted
+        if bare in DEMO_MODELS:
+            return bare
+        try:
+            return self.catalog.resolve("checkpoint", wanted).name
+        except NotFound:
+            for m in self.catalog.checkpoints():
+                h = self._cached_sha(m)
+                if h and wanted.lower() in (h, h[:10], h[:8]):
+                    return m.name
+            raise
+
+    def set_model(self, name: str) -> None:
+        """Load a checkpoint now (waits for the running job) and use it for new jobs."""
+        key = self.resolve_model(name)
+        self.host.ensure_model(key)
+        self.selected_model = key
+
+    def unload_model(self) -> None:
+        self.host.unload()
+
+    def reload_model(self) -> None:
+        if self.selected_model:
+            self.host.ensure_model(self.selected_model)
+
+    def _cached_sha(self, m: ModelFile) -> str | None:
+        if not m.path.is_file():
+            return None
+        cached = self.hashes.get(m.path, compute=False)
+        return cached.sha256 if cached else None
+
+    def _title(self, m: ModelFile, sha: str | None) -> str:
+        return f"{m.name} [{sha[:10]}]" if sha else m.name
+
+    def _loaded_entry(self) -> tuple[str, str | None] | None:
+        """(title, sha256) of the loaded model."""
+        current = self.host.engine.current
+        if current is None:
+            return None
+        key = self.host.model_key
+        if key in DEMO_MODELS:
+            return key, current.sha256
+        for m in self.catalog.checkpoints():
+            if m.name == key:
+                return self._title(m, current.sha256 or self._cached_sha(m)), current.sha256
+        return current.title, current.sha256
+
+    def sd_models(self) -> list[dict[str, Any]]:
+        loaded_key, current = self.host.model_key, self.host.engine.current
+        out = []
+        for m in self.catalog.checkpoints():
+            sha = current.sha256 if (m.name == loaded_key and current) else self._cached_sha(m)
+            yaml = m.path.with_suffix(".yaml")
+            out.append(
+                {
+                    "title": self._title(m, sha),
+                    "model_name": m.model_name,
+                    "hash": sha[:10] if sha else None,
+                    "sha256": sha,
+                    "filename": str(m.path),
+                    "config": str(yaml) if m.path.is_file() and yaml.is_file() else None,
+                }
+            )
+        for name in DEMO_MODELS:
+            sha = current.sha256 if (name == loaded_key and current) else None
+            out.append(
+                {
+                    "title": name,
+                    "model_name": name,
+                    "hash": sha[:10] if sha else None,
+                    "sha256": sha,
+                    "filename": name,
+                    "config": None,
+                }
+            )
+        return out
+
+    def sd_vae(self) -> list[dict[str, Any]]:
+        return [{"model_name": m.path.name, "filename": str(m.path)} for m in self.catalog.vaes()]
+
+    def loras(self) -> list[dict[str, Any]]:
+        out = []
+        for m in self.catalog.loras():
+            metadata = _safetensors_metadata(m.path)
+            out.append(
+                {
+                    "name": m.stem,
+                    "alias": metadata.get("ss_output_name") or m.stem,
+                    "path": str(m.path),
+                    "metadata": metadata,
+                }
+            )
+        return out
+
+    def embeddings(self) -> dict[str, Any]:
+        loaded: dict[str, Any] = {}
+        for m in self.catalog.embeddings():
+            shape = vectors = None
+            if m.path.suffix.lower() == ".safetensors":
+                from sdcloud.checkpoints.safetensors_header import read_header
+
+                try:
+                    tensors = list(read_header(m.path).tensors.values())
+                except SdcloudError:
+                    tensors = []
+                if tensors and len(tensors[0].shape) == 2:
+                    vectors, shape = tensors[0].shape
+            loaded[m.stem] = {
+                "step": None,
+                "sd_checkpoint": None,
+                "sd_checkpoint_name": None,
+                "shape": shape,
+                "vectors": vectors,
+            }
+        return {"loaded": loaded, "skipped": {}}
+
+    def refresh(self) -> None:
+        self.catalog.refresh()
+        self.host.engine.catalog.refresh()
+
+    # static lists ----------------------------------------------------------------------
+    def samplers(self) -> list[dict[str, Any]]:
+        return sampler_list()
+
+    def schedulers(self) -> list[dict[str, Any]]:
+        return scheduler_list()
+
+    def upscalers(self) -> list[dict[str, Any]]:
+        return [
+            {"name": name, "model_name": None, "model_path": None, "model_url": None, "scale": 4.0}
+            for name in ("None", *PIXEL_UPSCALERS)
+        ]
+
+    def latent_upscale_modes(self) -> list[dict[str, str]]:
+        return [{"name": n} for n in LATENT_UPSCALE_MODES]
+
+    def prompt_styles(self) -> list[dict[str, Any]]:
+        path = self.settings.data_dir / "styles.csv"
+        try:
+            with path.open(newline="", encoding="utf-8-sig") as fh:
+                rows = list(csv.DictReader(fh))
+        except (FileNotFoundError, csv.Error, UnicodeDecodeError):
+            return []
+        return [
+            {
+                "name": r.get("name") or "",
+                "prompt": r.get("prompt") or "",
+                "negative_prompt": r.get("negative_prompt") or "",
+            }
+            for r in rows
+            if r.get("name")
+        ]
+
+    def cmd_flags(self) -> dict[str, Any]:
+        """A1111's command-line flags as far as they have a meaning here (never secrets)."""
+        s = self.settings
+        return {
+            "api": True,
+            "listen": s.host not in ("127.0.0.1", "localhost", "::1"),
+            "port": s.port,
+            "server_name": s.host,
+            "data_dir": str(s.data_dir),
+            "ckpt_dir": str(s.checkpoints_path),
+            "vae_dir": str(s.vae_path),
+            "lora_dir": str(s.lora_path),
+            "embeddings_dir": str(s.embeddings_path),
+            "medvram": s.memory == "medvram",
+            "lowvram": s.memory == "lowvram",
+            "no_half": s.dtype == "fp32",
+            "api_auth": None,
+            "gradio_auth": None,
+            "share": False,
+            "nowebui": False,
+            "api_log": False,
+            "enable_insecure_extension_access": False,
+        }
+
+    def memory(self) -> dict[str, Any]:
+        import psutil
+
+        vm = psutil.virtual_memory()
+        out: dict[str, Any] = {
+            "ram": {"free": vm.available, "used": vm.total - vm.available, "total": vm.total}
+        }
+        try:
+            import torch
+
+            if not torch.cuda.is_available():
+                raise RuntimeError("CUDA is not available on this machine")
+            free, total = torch.cuda.mem_get_info()
+            stats = torch.cuda.memory_stats()
+            out["cuda"] = {
+                "system": {"free": free, "used": total - free, "total": total},
+                "active": {
+                    "current": stats.get("active_bytes.all.current", 0),
+                    "peak": stats.get("active_bytes.all.peak", 0),
+                },
+                "allocated": {
+                    "current": stats.get("allocated_bytes.all.current", 0),
+                    "peak": stats.get("allocated_bytes.all.peak", 0),
+                },
+                "reserved": {
+                    "current": stats.get("reserved_bytes.all.current", 0),
+                    "peak": stats.get("reserved_bytes.all.peak", 0),
+                },
+                "inactive": {
+                    "current": stats.get("inactive_split_bytes.all.current", 0),
+                    "peak": stats.get("inactive_split_bytes.all.peak", 0),
+                },
+                "events": {"retries": stats.get("num_alloc_retries", 0), "oom": stats.get("num_ooms", 0)},
+            }
+        except Exception as err:  # no torch/CUDA: A1111 reports the error in place of the numbers
+            out["cuda"] = {"error": str(err)}
+        return out
+
+    # options ---------------------------------------------------------------------------
+    def options_get(self) -> dict[str, Any]:
+        values = self.options.get()
+        loaded = self._loaded_entry()
+        values["sd_model_checkpoint"] = loaded[0] if loaded else None
+        values["sd_checkpoint_hash"] = loaded[1] if loaded else None
+        return values
+
+    def options_set(self, changes: dict[str, Any]) -> None:
+        if not isinstance(changes, dict):
+            raise BadRequest("options must be a JSON object of option names and values")
+        checkpoint = changes.get("sd_model_checkpoint")
+        if checkpoint is not None and not isinstance(checkpoint, str):
+            raise BadRequest("sd_model_checkpoint must be a string (a title from /sdapi/v1/sd-models)")
+        vae = changes.get("sd_vae")
+        if isinstance(vae, str):
+            self._vae_key(vae)  # unknown names are refused before anything changes
+        from sdcloud.api.options import validate
+
+        validate(changes)
+        if checkpoint:
+            loaded = self._loaded_entry()
+            if not loaded or checkpoint != loaded[0]:
+                self.set_model(checkpoint)
+        self.options.update(changes)
+
+    def _vae_key(self, name: str) -> str | None:
+        if name in ("Automatic", "None", ""):
+            return None
+        return self.catalog.resolve("vae", name).name
+
+    # generation ------------------------------------------------------------------------
+    def submit(self, kind: str, request: dict[str, Any]) -> Job:
+        """UI entry: A1111 request fields in, queued job out. Images are saved to the outputs
+        folder unless ``save_images`` is false (A1111's UI saves every image)."""
+        model_cls: type[BaseModel] = Txt2ImgRequest if kind == "txt2img" else Img2ImgRequest
+        if kind not in ("txt2img", "img2img"):
+            raise BadRequest(f"unknown generation kind '{kind}'")
+        try:
+            parsed = model_cls.model_validate({"save_images": True, **request})
+        except ValidationError as err:
+            raise BadRequest(f"invalid request: {_first_error(err)}") from None
+        return self.submit_request(parsed)
+
+    def submit_request(self, req: Txt2ImgRequest | Img2ImgRequest) -> Job:
+        """Validate an A1111 request and queue it; everything a user can get wrong is
+        refused here, before the job reaches the queue."""
+        kind = "img2img" if isinstance(req, Img2ImgRequest) else "txt2img"
+        req = self._apply_infotext(req)
+        self._check_limits(req)
+        if req.script_name:
+            raise BadRequest(f"script '{req.script_name}' not found; this server has no scripts")
+        if req.alwayson_scripts:
+            raise BadRequest(
+                f"always on script {next(iter(req.alwayson_scripts))} not found; this server has no scripts"
+            )
+        opts = self.options.get()
+        overrides = dict(req.override_settings or {})
+        model_key = self.selected_model
+        wanted = overrides.pop("sd_model_checkpoint", None)
+        if isinstance(wanted, str) and wanted:
+            try:
+                model_key = self.resolve_model(wanted)
+            except NotFound:
+                pass  # A1111 drops an unknown override silently
+        from sdcloud.api.options import validate
+
+        clean = validate(overrides)
+        opts.update(clean)
+        vae_key = self._vae_key(opts["sd_vae"]) if isinstance(opts["sd_vae"], str) else None
+        if not req.override_settings_restore_afterwards:
+            self.options.update(clean)
+            if model_key != self.selected_model and model_key is not None:
+                self.selected_model = model_key
+        if model_key is None:
+            raise BadRequest(
+                "no model is loaded; start the server with --model NAME (or --model demo) "
+                "or set the option sd_model_checkpoint"
+            )
+        prompt, negative = self._apply_styles(req)
+        fields = self._engine_fields(req, prompt, negative, opts)
+        files: dict[str, bytes] = {}
+        init_names: list[str] = []
+        mask_name = None
+        if isinstance(req, Img2ImgRequest):
+            from sdcloud.jobs.generation import image_bytes
+
+            if not req.init_images:
+                raise NotFound("Init image not found")
+            for i, text in enumerate(req.init_images):
+                img = decode_image(text, self.settings, f"init image {i}")
+                init_names.append(f"init-{i}.png")
+                files[init_names[-1]] = image_bytes(img)
+            if req.mask:
+                mask_name = "mask.png"
+                files[mask_name] = image_bytes(decode_image(req.mask, self.settings, "mask"))
+        echo = req.model_dump()
+        if isinstance(req, Img2ImgRequest) and not req.include_init_images:
+            echo["init_images"] = None
+            echo["mask"] = None
+        payload = {
+            "request": fields,
+            "model": model_key,
+            "vae": vae_key,
+            "init_images": init_names,
+            "mask": mask_name,
+            "styles": list(req.styles or []),
+            "save_images": req.save_images,
+            "send_images": req.send_images,
+            "samples_format": opts["samples_format"],
+            "jpeg_quality": opts["jpeg_quality"],
+            "return_grid": opts["return_grid"],
+            "preview_every": max(1, opts["show_progress_every_n_steps"])
+            if opts["live_previews_enable"]
+            else 0,
+            "parameters": echo,
+        }
+        return self.queue.submit(kind, payload, files)
+
+    def _apply_infotext(self, req: Txt2ImgRequest | Img2ImgRequest) -> Txt2ImgRequest | Img2ImgRequest:
+        """Fill the fields the request did not set from its ``infotext`` (A1111 1.8+)."""
+        if not req.infotext:
+            return req
+        from sdcloud.infotext import infotext_to_request_fields, parse_infotext
+
+        parsed = parse_infotext(req.infotext)
+        fields = infotext_to_request_fields(parsed)
+        fields.pop("extra", None)
+        if "Prompt" in parsed:
+            fields.setdefault("prompt", parsed["Prompt"])
+        if "Negative prompt" in parsed:
+            fields.setdefault("negative_prompt", parsed["Negative prompt"])
+        known = type(req).model_fields
+        updates = {k: v for k, v in fields.items() if k in known and k not in req.model_fields_set}
+        try:
+            return type(req).model_validate({**req.model_dump(), **updates})
+        except ValidationError as err:
+            raise BadRequest(f"infotext has a bad value: {_first_error(err)}") from None
+
+    def _check_limits(self, req: Txt2ImgRequest | Img2ImgRequest) -> None:
+        lim = self.settings.limits
+        checks = [
+            ("width", req.width, 64, lim.max_width),
+            ("height", req.height, 64, lim.max_height),
+            ("steps", req.steps, 1, lim.max_steps),
+            ("batch_size", req.batch_size, 1, lim.max_batch_size),
+            ("n_iter", req.n_iter, 1, lim.max_n_iter),
+        ]
+        if isinstance(req, Txt2ImgRequest) and req.enable_hr:
+            checks.append(("hr_second_pass_steps", req.hr_second_pass_steps, 0, lim.max_steps))
+            w = req.hr_resize_x or int(req.width * req.hr_scale)
+            h = req.hr_resize_y or int(req.height * req.hr_scale)
+            checks += [("hires width", w, 64, lim.max_width), ("hires height", h, 64, lim.max_height)]
+        for name, value, lo, hi in checks:
+            if not lo <= value <= hi:
+                raise BadRequest(f"{name} must be between {lo} and {hi}, got {value}")
+        for name in ("seed", "subseed"):
+            value = getattr(req, name)
+            if not -1 <= value <= MAX_SEED:
+                raise BadRequest(f"{name} must be -1 (random) or 0..{MAX_SEED}, got {value}")
+        text = len(req.prompt) + len(req.negative_prompt)
+        if isinstance(req, Txt2ImgRequest):
+            text = max(text, len(req.hr_prompt) + len(req.hr_negative_prompt))
+        if text > lim.max_prompt_length:
+            raise BadRequest(
+                f"prompt and negative prompt are {text} characters; at most "
+                f"{lim.max_prompt_length} are accepted"
+            )
+        if not 0 <= req.cfg_scale <= 100:
+            raise BadRequest(f"cfg_scale must be between 0 and 100, got {req.cfg_scale}")
+        if not 0 <= req.subseed_strength <= 1:
+            raise BadRequest(f"subseed_strength must be between 0 and 1, got {req.subseed_strength}")
+        if req.denoising_strength is not None and not 0 <= req.denoising_strength <= 1:
+            raise BadRequest(f"denoising_strength must be between 0 and 1, got {req.denoising_strength}")
+        if isinstance(req, Txt2ImgRequest) and req.enable_hr and not 1 <= req.hr_scale <= 8:
+            raise BadRequest(f"hr_scale must be between 1 and 8, got {req.hr_scale}")
+        if isinstance(req, Img2ImgRequest):
+            if req.init_images and len(req.init_images) > lim.max_batch_size:
+                raise BadRequest(f"at most {lim.max_batch_size} init images are accepted")
+            if not 0 <= req.resize_mode <= 3:
+                raise BadRequest(f"resize_mode must be 0-3, got {req.resize_mode}")
+            if not 0 <= req.inpainting_fill <= 3:
+                raise BadRequest(f"inpainting_fill must be 0-3, got {req.inpainting_fill}")
+            blur = req.mask_blur if req.mask_blur is not None else req.mask_blur_x
+            if not 0 <= blur <= 256 or not 0 <= req.inpaint_full_res_padding <= 1024:
+                raise BadRequest("mask_blur must be 0-256 and inpaint_full_res_padding 0-1024")
+
+    def _apply_styles(self, req: Txt2ImgRequest | Img2ImgRequest) -> tuple[str, str]:
+        """A1111 styles: a style's ``{prompt}`` is replaced by the prompt, else it is appended."""
+        prompt, negative = req.prompt, req.negative_prompt
+        if not req.styles:
+            return prompt, negative
+        styles = {s["name"]: s for s in self.prompt_styles()}
+        for name in req.styles:
+            style = styles.get(name)
+            if style is None:
+                continue
+            prompt = _merge_style(prompt, style["prompt"])
+            negative = _merge_style(negative, style["negative_prompt"])
+        return prompt, negative
+
+    def _engine_fields(
+        self,
+        req: Txt2ImgRequest | Img2ImgRequest,
+        prompt: str,
+        negative: str,
+        opts: dict[str, Any],
+    ) -> dict[str, Any]:
+        sampler, schedule = resolve_sampler(req.sampler_name or req.sampler_index, req.scheduler)
+        fields: dict[str, Any] = {
+            "prompt": prompt,
+            "negative_prompt": negative,
+            "seed": req.seed if req.seed != -1 else secrets.randbelow(MAX_SEED),
+            "subseed": req.subseed if req.subseed != -1 else secrets.randbelow(MAX_SEED),
+            "subseed_strength": req.subseed_strength,
+            "seed_resize_from_h": req.seed_resize_from_h,
+            "seed_resize_from_w": req.seed_resize_from_w,
+            "sampler_name": sampler,
+            "scheduler": schedule,
+            "batch_size": req.batch_size,
+            "n_iter": req.n_iter,
+            "steps": req.steps,
+            "cfg_scale": req.cfg_scale,
+            "width": req.width,
+            "height": req.height,
+            "clip_skip": int(opts["CLIP_stop_at_last_layers"]),
+            "eta": req.eta,
+            "tiling": bool(req.tiling),
+            "denoising_strength": req.denoising_strength,
+        }
+        if isinstance(req, Txt2ImgRequest):
+            hr_sampler = hr_schedule = None
+            if req.hr_sampler_name and req.hr_sampler_name != "Use same sampler":
+                hr_sampler, hr_schedule = resolve_sampler(req.hr_sampler_name, req.hr_scheduler)
+            elif req.hr_scheduler and req.hr_scheduler != "Use same scheduler":
+                hr_schedule = resolve_sampler(sampler, req.hr_scheduler)[1]
+            upscaler = req.hr_upscaler or "Latent"
+            if upscaler not in LATENT_UPSCALE_MODES + PIXEL_UPSCALERS:
+                raise BadRequest(
+                    f"unknown hr_upscaler '{upscaler}'; available: "
+                    f"{', '.join(LATENT_UPSCALE_MODES + PIXEL_UPSCALERS)}"
+                )
+            fields.update(
+                {
+                    "enable_hr": req.enable_hr,
+                    "hr_scale": req.hr_scale,
+                    "hr_upscaler": upscaler,
+                    "hr_second_pass_steps": req.hr_second_pass_steps,
+                    "hr_resize_x": req.hr_resize_x,
+                    "hr_resize_y": req.hr_resize_y,
+                    "hr_sampler_name": hr_sampler,
+                    "hr_scheduler": hr_schedule,
+                    "hr_prompt": req.hr_prompt,
+                    "hr_negative_prompt": req.hr_negative_prompt,
+                }
+            )
+            if req.enable_hr and req.denoising_strength is None:
+                fields["denoising_strength"] = 0.7
+        else:
+            fields.update(
+                {
+                    "resize_mode": req.resize_mode,
+                    "mask_blur": req.mask_blur if req.mask_blur is not None else req.mask_blur_x,
+                    "inpainting_fill": req.inpainting_fill,
+                    "inpaint_full_res": req.inpaint_full_res,
+                    "inpaint_full_res_padding": req.inpaint_full_res_padding,
+                    "inpainting_mask_invert": req.inpainting_mask_invert,
+                    "initial_noise_multiplier": req.initial_noise_multiplier
+                    if req.initial_noise_multiplier is not None
+                    else 1.0,
+                }
+            )
+            if fields["denoising_strength"] is None:
+                fields["denoising_strength"] = 0.75
+        return fields
+
+    def generation_response(self, job: Job) -> dict[str, Any]:
+        """The A1111 txt2img/img2img answer for a finished job (an error if it did not finish well)."""
+        if job.state == FAILED:
+            raise JobError(job.error or "generation failed", job.error_status or 500)
+        if job.state == CANCELLED:
+            raise JobError(job.error or "cancelled", Cancelled.status)
+        if not job.finished_state:
+            raise JobError(f"job '{job.id}' is still {job.state}", 409)
+        result = job.result or {}
+        images = []
+        if job.payload.get("send_images", True):
+            for path in result.get("paths", []):
+                try:
+                    images.append(base64.b64encode(Path(path).read_bytes()).decode("ascii"))
+                except FileNotFoundError:
+                    raise NotFound(f"an image of job '{job.id}' is no longer on disk") from None
+        return {
+            "images": images,
+            "parameters": job.payload.get("parameters", {}),
+            "info": json.dumps(result.get("info", {})),
+        }
+
+    def generate(self, req: Txt2ImgRequest | Img2ImgRequest, timeout: float | None = None) -> dict[str, Any]:
+        """Queue and wait: the blocking form of what the A1111 routes do."""
+        job = self.submit_request(req)
+        return self.generation_response(self.queue.wait(job.id, timeout))
+
+    # progress --------------------------------------------------------------------------
+    def progress(self, skip_current_image: bool = False) -> dict[str, Any]:
+        """``/sdapi/v1/progress``: idle is ``progress == 0`` and ``job_count == 0``."""
+        job = self.queue.running()
+        waiting = any(j.state == "queued" for j in self.queue.list(finished_limit=0))
+        state = {
+            "skipped": False,
+            "interrupted": False,
+            "stopping_generation": False,
+            "job": "",
+            "job_count": 0,
+            "job_timestamp": "0",
+            "job_no": 0,
+            "sampling_step": 0,
+            "sampling_steps": 0,
+        }
+        if job is None:
+            state["job_count"] = 1 if waiting else 0
+            return {
+                "progress": 0.0,
+                "eta_relative": 0.0,
+                "state": state,
+                "current_image": None,
+                "textinfo": None,
+            }
+        n_iter = int(job.payload.get("request", {}).get("n_iter", 1) or 1)
+        state.update(
+            {
+                "job": f"task({job.id})",
+                "job_count": job.job_count or n_iter,
+                "job_no": job.job_no,
+                "sampling_step": job.step,
+                "sampling_steps": job.steps,
+                "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime(job.started or time.time())),
+            }
+        )
+        progress = min(1.0, 0.01 + job.progress)
+        elapsed = time.time() - (job.started or time.time())
+        image = None
+        if not skip_current_image and job.preview is not None:
+            image = encode_image(job.preview)
+        return {
+            "progress": progress,
+            "eta_relative": max(0.0, elapsed / progress - elapsed),
+            "state": state,
+            "current_image": image,
+            "textinfo": None,
+        }
+
+    def interrupt(self) -> None:
+        self.queue.interrupt()
+
+    def skip(self) -> None:
+        self.queue.skip()
+
+    # queue -----------------------------------------------------------------------------
+    def jobs(self, finished_limit: int = 20) -> list[Job]:
+        return self.queue.list(finished_limit)
+
+    def job(self, job_id: str) -> Job:
+        return self.queue.get(job_id)
+
+    def cancel(self, job_id: str) -> Job:
+        return self.queue.cancel(job_id)
+
+    # images ----------------------------------------------------------------------------
+    def png_info(self, image_b64: str) -> dict[str, Any]:
+        from sdcloud.infotext import parse_infotext, read_image_infotext
+
+        img = decode_image(image_b64, self.settings, "image")
+        text = read_image_infotext(img) or ""
+        items = {
+            k: v
+            for k, v in img.info.items()
+            if isinstance(k, str)
+            and k not in _INFO_SKIP
+            and not k.startswith("jfif")
+            and isinstance(v, (str, int, float))
+        }
+        return {"info": text, "items": items, "parameters": parse_infotext(text) if text else {}}
+
+
+def _merge_style(text: str, style: str) -> str:
+    if not style:
+        return text
+    if "{prompt}" in style:
+        return style.replace("{prompt}", text)
+    return f"{text}, {style}" if text else style
+
+
+def _safetensors_metadata(path: Path) -> dict[str, Any]:
+    if path.suffix.lower() != ".safetensors":
+        return {}
+    from sdcloud.checkpoints.safetensors_header import read_header
+
+    try:
+        return dict(read_header(path).metadata)
+    except (SdcloudError, OSError):
+        return {}
+
+
+def _first_error(err: ValidationError) -> str:
+    e = err.errors()[0]
+    return f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}"

@@ -1,0 +1,100 @@
+"""``sdcloud serve``: the web UI, the A1111-compatible API and the job queue on one port.
+
+Secure by default: a server reachable from other machines gets a generated password
+(printed once) unless ``--auth``, ``--auth-file`` or ``--api-token`` is given, or
+``--insecure`` says to go without.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from sdcloud.commands._common import load_settings
+from sdcloud.errors import BadRequest
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="run the web UI and the A1111-compatible API",
+        description="Run the web UI (/), the AUTOMATIC1111-compatible API (/sdapi/v1), "
+        "sdcloud's queue API (/api) and the API docs (/docs).",
+    )
+    p.add_argument("--model", help="checkpoint to load at start (a name from 'sdcloud models list', or demo)")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all, needs auth)")
+    p.add_argument("--port", type=int, help="port (default 7860)")
+    p.add_argument(
+        "--auth",
+        action="append",
+        metavar="USER:PASS",
+        help="HTTP Basic login for the UI and API (repeatable, or comma-separated)",
+    )
+    p.add_argument(
+        "--auth-file", metavar="FILE", help="file of USER:PASS entries (one per line or comma-separated)"
+    )
+    p.add_argument("--api-token", metavar="TOKEN", help="bearer token accepted instead of a login")
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="allow serving beyond this machine without auth (not recommended)",
+    )
+    p.add_argument(
+        "--allow-url-images",
+        action="store_true",
+        default=None,
+        help="accept http(s) URLs as init images (never local or private addresses)",
+    )
+    p.add_argument("--nowebui", action="store_true", help="API only, no web UI (like A1111's --nowebui)")
+    p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from sdcloud.api.security import exposure_auth, read_auth_file
+
+    auth: list[str] = [e.strip() for entry in args.auth or () for e in entry.split(",") if e.strip()]
+    if args.auth_file:
+        try:
+            auth += read_auth_file(Path(args.auth_file).read_text())
+        except OSError as err:
+            raise BadRequest(f"cannot read auth file {args.auth_file}: {err.strerror}") from None
+    settings = load_settings(
+        args,
+        model=args.model,
+        host=args.host,
+        port=args.port,
+        auth=tuple(auth) or None,
+        api_token=args.api_token,
+        insecure=args.insecure,
+        allow_url_images=args.allow_url_images,
+    )
+    settings, password = exposure_auth(settings)
+    if password:
+        print(
+            f"sdcloud: this server is reachable beyond this machine and no --auth was given.\n"
+            f"  Log in as user 'sdcloud' with password: {password}\n"
+            f"  (shown once; pass --auth user:pass or --api-token to choose your own)",
+            flush=True,
+        )
+    elif settings.insecure and not (settings.auth or settings.api_token):
+        print(
+            f"sdcloud: WARNING: serving on {settings.host} without auth (--insecure): anyone who can reach "
+            "this port can use your GPU and read your images",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    import uvicorn
+
+    from sdcloud.api.app import create_app
+
+    app = create_app(settings, ui=not args.nowebui)
+    shown = "localhost" if settings.host in ("127.0.0.1", "::1") else settings.host
+    print(f"sdcloud: serving on http://{shown}:{settings.port}/ (API docs at /docs)", flush=True)
+    uvicorn.run(
+        app, host=settings.host, port=settings.port, log_level=args.log_level, timeout_graceful_shutdown=10
+    )
+    return 0

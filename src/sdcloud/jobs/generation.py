@@ -1,0 +1,174 @@
+"""The ``txt2img`` / ``img2img`` job kinds: a JSON payload in, image files and A1111's
+``info`` dict out. ``EngineHost`` serialises every use of the one engine (generation and
+model switches) behind one lock.
+
+Payload: ``request`` (GenerationRequest fields without images), ``init_images`` / ``mask``
+(names of files stored with the job), ``save_images``, ``samples_format``, ``jpeg_quality``,
+``return_grid``, ``previews``. Result: ``paths`` (image files, grid first when there is one),
+``info`` (A1111's info dict), ``index_of_first_image``, ``interrupted``.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from pathlib import Path
+from typing import Any
+
+from sdcloud.engine.types import GenerationRequest, GenerationResult, Progress
+from sdcloud.errors import BadRequest
+from sdcloud.jobs.base import JobContext
+from sdcloud.settings import Settings
+
+
+class EngineHost:
+    """Owns the engine and what is loaded in it; ``lock`` is held while it is used."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self.lock = threading.RLock()
+        self.model_key: str | None = None  # what was passed to engine.load_model
+        self.vae_key: str | None = None
+
+    def ensure_model(self, key: str | None) -> Any:
+        """Load ``key`` unless it is already loaded; return the engine's ModelInfo."""
+        with self.lock:
+            if key is None:
+                if self.engine.current is None:
+                    raise BadRequest(
+                        "no model is loaded; start the server with --model NAME (or --model demo) "
+                        "or set the option sd_model_checkpoint"
+                    )
+                return self.engine.current
+            if key != self.model_key or self.engine.current is None:
+                self.model_key = None
+                info = self.engine.load_model(key)
+                self.model_key, self.vae_key = key, None
+                return info
+            return self.engine.current
+
+    def ensure_vae(self, key: str | None) -> None:
+        with self.lock:
+            if key != self.vae_key:
+                self.engine.load_vae(key)
+                self.vae_key = key
+
+    def unload(self) -> None:
+        with self.lock:
+            self.engine.unload()
+            self.model_key = self.vae_key = None
+
+
+class GenerationRunner:
+    """Job handler for ``txt2img`` and ``img2img``."""
+
+    def __init__(self, settings: Settings, host: EngineHost) -> None:
+        self.settings = settings
+        self.host = host
+
+    def __call__(self, ctx: JobContext) -> dict[str, Any]:
+        from PIL import Image
+
+        p = ctx.payload
+        fields = dict(p["request"])
+        if p.get("init_images"):
+            fields["init_images"] = [_load(Image, ctx.input_path(n)) for n in p["init_images"]]
+        if p.get("mask"):
+            fields["mask"] = _load(Image, ctx.input_path(p["mask"]))
+        # the model and VAE are loaded here, so the engine is told to keep what is loaded
+        req = GenerationRequest(**{**fields, "model": None, "vae": None})
+        every = int(p.get("preview_every") or 0)
+
+        def progress(pr: Progress) -> None:
+            keep = every > 0 and (pr.step % every == 0 or pr.step == pr.steps)
+            ctx.report(pr if keep else Progress(pr.step, pr.steps, pr.job, pr.job_count))
+
+        with self.host.lock:
+            self.host.ensure_model(p.get("model"))
+            self.host.ensure_vae(p.get("vae"))
+            result = self.host.engine.generate(req, progress=progress, cancel=ctx.cancel, preview=every > 0)
+        info = dict(result.info)
+        info["styles"] = list(p.get("styles") or [])
+        images = list(result.images)
+        grid = None
+        if p.get("save_images") and len(images) > 1 and p.get("return_grid", True):
+            grid = make_grid(images, req.batch_size)
+            grid.info["parameters"] = result.infotexts[0] if result.infotexts else ""
+            info["infotexts"] = [grid.info["parameters"], *info.get("infotexts", result.infotexts)]
+        info["index_of_first_image"] = 1 if grid is not None else 0
+        paths = self._write(ctx, result, grid, p)
+        return {"paths": [str(x) for x in paths], "info": info, "interrupted": bool(result.interrupted)}
+
+    def _write(self, ctx: JobContext, result: GenerationResult, grid: Any, p: dict[str, Any]) -> list[Path]:
+        """Saved images go to the outputs folder as PNG (A1111 layout, fsync'd); unsaved ones to
+        the job's own folder in ``samples_format``, for the answer."""
+        kind = "img2img" if ctx.job.kind == "img2img" else "txt2img"
+        if p.get("save_images"):
+            from sdcloud.outputs import output_dir, save_result, write_png_atomic
+
+            saved = save_result(result, self.settings, kind=kind)
+            if grid is None:
+                return list(saved)
+            grids = self.settings.outputs_path / f"{kind}-grids" / output_dir(self.settings, kind).name
+            grids.mkdir(parents=True, exist_ok=True)
+            grid_path = grids / f"grid-{Path(saved[0]).stem}.png"
+            write_png_atomic(grid, grid_path, grid.info["parameters"])
+            return [grid_path, *saved]
+        fmt = p.get("samples_format", "png")
+        quality = int(p.get("jpeg_quality", 80))
+        ext = "jpg" if fmt == "jpeg" else fmt
+        paths = []
+        for i, img in enumerate(result.images):
+            path = ctx.output_dir / f"{i:05d}.{ext}"
+            path.write_bytes(image_bytes(img, fmt, quality))
+            paths.append(path)
+        return paths
+
+
+def image_bytes(img: Any, fmt: str = "png", jpeg_quality: int = 80) -> bytes:
+    """``img`` encoded as PNG/JPEG/WEBP with its ``parameters`` infotext kept where A1111 puts
+    it: a PNG text chunk (other text items too) or the EXIF UserComment."""
+    import io
+
+    from sdcloud.infotext import exif_for, pnginfo_for
+
+    text = img.info.get("parameters") if isinstance(img.info.get("parameters"), str) else None
+    buf = io.BytesIO()
+    fmt = fmt.lower()
+    if fmt == "png":
+        from PIL.PngImagePlugin import PngInfo
+
+        info = pnginfo_for(text) if text else PngInfo()
+        for key, value in img.info.items():
+            if key != "parameters" and isinstance(key, str) and isinstance(value, str):
+                info.add_text(key, value)
+        img.save(buf, format="PNG", pnginfo=info)
+    else:
+        kwargs: dict[str, Any] = {"quality": jpeg_quality}
+        if text:
+            kwargs["exif"] = exif_for(text)
+        rgb = img.convert("RGB") if img.mode not in ("RGB", "L") else img
+        rgb.save(buf, format="JPEG" if fmt in ("jpg", "jpeg") else "WEBP", **kwargs)
+    return buf.getvalue()
+
+
+def _load(image_module: Any, path: Path) -> Any:
+    with image_module.open(path) as img:
+        img.load()
+        return img.copy()
+
+
+def make_grid(images: list[Any], batch_size: int) -> Any:
+    """A1111's default grid: rows = floor(sqrt(n)) reduced until it divides n."""
+    from PIL import Image
+
+    n = len(images)
+    rows = max(1, int(math.sqrt(n)))
+    while n % rows:
+        rows -= 1
+    cols = math.ceil(n / rows)
+    w, h = images[0].size
+    grid = Image.new("RGB", (cols * w, rows * h), "black")
+    for i, img in enumerate(images):
+        grid.paste(img, ((i % cols) * w, (i // cols) * h))
+    return grid
