@@ -41,6 +41,13 @@ class PublicUrl:
                 self.process.kill()
 
 
+def _colab_module_present() -> bool:
+    try:
+        return importlib.util.find_spec("google.colab") is not None
+    except ModuleNotFoundError:  # no "google" namespace package at all
+        return False
+
+
 def required_port(detected: Detected, port: int) -> int:
     """The port serve must listen on for the platform's proxy (Paperspace exposes only 6006)."""
     return PAPERSPACE_PORT if detected.profile.public_url == "paperspace-6006" else port
@@ -87,11 +94,7 @@ def choose_method(
     """Decide how the URL will be made, without starting anything."""
     prof = detected.profile
     if prof.public_url == "colab-proxy":
-        available = (
-            (importlib.util.find_spec("google.colab") is not None)
-            if colab_available is None
-            else colab_available
-        )
+        available = _colab_module_present() if colab_available is None else colab_available
         if available:
             return PublicUrl(
                 "colab-proxy", None, port, ["Colab's own port proxy (google.colab.kernel.proxyPort)"]
