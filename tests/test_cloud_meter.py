@@ -208,3 +208,37 @@ def test_price_from_the_catalog_for_the_detected_gpu(tmp_path):
     (tmp_path / "proc").mkdir()
     (tmp_path / "proc/uptime").write_text("41400.25 80000.00\n")
     assert uptime_s(tmp_path) == pytest.approx(41400.25)
+
+
+def test_session_guard_for_serve_prices_the_detected_gpu_and_platform(tmp_path):
+    from sdcloud.cloud.session import session_guard_for
+    from sdcloud.cloud.system import Gpu, SystemProbe
+    from sdcloud.settings import Settings
+
+    class OneGpu(SystemProbe):
+        def __init__(self, name):
+            super().__init__(tmp_path)
+            self.name = name
+
+        def gpus(self):
+            return [Gpu(self.name, 24.0, "550")]
+
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc/uptime").write_text(f"{11 * H} 0\n")
+    settings = Settings(data_dir=tmp_path / "d", budget=6.0)
+    guard = session_guard_for(
+        settings, env={"RUNPOD_POD_ID": "p"}, root=tmp_path, probe=OneGpu("NVIDIA GeForce RTX 4090")
+    )
+    assert guard.meter.price_per_hour == pytest.approx(0.60) and "catalog" in guard.meter.price_source
+    assert guard.next_limit.reason == "budget" and guard.next_limit.at_s == pytest.approx(10 * H)
+    # An explicit price wins; on Colab the VM's 11 h of uptime leave 1 h of its 12.
+    guard = session_guard_for(
+        settings.replace(price_per_hour=0.2), env={"COLAB_GPU": "1"}, root=tmp_path, probe=OneGpu("Tesla T4")
+    )
+    assert guard.meter.price_source == "--price-per-hour"
+    assert guard.next_limit.reason == "platform" and guard.seconds_left() == pytest.approx(H, abs=5)
+    # No GPU, no price: spend is unknown and says how to fix it.
+    guard = session_guard_for(
+        Settings(data_dir=tmp_path / "d"), env={}, root=tmp_path, probe=OneGpu("Unknown Accelerator 9000")
+    )
+    assert guard.snapshot()["spend"] is None and "--price-per-hour" in guard.meter.price_source
