@@ -94,3 +94,20 @@ def build_demo_pipeline(kind: str = "sd15", seed: int = 0) -> Any:
     for module in (pipe.unet, pipe.vae, pipe.text_encoder):
         module.eval()
     return pipe
+
+
+def write_demo_checkpoint(path: str | Path, kind: str = "sd15", seed: int = 0, dtype: Any = None) -> Path:
+    """Write the demo model as an A1111-layout single ``.safetensors`` file.
+
+    Its tiny widths are recorded in the ``sdcloud_config`` metadata key, which the loader
+    applies on top of the shipped SD1.5/SDXL configs (real checkpoints need no such key).
+    """
+    import json
+
+    from sdcloud.engine.export import save_a1111_checkpoint
+    from sdcloud.engine.loader import CONFIG_METADATA_KEY
+
+    pipe = build_demo_pipeline(kind, seed)
+    configs = {name: {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}
+               for name, cfg in demo_configs(kind).items()}
+    return save_a1111_checkpoint(pipe, path, metadata={CONFIG_METADATA_KEY: json.dumps(configs)}, dtype=dtype)

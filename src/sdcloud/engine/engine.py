@@ -33,20 +33,6 @@ from sdcloud.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def _install_clip_skip_shim() -> None:
-    """transformers >= 5.6 flattened ``CLIPTextModel`` (no ``.text_model``), which breaks
-    diffusers' own ``clip_skip`` path (diffusers issue #14124). Give the attribute back as
-    the model itself, only where the flattened layout is in use."""
-    from transformers import CLIPTextModel
-
-    children = {name for name, _ in CLIPTextModel.__dict__.items()}
-    if "text_model" not in children and "final_layer_norm" not in children:
-        import inspect
-
-        if "self.text_model" not in inspect.getsource(CLIPTextModel.__init__):
-            CLIPTextModel.text_model = property(lambda self: self)  # type: ignore[attr-defined]
-
-
 def pick_device(preference: str) -> torch.device:
     """CUDA > MPS > CPU (or what the settings ask for)."""
     if preference != "auto":
@@ -70,7 +56,9 @@ class Engine:
     """Loads models and generates images. Thread-safe for one generation at a time."""
 
     def __init__(self, settings: Settings) -> None:
-        _install_clip_skip_shim()
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()  # no torchvision/processor chatter in the CLI
         self.settings = settings
         self.catalog = Catalog(settings)
         self.hashes = HashCache(settings.state_path / "hashes.json")

@@ -109,6 +109,7 @@ def validate(req: GenerationRequest, limits: Any) -> None:
         raise BadRequest(f"clip skip must be between 1 and 12, got {req.clip_skip}")
     if len(req.prompt) + len(req.negative_prompt) > limits.max_prompt_length:
         raise BadRequest(f"prompt is longer than {limits.max_prompt_length} characters")
+    resolve_sampler(req.sampler_name, req.scheduler)
     if req.mask is not None and not req.init_images:
         raise BadRequest("a mask needs an init image")
     if req.enable_hr and not req.is_img2img:
@@ -190,9 +191,12 @@ class Sampler:
         self.job = 0
 
     # -- conditioning --------------------------------------------------------------------
-    def schedule_conds(self, prompt: str, steps: int) -> list[tuple[int, Conditioning]]:
+    def schedule_conds(self, prompt: str, steps: int, hires_steps: int | None = None
+                       ) -> list[tuple[int, Conditioning]]:
+        """Conditioning per step range; for the hires pass, A1111 times edits on the
+        first-pass steps (``[a:b:0.5]`` = half of the first pass, so the hires pass sees b)."""
         out = []
-        for end, text in prompt_parser.get_schedules(prompt, steps):
+        for end, text in prompt_parser.get_schedules(prompt, steps, hires_steps=hires_steps):
             out.append((end, self.ctx.encoder(text, self.req.clip_skip)))
         return out
 
@@ -444,10 +448,8 @@ def generate_images(ctx: ModelContext, req: GenerationRequest, limits: Any,
     hr_pass = None
     if hires:
         tw, th = hires_target(req)
-        hr_conds = s.schedule_conds(req.hr_prompt, hr_steps) if req.hr_prompt else \
-            s.schedule_conds(req.prompt, hr_steps)
-        hr_unconds = s.schedule_conds(req.hr_negative_prompt, hr_steps) if req.hr_negative_prompt else \
-            s.schedule_conds(req.negative_prompt, hr_steps)
+        hr_conds = s.schedule_conds(req.hr_prompt or req.prompt, first_steps, hr_steps)
+        hr_unconds = s.schedule_conds(req.hr_negative_prompt or req.negative_prompt, first_steps, hr_steps)
         hr_pass = Pass(hr_sampler, hr_schedule, hr_steps, tw, th, hr_conds, hr_unconds, denoise)
     images: list[Image.Image] = []
     out_seeds: list[int] = []
