@@ -15,6 +15,8 @@ from diffusers import (
     EulerDiscreteScheduler,
     StableDiffusionInpaintPipeline,
     StableDiffusionPipeline,
+    StableDiffusionXLImg2ImgPipeline,
+    StableDiffusionXLInpaintPipeline,
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
@@ -114,6 +116,18 @@ def _shapes(path) -> dict[str, tuple[int, ...]]:
     return read_header(path).shapes
 
 
+def _round_trip(pipe, cls, path, text_encoders=("text_encoder",), prediction="epsilon"):
+    """Export ``pipe``, detect the file's architecture, reload it offline; return (arch, reloaded)."""
+    save_a1111_checkpoint(pipe, path)
+    arch = detect_architecture(_shapes(path))
+    overrides = _overrides(pipe, "unet", "vae")
+    overrides.update({name: _text_overrides(getattr(pipe, name)) for name in text_encoders})
+    cfg = config_dir(arch.family, arch.variant, prediction, overrides=overrides)
+    reloaded = cls.from_single_file(str(path), config=str(cfg), local_files_only=True)
+    _assert_same_weights(pipe, reloaded, ("unet", "vae", *text_encoders))
+    return arch, reloaded
+
+
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -149,18 +163,74 @@ def test_sd15_round_trip_is_exact_offline_and_gives_the_same_image(tmp_path):
 
 def test_sd15_inpaint_round_trip(tmp_path):
     pipe = _sd_pipe(dict(SD_UNET, in_channels=9), CLIP_L, cls=StableDiffusionInpaintPipeline, seed=1)
-    path = save_a1111_checkpoint(pipe, tmp_path / "tiny-inpaint.safetensors")
-    shapes = _shapes(path)
-    assert shapes["model.diffusion_model.input_blocks.0.0.weight"] == (32, 9, 3, 3)
-    arch = detect_architecture(shapes)
+    path = tmp_path / "tiny-inpaint.safetensors"
+    arch, reloaded = _round_trip(pipe, StableDiffusionInpaintPipeline, path)
     assert (arch.family, arch.variant) == ("sd1", "inpaint")
-
-    cfg = config_dir(arch.family, arch.variant, overrides={
-        **_overrides(pipe, "unet", "vae"), "text_encoder": _text_overrides(pipe.text_encoder)})
-    reloaded = StableDiffusionInpaintPipeline.from_single_file(str(path), config=str(cfg),
-                                                               local_files_only=True)
+    assert _shapes(path)["model.diffusion_model.input_blocks.0.0.weight"] == (32, 9, 3, 3)
     assert reloaded.unet.config.in_channels == 9
-    _assert_same_weights(pipe, reloaded, ("unet", "vae", "text_encoder"))
+
+
+def test_sdxl_round_trip(tmp_path):
+    pipe = _sdxl_pipe(seed=4)
+    path = tmp_path / "tiny-sdxl.safetensors"
+    arch, reloaded = _round_trip(pipe, StableDiffusionXLPipeline, path, ("text_encoder", "text_encoder_2"))
+    assert (arch.family, arch.variant) == ("sdxl", "base")
+    shapes = _shapes(path)
+    # SGM layout: CLIP-L in HF names, bigG in OpenCLIP names with fused q/k/v and a transposed projection.
+    assert "conditioner.embedders.0.transformer.text_model.final_layer_norm.weight" in shapes
+    assert shapes["conditioner.embedders.1.model.transformer.resblocks.0.attn.in_proj_weight"] == (3 * 48, 48)
+    assert shapes["conditioner.embedders.1.model.text_projection"] == (48, 48)
+    assert shapes["model.diffusion_model.label_emb.0.0.weight"] == (4 * 32, 6 * 8 + 48)
+    assert not any(k.startswith("cond_stage_model.") for k in shapes)
+    assert isinstance(reloaded.text_encoder_2, CLIPTextModelWithProjection)
+
+
+def test_sdxl_inpaint_round_trip(tmp_path):
+    torch.manual_seed(5)
+    pipe = StableDiffusionXLInpaintPipeline(
+        unet=UNet2DConditionModel(**dict(XL_UNET, in_channels=9)), vae=AutoencoderKL(**VAE),
+        text_encoder=CLIPTextModel(CLIPTextConfig(**CLIP_L)),
+        text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**OPEN_CLIP)),
+        tokenizer=_tokenizer(), tokenizer_2=_tokenizer(), scheduler=EulerDiscreteScheduler(),
+    )
+    arch, reloaded = _round_trip(pipe, StableDiffusionXLInpaintPipeline, tmp_path / "xl-inpaint.safetensors",
+                                 ("text_encoder", "text_encoder_2"))
+    assert (arch.family, arch.variant) == ("sdxl", "inpaint")
+    assert reloaded.unet.config.in_channels == 9
+
+
+def test_sdxl_refiner_round_trip(tmp_path):
+    torch.manual_seed(6)
+    pipe = StableDiffusionXLImg2ImgPipeline(
+        unet=UNet2DConditionModel(**REFINER_UNET), vae=AutoencoderKL(**VAE),
+        text_encoder=None, tokenizer=None,
+        text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**OPEN_CLIP)), tokenizer_2=_tokenizer(),
+        scheduler=EulerDiscreteScheduler(), requires_aesthetics_score=True,
+    )
+    path = tmp_path / "refiner.safetensors"
+    arch, reloaded = _round_trip(pipe, StableDiffusionXLImg2ImgPipeline, path, ("text_encoder_2",))
+    assert arch.family == "sdxl_refiner"
+    assert "conditioner.embedders.0.model.text_projection" in _shapes(path)
+    assert reloaded.text_encoder is None and reloaded.config.requires_aesthetics_score
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
+def test_sd2_round_trip(tmp_path, prediction):
+    pipe = _sd_pipe(SD2_UNET, OPEN_CLIP, seed=7)
+    path = tmp_path / "tiny-sd2.safetensors"
+    arch, reloaded = _round_trip(pipe, StableDiffusionPipeline, path, prediction=prediction)
+    assert (arch.family, arch.variant) == ("sd2", "base")
+    shapes = _shapes(path)
+    assert shapes["cond_stage_model.model.transformer.resblocks.2.attn.in_proj_bias"] == (3 * 48,)
+    assert shapes["cond_stage_model.model.positional_embedding"] == (77, 48)
+    assert reloaded.scheduler.config.prediction_type == prediction
+    assert reloaded.tokenizer.pad_token == "!"
+
+
+def test_sd2_inpaint_round_trip(tmp_path):
+    pipe = _sd_pipe(dict(SD2_UNET, in_channels=9), OPEN_CLIP, cls=StableDiffusionInpaintPipeline, seed=8)
+    arch, _ = _round_trip(pipe, StableDiffusionInpaintPipeline, tmp_path / "sd2-inpaint.safetensors")
+    assert (arch.family, arch.variant) == ("sd2", "inpaint")
 
 
 def test_fp16_export_halves_floats_and_reloads_in_fp16(tmp_path):
