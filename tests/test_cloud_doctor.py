@@ -192,3 +192,29 @@ def test_real_probe_reads_versions_without_importing_torch():
     assert probe.version("surely-not-a-package-xyz") is None
     total, avail = probe.ram_gb()
     assert total >= avail > 0
+
+
+def test_gpu_facts_come_from_nvidia_smi_output(tmp_path, monkeypatch):
+    # No GPU here: a stand-in nvidia-smi prints what the real one prints for these two calls.
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    smi = bindir / "nvidia-smi"
+    smi.write_text(
+        "#!/bin/sh\n"
+        'if [ "$#" -gt 0 ]; then echo "NVIDIA H100 80GB HBM3, 81559, 550.54.15"; exit 0; fi\n'
+        "echo '+-----------------------------------------------------------------------------------------+'\n"
+        "echo '| NVIDIA-SMI 550.54.15              Driver Version: 550.54.15      CUDA Version: 12.4     |'\n"
+    )
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    probe = SystemProbe(tmp_path)
+    (gpu,) = probe.gpus()
+    assert gpu.name == "NVIDIA H100 80GB HBM3" and gpu.memory_gb == pytest.approx(79.6, abs=0.1)
+    assert gpu.driver == "550.54.15" and probe.driver_cuda() == "12.4"
+    smi.write_text(
+        smi.write_text(
+            "#!/bin/sh\necho 'NVIDIA-SMI has failed because it could not communicate with the driver' >&2\n"
+            "exit 9\n"
+        )
+    )
+    assert probe.gpus() == [] and probe.driver_cuda() is None
