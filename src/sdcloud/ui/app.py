@@ -38,7 +38,7 @@ UI_CSS = """
   .sd-seed-row { flex-wrap: nowrap !important; }
   /* prompt, Generate, then progress and results above the parameters */
   .sd-main-row { flex-direction: column !important; }
-  .sd-results { order: -1; }
+  .sd-results { order: -1; width: 100% !important; }
 }
 """
 

@@ -97,8 +97,10 @@ def generation_panel(kind: str, choices: Choices, image_inputs: Callable[[], dic
             with gr.Row(elem_classes="sd-seed-row"):
                 f["seed"] = gr.Number(value=-1, precision=0, label="Seed", scale=4, min_width=140,
                                       elem_id=f"{kind}_seed")
-                seed_random = gr.Button("Random", scale=0, min_width=72, elem_id=f"{kind}_random_seed")
-                seed_reuse = gr.Button("Reuse", scale=0, min_width=72, elem_id=f"{kind}_reuse_seed")
+                seed_random = gr.Button("Random", size="md", scale=0, min_width=72,
+                                        elem_id=f"{kind}_random_seed")
+                seed_reuse = gr.Button("Reuse", size="md", scale=0, min_width=72,
+                                       elem_id=f"{kind}_reuse_seed")
             if kind == "txt2img":
                 _hires_controls(f, choices)
             else:

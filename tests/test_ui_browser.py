@@ -1,0 +1,175 @@
+"""The web UI in a real headless Chromium against a real ``sdcloud serve`` (demo model).
+
+Chromium is Debian's (/usr/bin/chromium, installed by scripts/test.sh), driven by Playwright;
+the test skips, saying why, where it is missing. Screenshots go to ``test-artifacts/``.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import TIGHT_LIMITS, ServerProcess, launch
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+TIMEOUT_MS = 90_000
+
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason="Debian's chromium is not installed at /usr/bin/chromium (scripts/test.sh installs it)",
+)
+sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+
+
+def _write_lora(folder: Path, name: str) -> None:
+    """A LoRA file for the picker (the picker lists names; nothing loads it in these tests)."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": np.zeros((4, 8), np.float32)},
+              str(folder / f"{name}.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    data = tmp_path_factory.mktemp("ui-server")
+    _write_lora(data / "models" / "Lora", "detail_tweaker")
+    server = launch(data, ui=True, env=TIGHT_LIMITS)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def _open(browser: object, server: ServerProcess, width: int, height: int) -> object:
+    page = browser.new_page(viewport={"width": width, "height": height})  # type: ignore[attr-defined]
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(server.url + "/")
+    page.wait_for_selector("#txt2img_prompt textarea")
+    return page
+
+
+def _set_slider(page: object, elem_id: str, value: int) -> None:
+    box = page.locator(f"#{elem_id} input[type=number]")  # type: ignore[attr-defined]
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def _generate(page: object, prompt: str, seed: int) -> str:
+    """Fill the txt2img form (64x64, 4 steps), press Generate, wait for the gallery; return
+    the infotext shown under it."""
+    page.fill("#txt2img_prompt textarea", prompt)  # type: ignore[attr-defined]
+    for elem_id, value in (("txt2img_width", 64), ("txt2img_height", 64), ("txt2img_steps", 4)):
+        _set_slider(page, elem_id, value)
+    page.fill("#txt2img_seed input", str(seed))  # type: ignore[attr-defined]
+    page.click("#txt2img_generate")  # type: ignore[attr-defined]
+    page.wait_for_selector("#txt2img_gallery img")  # type: ignore[attr-defined]
+    page.wait_for_function(  # type: ignore[attr-defined]
+        "document.querySelector('#txt2img_infotext textarea').value.includes('Steps:')")
+    return page.input_value("#txt2img_infotext textarea")  # type: ignore[attr-defined]
+
+
+def _screenshot(page: object, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / name
+    page.screenshot(path=str(path), full_page=True)  # type: ignore[attr-defined]
+    return path
+
+
+def test_txt2img_generates_and_shows_image_with_infotext(browser: object, ui_server: ServerProcess) -> None:
+    page = _open(browser, ui_server, 1280, 900)
+    infotext = _generate(page, "a red fox in the snow", seed=1234)
+
+    assert infotext.startswith("a red fox in the snow\n")
+    for part in ("Steps: 4", "Seed: 1234", "Size: 64x64", "Model: demo"):
+        assert part in infotext
+    assert "Done" in page.inner_text("#txt2img_progress")
+    size = page.eval_on_selector("#txt2img_gallery img", "img => [img.naturalWidth, img.naturalHeight]")
+    assert size == [64, 64]
+    # the file the gallery shows is the saved PNG, infotext included
+    saved = sorted((ui_server.data_dir / "outputs" / "txt2img-images").rglob("*-1234.png"))
+    assert saved, "the image was not saved under outputs/txt2img-images"
+    assert _screenshot(page, "ui-txt2img-desktop.png").stat().st_size > 10_000
+
+    # Reuse puts the seed of the selected image back; Random sets -1
+    page.fill("#txt2img_seed input", "-1")
+    page.click("#txt2img_reuse_seed")
+    page.wait_for_function("document.querySelector('#txt2img_seed input').value === '1234'")
+    page.click("#txt2img_random_seed")
+    page.wait_for_function("document.querySelector('#txt2img_seed input').value === '-1'")
+
+    # the finished job is in the Queue tab
+    page.get_by_role("tab", name="Queue").click()
+    page.wait_for_function("document.querySelector('#queue_table') &&"
+                           " document.querySelector('#queue_table').innerText.includes('done')")
+    page.close()
+
+
+def test_phone_sized_screen(browser: object, ui_server: ServerProcess) -> None:
+    page = _open(browser, ui_server, 390, 844)
+    infotext = _generate(page, "a lighthouse at dusk", seed=77)
+    assert "Seed: 77" in infotext
+    # nothing wider than the phone: no sideways scrolling
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    box = page.locator("#txt2img_generate").bounding_box()
+    assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390
+    # results come right after the prompt and Generate, above the parameters
+    gallery = page.locator("#txt2img_gallery").bounding_box()
+    steps = page.locator("#txt2img_steps").bounding_box()
+    prompt = page.locator("#txt2img_prompt").bounding_box()
+    assert gallery is not None and steps is not None and prompt is not None
+    assert gallery["y"] < steps["y"]
+    assert gallery["width"] >= 0.9 * prompt["width"]  # the image uses the screen's width
+    _screenshot(page, "ui-txt2img-phone.png")
+    page.close()
+
+
+def test_lora_picker_inserts_tag(browser: object, ui_server: ServerProcess) -> None:
+    page = _open(browser, ui_server, 1280, 900)
+    page.fill("#txt2img_prompt textarea", "a castle")
+    page.click("#txt2img_lora input")
+    page.get_by_role("option", name="detail_tweaker").click()
+    page.wait_for_function(
+        "document.querySelector('#txt2img_prompt textarea').value === 'a castle, <lora:detail_tweaker:1>'")
+    page.close()
+
+
+def test_png_info_sends_parameters_to_txt2img(browser: object, ui_server: ServerProcess,
+                                              tmp_path: Path) -> None:
+    page = _open(browser, ui_server, 1280, 900)
+    infotext = _generate(page, "a blue bicycle, studio light", seed=4242)
+    saved = sorted((ui_server.data_dir / "outputs" / "txt2img-images").rglob("*-4242.png"))[-1]
+    upload = tmp_path / "dropped.png"
+    shutil.copy(saved, upload)
+    # start from a different form, then let PNG Info fill it back
+    page.fill("#txt2img_prompt textarea", "something else")
+    _set_slider(page, "txt2img_steps", 7)
+    page.fill("#txt2img_seed input", "-1")
+
+    page.get_by_role("tab", name="PNG Info").click()
+    page.locator("#pnginfo_image input[type=file]").set_input_files(str(upload))
+    page.wait_for_function("document.querySelector('#pnginfo_text textarea').value.includes('Seed: 4242')")
+    assert page.input_value("#pnginfo_text textarea") == infotext
+    page.click("#pnginfo_send_to_txt2img")
+
+    page.wait_for_function(
+        "document.querySelector('#txt2img_prompt textarea').value === 'a blue bicycle, studio light'")
+    assert page.input_value("#txt2img_seed input") == "4242"
+    assert page.input_value("#txt2img_steps input[type=number]") == "4"
+    assert page.input_value("#txt2img_width input[type=number]") == "64"
+    assert re.search(r"txt2img", page.locator("[role=tab][aria-selected=true]").first.inner_text())
+    page.close()
