@@ -212,9 +212,7 @@ def test_gpu_facts_come_from_nvidia_smi_output(tmp_path, monkeypatch):
     assert gpu.name == "NVIDIA H100 80GB HBM3" and gpu.memory_gb == pytest.approx(79.6, abs=0.1)
     assert gpu.driver == "550.54.15" and probe.driver_cuda() == "12.4"
     smi.write_text(
-        smi.write_text(
-            "#!/bin/sh\necho 'NVIDIA-SMI has failed because it could not communicate with the driver' >&2\n"
-            "exit 9\n"
-        )
+        "#!/bin/sh\necho 'NVIDIA-SMI has failed because it could not communicate with the driver' >&2\n"
+        "exit 9\n"
     )
     assert probe.gpus() == [] and probe.driver_cuda() is None
