@@ -111,6 +111,7 @@ def test_user_catalog_in_data_dir_is_merged(tmp_path):
         (["plan", "--train-hours", "nan"], "--train-hours must be a finite number"),
         (["plan", "--size", "huge"], "--size must look like 512x512"),
         (["plan", "--model", "flux"], "unknown model family 'flux'"),
+        (["plan", "--jpy-per-usd", "0"], "--jpy-per-usd must be a positive number"),
     ],
 )
 def test_bad_input_is_one_line_not_a_traceback(tmp_path, args, message):

@@ -11,6 +11,7 @@ and a bad one is reported with the file and the field path (``offers[colab-pro].
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 from collections.abc import Iterable, Mapping
@@ -53,9 +54,6 @@ class Rates:
             return float(price[code])
         src = "USD" if "USD" in price else next(iter(price))
         return float(price[src]) / self.per_usd[self.check(src)] * self.per_usd[code]
-
-    def with_rate(self, currency: str, per_usd: float) -> Rates:
-        return Rates({**self.per_usd, currency.upper(): per_usd})
 
 
 Price = Mapping[str, float]
@@ -230,19 +228,10 @@ def load_price_catalog(
         user = read_json_file(Path(path))
         data = merge(data, user, where=f"catalog file {path}")
         sources.append(str(path))
-    where = "catalog" if len(sources) == 1 else f"catalog (with {', '.join(sources[1:])})"
-    catalog = _parse(data, where)
     if rates:
-        for code, value in rates.items():
-            _positive(value, f"{where}: rate for {code}")
-            catalog = _with_rates(catalog, catalog.rates.with_rate(code, float(value)))
-    return PriceCatalog(
-        catalog.rates, catalog.vram_gb, catalog.storage, catalog.offers, catalog.throughput, tuple(sources)
-    )
-
-
-def _with_rates(cat: PriceCatalog, rates: Rates) -> PriceCatalog:
-    return PriceCatalog(rates, cat.vram_gb, cat.storage, cat.offers, cat.throughput, cat.sources)
+        data = merge(data, {"currency": {"rates_per_usd": dict(rates)}}, where="--jpy-per-usd")
+    where = "catalog" if len(sources) == 1 else f"catalog (with {', '.join(sources[1:])})"
+    return dataclasses.replace(_parse(data, where), sources=tuple(sources))
 
 
 # Checking -------------------------------------------------------------------------------

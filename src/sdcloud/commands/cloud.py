@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from sdcloud.commands._common import load_settings
+from sdcloud.errors import BadRequest
 
 USER_CATALOG = "catalog.json"  # in the data dir: a user's own prices, merged over the packaged ones
 
@@ -71,7 +72,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from sdcloud.cloud.throughput import MEASUREMENTS_FILE, ThroughputTable
 
     settings = load_settings(args)
-    rates = {"JPY": args.jpy_per_usd} if args.jpy_per_usd is not None else None
+    rates = None
+    if args.jpy_per_usd is not None:
+        if not (math.isfinite(args.jpy_per_usd) and args.jpy_per_usd > 0):
+            raise BadRequest(f"--jpy-per-usd must be a positive number, got {args.jpy_per_usd:g}")
+        rates = {"JPY": args.jpy_per_usd}
     catalog = load_price_catalog(catalog_files(args, settings.data_dir), rates=rates)
     table = ThroughputTable(catalog.throughput, settings.state_path / MEASUREMENTS_FILE)
     family = table.check_family(args.model.lower())
