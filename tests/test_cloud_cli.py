@@ -25,9 +25,11 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def _run(args: list[str], env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], float]:
+def _run(
+    args: list[str], env: dict[str, str], tries: int = 1
+) -> tuple[subprocess.CompletedProcess[str], float]:
     best = None
-    for _ in range(3):  # best of three: the CPU is shared with other test runs
+    for _ in range(tries):
         t0 = time.perf_counter()
         res = subprocess.run(SDCLOUD + args, capture_output=True, text=True, env=env, timeout=60)
         wall = time.perf_counter() - t0
@@ -40,7 +42,7 @@ def _run(args: list[str], env: dict[str, str]) -> tuple[subprocess.CompletedProc
     [["plan", "--images", "3000", "--currency", "JPY", "--budget", "5000"], ["doctor"], ["platform"]],
 )
 def test_answers_in_under_a_second(tmp_path, capsys, command):
-    res, wall = _run(command, _env(tmp_path))
+    res, wall = _run(command, _env(tmp_path), tries=3)  # best of three: the CPU is shared
     assert res.returncode in (0, 1), res.stderr
     assert "Traceback" not in res.stderr
     with capsys.disabled():

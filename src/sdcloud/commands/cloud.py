@@ -11,9 +11,13 @@ import math
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sdcloud.commands._common import load_settings
 from sdcloud.errors import BadRequest
+
+if TYPE_CHECKING:
+    from sdcloud.cloud.planner import Plan
 
 USER_CATALOG = "catalog.json"  # in the data dir: a user's own prices, merged over the packaged ones
 
@@ -128,7 +132,7 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def _print_plan(plan, elapsed: float) -> None:  # type: ignore[no-untyped-def]
+def _print_plan(plan: Plan, elapsed: float) -> None:
     w = plan.workload
     cur = plan.currency
     print(
