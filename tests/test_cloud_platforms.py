@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,36 @@ def test_announce_prints_url_and_user_but_masks_a_given_password(tmp_path):
     assert "https://abc-7860.proxy.runpod.net" in text and "alice" in text
     assert "s3cret-pass" not in text
     assert "s3cret-pass" in announce(url, ["alice:s3cret-pass"], reveal_password=True)
+
+
+def test_cloudflared_url_is_read_from_its_log_and_the_tunnel_keeps_running(tmp_path, monkeypatch):
+    from sdcloud.cloud import public_url
+
+    # cloudflared itself needs the network; a stand-in prints the same log lines, then keeps logging.
+    exe = tmp_path / "cloudflared"
+    exe.write_text(
+        "#!/bin/sh\n"
+        "echo 'INF Requesting new quick Tunnel on trycloudflare.com...' >&2\n"
+        "echo 'INF |  https://quiet-river-1234.trycloudflare.com  |' >&2\n"
+        "i=0; while [ $i -lt 2000 ]; do\n"
+        "  echo 'INF heartbeat log line to fill a pipe buffer' >&2; i=$((i+1))\n"
+        "done\n"
+        f"touch {tmp_path}/logged-all\n"
+        "sleep 30\n"
+    )
+    exe.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    url, proc = public_url._start_cloudflared("127.0.0.1", 7860, timeout_s=10)
+    try:
+        assert url == "https://quiet-river-1234.trycloudflare.com"
+        deadline = time.monotonic() + 10
+        while not (tmp_path / "logged-all").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # ~90 kB of log went through a 64 kB pipe: only a drained pipe lets it get this far.
+        assert (tmp_path / "logged-all").exists() and proc.poll() is None
+    finally:
+        public_url.PublicUrl("cloudflared", url, 7860, process=proc).close()
+    assert proc.poll() is not None
+    exe.write_text("#!/bin/sh\necho 'ERR failed to request quick Tunnel' >&2\nsleep 5\n")
+    with pytest.raises(Unsupported, match="did not report a URL"):
+        public_url._start_cloudflared("127.0.0.1", 7860, timeout_s=0.5)

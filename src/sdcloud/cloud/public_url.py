@@ -7,13 +7,15 @@ Auth is mandatory for anything public: :func:`open_public_url` refuses without c
 from __future__ import annotations
 
 import importlib.util
+import queue
 import re
 import secrets
 import shutil
 import subprocess
-import time
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import IO
 
 from sdcloud.cloud.platforms import Detected
 from sdcloud.errors import BadRequest, Unsupported
@@ -169,17 +171,24 @@ def _start_cloudflared(host: str, port: int, timeout_s: float) -> tuple[str, sub
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + timeout_s
+    found: queue.Queue[str] = queue.Queue()
+
+    def drain(stream: IO[str]) -> None:
+        # Keep reading for the tunnel's whole life: a full pipe would block cloudflared.
+        for line in stream:
+            m = _TRYCLOUDFLARE.search(line)
+            if m:
+                found.put(m.group(0))
+
     assert proc.stderr is not None
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line and proc.poll() is not None:
-            break
-        m = _TRYCLOUDFLARE.search(line)
-        if m:
-            return m.group(0), proc
-    proc.terminate()
-    raise Unsupported("cloudflared did not report a URL in time; check its output or use another method")
+    threading.Thread(target=drain, args=(proc.stderr,), name="cloudflared-log", daemon=True).start()
+    try:
+        return found.get(timeout=timeout_s), proc
+    except queue.Empty:
+        proc.terminate()
+        raise Unsupported(
+            "cloudflared did not report a URL in time; check its output or use another method"
+        ) from None
 
 
 def announce(url: PublicUrl, auth: Sequence[str], *, reveal_password: bool = False) -> str:
