@@ -165,6 +165,16 @@ def test_store_checks_stay_offline(tmp_path):
         Settings(data_dir=tmp_path / "d", store=str(tmp_path / "nope")), env={}, root=tmp_path, probe=probe
     )
     assert "does not exist" in findings(missing, "error", "store")[0].detail
+    (tmp_path / "workspace").mkdir()
+    ephemeral = tmp_path / "root-disk-store"
+    ephemeral.mkdir()
+    runpod = run_doctor(
+        Settings(data_dir=tmp_path / "d", store=str(ephemeral)),
+        env={"RUNPOD_POD_ID": "p"},
+        root=tmp_path,
+        probe=probe,
+    )
+    assert "ephemeral disk" in findings(runpod, "warn", "store")[0].detail
     hf = run_doctor(
         Settings(data_dir=tmp_path / "d", store="hf://me/outputs"),
         env={"HF_HOME": str(tmp_path)},

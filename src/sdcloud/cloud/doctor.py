@@ -72,7 +72,7 @@ def run_doctor(
     findings += _ram(ram)
     findings += _places(detected, settings, probe, Path(root))
     findings += _outputs(detected, settings, Path(root))
-    findings += _store(settings, env)
+    findings += _store(settings, env, detected, Path(root))
     return Report(detected.profile.name, findings, time.perf_counter() - started)
 
 
@@ -305,7 +305,7 @@ def _outputs(detected: Detected, settings: Settings, root: Path) -> list[Finding
     ]
 
 
-def _store(settings: Settings, env: Mapping[str, str]) -> list[Finding]:
+def _store(settings: Settings, env: Mapping[str, str], detected: Detected, root: Path) -> list[Finding]:
     store = settings.store
     if not store:
         return [Finding("info", "store", "no persistent store configured (--store)")]
@@ -358,6 +358,16 @@ def _store(settings: Settings, env: Mapping[str, str]) -> list[Finding]:
         return [
             Finding(
                 "error", "store", f"{path} is not writable: {exc.strerror}", "fix its permissions or mount"
+            )
+        ]
+    if on_persistent_storage(path, detected, root) is False:
+        return [
+            Finding(
+                "warn",
+                "store",
+                f"{path} is writable but on {detected.profile.name}'s ephemeral disk: "
+                "it vanishes with the machine",
+                f"point --store at persistent storage ({', '.join(detected.profile.persistent)})",
             )
         ]
     return [Finding("ok", "store", f"{path} is writable")]
