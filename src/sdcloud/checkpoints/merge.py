@@ -27,6 +27,7 @@ from sdcloud.checkpoints.stream import (
     open_source,
     output_dtype,
     prefetch,
+    single_intraop_thread,
     torch_dtype,
 )
 from sdcloud.errors import BadRequest
@@ -288,7 +289,8 @@ def _run(opts: MergeOptions, steps: list[_Step], a: TensorSource, b: TensorSourc
             return lambda: (step, [a.get(key)])
         return lambda: (step, [])
 
-    with torch.inference_mode(), StreamWriter(opts.output, [s.entry for s in steps], metadata, progress) as w:
+    with torch.inference_mode(), single_intraop_thread(device), \
+            StreamWriter(opts.output, [s.entry for s in steps], metadata, progress) as w:
         for step, tensors in prefetch(reader(s) for s in steps):
             out_dtype = torch_dtype(step.entry.dtype)
             if step.action == "merge":
