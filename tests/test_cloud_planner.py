@@ -116,6 +116,16 @@ def test_ranking_and_plans_that_do_not_fit():
     assert row(plan, "colab-pro", "T4").storage_cost == pytest.approx(1.99)
 
 
+def test_colab_free_is_listed_as_not_allowed_never_as_the_cheapest():
+    plan = planner().plan(Workload(images=100), currency="USD", budget=10, providers=["colab"])
+    free = row(plan, "colab-free", "T4")
+    assert not free.fits and free.notes[0].startswith("not allowed: Colab's free tier does not allow")
+    assert free.images_for_budget is None
+    assert plan.rows[0].offer != "colab-free" and plan.rows.index(free) > plan.rows.index(
+        row(plan, "colab-pro", "T4")
+    )
+
+
 def test_currency_conversion_uses_the_configurable_rate():
     plan = planner(rates={"JPY": 155}).plan(
         Workload(train_hours=1), currency="JPY", providers=["runpod"], gpus=["RTX 3090"]

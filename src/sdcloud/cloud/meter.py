@@ -232,7 +232,7 @@ def catalog_price(catalog: PriceCatalog, provider: str, gpu: str, currency: str)
     best: tuple[float, str] | None = None
     for preemptible_ok in (False, True):
         for offer in catalog.offers:
-            if offer.provider != provider or (offer.preemptible and not preemptible_ok):
+            if offer.provider != provider or offer.banned or (offer.preemptible and not preemptible_ok):
                 continue
             for g in offer.gpus:
                 if g.gpu == gpu:

@@ -194,6 +194,9 @@ class Planner:
             notes.insert(0, f"needs {hours:,.1f} GPU-hours; this plan allows {cap:g} a month")
         if hours is not None and hours > HOURS_PER_MONTH:
             notes.insert(0, f"{hours:,.0f} GPU-hours is more than one GPU can run in a month")
+        if offer.banned:
+            fits = False
+            notes.insert(0, f"not allowed: {offer.banned}")
         if offer.preemptible:
             notes.append("preemptible: can be stopped at any time")
         compute = None if hours is None else self._compute_cost(offer, gpu, hours, cur)
@@ -218,7 +221,7 @@ class Planner:
             date=gpu.date or offer.date,
             source=gpu.source or offer.source,
         )
-        if budget is not None and per_image is not None:
+        if budget is not None and per_image is not None and not offer.banned:
             row.images_for_budget = self._images_for(
                 offer, gpu, budget - fee - (storage_cost or 0.0), work, per_image[0], cur
             )

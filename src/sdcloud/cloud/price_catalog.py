@@ -97,6 +97,7 @@ class Offer:
     cu_pack_size: float = 0.0
     cu_pack_price: Price = field(default_factory=dict)
     preemptible: bool = False
+    banned: str | None = None  # why sdcloud must not be used there (a platform's terms)
     max_gpu_hours_per_month: float | None = None
     notes: tuple[str, ...] = ()
     date: str = ""
@@ -137,17 +138,6 @@ class PriceCatalog:
             if all(p in text for p in parts):
                 best = gpu  # longest match wins (A100-80GB over A100)
         return best
-
-    def hourly_price(self, provider: str, gpu: str, currency: str) -> float | None:
-        """The marginal price per GPU-hour of ``gpu`` at ``provider`` (cheapest listed offer)."""
-        prices = [
-            self.offer_hourly(o, g, currency)
-            for o in self.offers
-            if o.provider == provider
-            for g in o.gpus
-            if g.gpu == gpu
-        ]
-        return min(prices) if prices else None
 
     def offer_hourly(self, offer: Offer, gpu: GpuOffer, currency: str) -> float:
         if offer.billing == "compute_units":
@@ -384,6 +374,7 @@ def _parse_offer(raw: Any, what: str, rates: Rates, storage: Mapping[str, Storag
         cu_pack_size=pack_size,
         cu_pack_price=pack_price,
         preemptible=bool(o.get("preemptible", False)),
+        banned=None if o.get("banned") is None else _text(o.get("banned"), f"{what}.banned"),
         max_gpu_hours_per_month=None if cap is None else _positive(cap, f"{what}.max_gpu_hours_per_month"),
         notes=tuple(notes),
         date=str(o.get("date", "")),
