@@ -159,7 +159,7 @@ def _print_plan(plan: Plan, elapsed: float) -> None:
             cells.append("-" if r.images_for_budget is None else f"{r.images_for_budget:,}")
         rows.append(cells)
     print(_table(header, rows))
-    print("\nx = does not fit this plan (see its notes).")
+    print("\nx = does not fit this plan, or its terms forbid it (see its notes).")
     numbers: dict[str, list[int]] = {}
     for i, r in enumerate(plan.rows, 1):
         numbers.setdefault(r.offer, []).append(i)
