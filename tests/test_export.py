@@ -239,7 +239,10 @@ def test_fp16_export_halves_floats_and_reloads_in_fp16(tmp_path):
                                  dtype=torch.float16)
     with safe_open(str(path), "pt") as f:
         assert f.metadata() == {"note": "fp16"}
-        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F16"}
+        dtypes = {k: f.get_slice(k).get_dtype() for k in f.keys()}
+    # Floats are halved; CLIP's integer position ids stay int64.
+    assert dtypes.pop("cond_stage_model.transformer.text_model.embeddings.position_ids") == "I64"
+    assert set(dtypes.values()) == {"F16"}
     cfg = config_dir("sd1", overrides={**_overrides(pipe, "unet", "vae"),
                                        "text_encoder": _text_overrides(pipe.text_encoder)})
     reloaded = StableDiffusionPipeline.from_single_file(str(path), config=str(cfg), local_files_only=True,
@@ -256,9 +259,11 @@ def test_written_file_is_what_the_state_dict_says(tmp_path):
         assert set(f.keys()) == set(state)
         for key in state:
             assert torch.equal(f.get_tensor(key), state[key]), key
-    # Every UNet/VAE/text weight of the pipeline is in the file exactly once.
+    # Every UNet/VAE/text weight of the pipeline is in the file exactly once, plus CLIP's position ids.
     n = sum(len(getattr(pipe, c).state_dict()) for c in ("unet", "vae", "text_encoder"))
-    assert len(state) == n
+    assert len(state) == n + 1
+    assert torch.equal(state["cond_stage_model.transformer.text_model.embeddings.position_ids"],
+                       torch.arange(77).unsqueeze(0))
 
 
 def test_failed_write_leaves_no_file_and_keeps_the_old_one(tmp_path, monkeypatch):

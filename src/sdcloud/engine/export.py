@@ -168,8 +168,16 @@ def _text_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor
 
 
 def hf_clip_to_ldm(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """CLIP-L as A1111 stores it: the transformers names under ``...transformer.text_model.``."""
-    return {k: v for k, v in _text_keys(state_dict).items() if k != "embeddings.position_ids"}
+    """CLIP-L as A1111 stores it: the transformers names under ``...transformer.text_model.``.
+
+    Real SD1/SDXL files also carry the int64 ``embeddings.position_ids`` buffer (newer
+    transformers no longer saves it); it is written as ``arange`` like theirs, since some
+    tools treat a file without it as broken. diffusers ignores it on load.
+    """
+    out = dict(_text_keys(state_dict))
+    positions = out["embeddings.position_embedding.weight"].shape[0]
+    out["embeddings.position_ids"] = torch.arange(positions, dtype=torch.int64).unsqueeze(0)
+    return out
 
 
 def hf_clip_to_open_clip(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
