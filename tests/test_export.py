@@ -82,13 +82,15 @@ def _tokenizer() -> CLIPTokenizer:
     return CLIPTokenizer.from_pretrained(str(TOKENIZER_DIR))
 
 
-def _sd_pipe(unet_cfg: dict, text_cfg: dict, cls=StableDiffusionPipeline, seed: int = 0):
+def _sd_pipe(unet_cfg: dict, text_cfg: dict, cls=StableDiffusionPipeline, seed: int = 0,
+             prediction: str = "epsilon"):
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(**unet_cfg)
     vae = AutoencoderKL(**VAE)
     text_encoder = CLIPTextModel(CLIPTextConfig(**text_cfg))
     return cls(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=_tokenizer(),
-               scheduler=EulerDiscreteScheduler(beta_schedule="scaled_linear", steps_offset=1),
+               scheduler=EulerDiscreteScheduler(beta_schedule="scaled_linear", steps_offset=1,
+                                                prediction_type=prediction),
                safety_checker=None, feature_extractor=None, requires_safety_checker=False)
 
 
@@ -216,7 +218,7 @@ def test_sdxl_refiner_round_trip(tmp_path):
 
 @pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
 def test_sd2_round_trip(tmp_path, prediction):
-    pipe = _sd_pipe(SD2_UNET, OPEN_CLIP, seed=7)
+    pipe = _sd_pipe(SD2_UNET, OPEN_CLIP, seed=7, prediction=prediction)
     path = tmp_path / "tiny-sd2.safetensors"
     arch, reloaded = _round_trip(pipe, StableDiffusionPipeline, path, prediction=prediction)
     assert (arch.family, arch.variant) == ("sd2", "base")
@@ -224,6 +226,8 @@ def test_sd2_round_trip(tmp_path, prediction):
     assert shapes["cond_stage_model.model.transformer.resblocks.2.attn.in_proj_bias"] == (3 * 48,)
     assert shapes["cond_stage_model.model.positional_embedding"] == (77, 48)
     assert reloaded.scheduler.config.prediction_type == prediction
+    # A v-prediction export says so in the file, so a loader can pick the right config again.
+    assert ("v_pred" in shapes) == (prediction == "v_prediction")
     assert reloaded.tokenizer.pad_token == "!"
 
 

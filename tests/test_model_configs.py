@@ -14,7 +14,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 from sdcloud.checkpoints.detect import detect_architecture
 from sdcloud.engine.export import pipeline_to_a1111_state_dict
 from sdcloud.engine.model_configs import component_configs, config_dir, config_name, pipeline_class
-from sdcloud.errors import BadRequest, Unsupported
+from sdcloud.errors import BadRequest, SdcloudError, Unsupported
 
 ALL = [("sd1", "base", "epsilon"), ("sd1", "inpaint", "epsilon"), ("sd2", "base", "epsilon"),
        ("sd2", "base", "v_prediction"), ("sd2", "inpaint", "epsilon"), ("sdxl", "base", "epsilon"),
@@ -166,6 +166,13 @@ def test_config_dir_is_built_once_and_atomically(tmp_path):
     assert (built / "tokenizer_2" / "vocab.json").is_file()
     # No temporary build dirs are left beside the finished one.
     assert [p.name for p in (tmp_path / "c2" / "configs").iterdir()] == [built.name]
+
+
+def test_unwritable_cache_gives_a_message_that_says_what_to_do(tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    with pytest.raises(SdcloudError, match="SDCLOUD_CACHE_DIR"):
+        config_dir("sd1", cache_dir=blocker)
 
 
 def test_unsupported_architectures_are_named():

@@ -34,6 +34,9 @@ SD2_CLIP_PREFIX = "cond_stage_model.model."
 SDXL_CLIP_L_PREFIX = "conditioner.embedders.0.transformer.text_model."
 SDXL_CLIP_G_PREFIX = "conditioner.embedders.1.model."
 REFINER_CLIP_G_PREFIX = "conditioner.embedders.0.model."
+# An empty tensor that marks a v-prediction model (ComfyUI's convention, used by v-pred SDXL
+# releases); A1111 and diffusers ignore it, sdcloud's loader reads it.
+V_PRED_KEY = "v_pred"
 
 _UNET_TOP = {
     "conv_in": "input_blocks.0.0",
@@ -226,7 +229,8 @@ def pipeline_to_a1111_state_dict(pipe: Any, family: str | None = None) -> dict[s
     """All weights of ``pipe`` (UNet, VAE, text encoders) under A1111 single-file names.
 
     Tensors are the pipeline's own (no copies, device and dtype unchanged) except where the
-    layout forces a new one (fused q/k/v, transposed projection).
+    layout forces a new one (fused q/k/v, transposed projection). A pipeline whose scheduler
+    predicts ``v_prediction`` also gets the empty ``v_pred`` marker tensor.
     """
     family = family or pipeline_family(pipe)
     out: dict[str, torch.Tensor] = {}
@@ -248,6 +252,9 @@ def pipeline_to_a1111_state_dict(pipe: Any, family: str | None = None) -> dict[s
         add(REFINER_CLIP_G_PREFIX, hf_clip_to_open_clip(pipe.text_encoder_2.state_dict()))
     else:
         raise Unsupported(f"cannot write {family!r} pipelines in A1111 layout")
+    scheduler = getattr(pipe, "scheduler", None)
+    if scheduler is not None and scheduler.config.get("prediction_type") == "v_prediction":
+        out[V_PRED_KEY] = torch.empty(0)
     return out
 
 

@@ -20,7 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sdcloud.errors import BadRequest, Unsupported
+from sdcloud.errors import BadRequest, SdcloudError, Unsupported
 
 CONFIGS_DIR = Path(__file__).parent / "configs"
 TOKENIZER_DIR = CONFIGS_DIR / "tokenizer"
@@ -143,8 +143,12 @@ def config_dir(
     if (target / "model_index.json").is_file():
         return target
 
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
+    except OSError as exc:
+        raise SdcloudError(f"cannot write model configs under {root} ({exc.strerror}); set "
+                           "SDCLOUD_CACHE_DIR to a writable folder") from None
     try:
         for rel, text in texts.items():
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
