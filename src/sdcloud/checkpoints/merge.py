@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,6 +40,9 @@ VAE_PREFIX = "first_stage_model."
 TEXT_PREFIXES = ("cond_stage_model.", "conditioner.")
 EMA_PREFIX = "model_ema."
 VAE_MODES = ("a", "merge", "none")
+# input metadata that would be false for the merged file
+_NOT_CARRIED = frozenset({"sd_merge_recipe", "sd_merge_models", "sshs_model_hash", "sshs_legacy_hash",
+                          "modelspec.hash_sha256", "modelspec.title"})
 
 
 def is_position_ids(key: str) -> bool:
@@ -224,7 +228,13 @@ def _vae_keys(vae: TensorSource) -> dict[str, str]:
 
 
 def _input_hashes(sources: list[TensorSource], cache: HashCache | None) -> list[FileHashes]:
-    return [cache.get(s.path) if cache is not None else compute_hashes(s.path) for s in sources]  # type: ignore[misc]
+    """sha256 of each input for the recipe, cached by the caller's ``HashCache``; files not
+    in the cache are hashed in parallel (hashlib releases the GIL)."""
+    def one(src: TensorSource) -> FileHashes:
+        return cache.get(src.path) if cache is not None else compute_hashes(src.path)  # type: ignore[return-value]
+
+    with ThreadPoolExecutor(max_workers=len(sources)) as pool:
+        return list(pool.map(one, sources))
 
 
 def _metadata(opts: MergeOptions, arch: ArchInfo, sources: list[TensorSource], hashes: list[FileHashes],
@@ -262,7 +272,11 @@ def _metadata(opts: MergeOptions, arch: ArchInfo, sources: list[TensorSource], h
             pass
         models[h.sha256] = {"name": src.path.name, "legacy_hash": h.autov1,
                             "sd_merge_recipe": _json_or_none(own)}
-    return {"format": "pt", "sd_merge_recipe": json.dumps(recipe), "sd_merge_models": json.dumps(models)}
+    carried: dict[str, str] = {}
+    for src in reversed(sources):  # like A1111's "copy metadata": A's values win
+        carried.update({k: v for k, v in src.metadata.items() if k not in _NOT_CARRIED})
+    return {**carried, "format": "pt", "sd_merge_recipe": json.dumps(recipe),
+            "sd_merge_models": json.dumps(models)}
 
 
 def _json_or_none(text: str | None) -> object:
