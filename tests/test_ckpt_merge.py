@@ -261,3 +261,14 @@ def test_dare_is_seeded_and_drops_the_requested_fraction(models, tmp_path: Path)
     assert not torch.equal(outs[0][key], outs[2][key])
     kept = (outs[0][key] != _full(models["a"])[key]).float().mean().item()
     assert 0.1 < kept < 0.3
+
+
+def test_progress_covers_input_hashing_and_writing(models, tmp_path: Path) -> None:
+    calls: list[tuple[int, int]] = []
+    merge_checkpoints(MergeOptions(a=models["a"], b=models["b"], output=tmp_path / "m.safetensors"),
+                      progress=lambda done, total: calls.append((done, total)))
+    dones = [d for d, _ in calls]
+    total = calls[0][1]
+    assert all(t == total for _, t in calls) and dones == sorted(dones) and dones[-1] == total
+    hashed = models["a"].stat().st_size + models["b"].stat().st_size
+    assert total > hashed and any(d >= hashed for d in dones[:-1])

@@ -8,6 +8,7 @@ missing third model, mixed architectures, shape mismatches, a VAE that does not 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -104,9 +105,16 @@ def merge_checkpoints(opts: MergeOptions, progress: Progress | None = None,
         a, b, c, vae = sources
         arch = _check_architectures(a, b, c)
         steps, missing = _plan(opts, a, b, c, vae, arch)
-        hashes = _input_hashes([s for s in (a, b, c) if s is not None], hash_cache)
-        metadata = _metadata(opts, arch, [s for s in (a, b, c) if s is not None], hashes, vae)
-        out_hashes = _run(opts, steps, a, b, c, vae, metadata, progress)
+        inputs = [s for s in (a, b, c) if s is not None]
+        to_hash = [s.path for s in inputs
+                   if hash_cache is None or hash_cache.get(s.path, compute=False) is None]
+        out_bytes = sum(s.entry.nbytes for s in steps)
+        overall = _Overall(progress, sum(p.stat().st_size for p in to_hash) + out_bytes)
+        hashes = _input_hashes(inputs, hash_cache, overall.add)
+        metadata = _metadata(opts, arch, inputs, hashes, vae)
+        written_before = overall.done
+        out_hashes = _run(opts, steps, a, b, c, vae, metadata,
+                          (lambda done, total: overall.set(written_before + done)) if progress else None)
     finally:
         for s in sources:
             if s is not None:
@@ -227,11 +235,31 @@ def _vae_keys(vae: TensorSource) -> dict[str, str]:
     return out
 
 
-def _input_hashes(sources: list[TensorSource], cache: HashCache | None) -> list[FileHashes]:
+class _Overall:
+    """One ``progress(done, total)`` over hashing the inputs and writing the output (bytes)."""
+
+    def __init__(self, progress: Progress | None, total: int) -> None:
+        self.progress, self.total, self.done = progress, total, 0
+        self._lock = threading.Lock()
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.set(self.done + n)
+
+    def set(self, done: int) -> None:
+        self.done = done
+        if self.progress:
+            self.progress(done, self.total)
+
+
+def _input_hashes(sources: list[TensorSource], cache: HashCache | None,
+                  tick: Callable[[int], None]) -> list[FileHashes]:
     """sha256 of each input for the recipe, cached by the caller's ``HashCache``; files not
     in the cache are hashed in parallel (hashlib releases the GIL)."""
     def one(src: TensorSource) -> FileHashes:
-        return cache.get(src.path) if cache is not None else compute_hashes(src.path)  # type: ignore[return-value]
+        if cache is None:
+            return compute_hashes(src.path, tick)
+        return cache.get(src.path, progress=tick)  # type: ignore[return-value]
 
     with ThreadPoolExecutor(max_workers=len(sources)) as pool:
         return list(pool.map(one, sources))
