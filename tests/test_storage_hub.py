@@ -9,10 +9,12 @@ recorder."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, unquote
 
 import pytest
 
@@ -59,8 +61,36 @@ class FakeHub(BaseHTTPRequestHandler):
     def _body(self):
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
+    def _entry(self, name, data):
+        return {"type": "file", "path": name, "size": len(data), "oid": hashlib.sha1(data).hexdigest()}
+
+    def _resolve(self, head: bool):
+        m = re.match(r"^/(datasets/)?([^/]+/[^/]+)/resolve/main/(.+)$", unquote(self.path.split("?")[0]))
+        files = FakeHub.repos.get(f"{'datasets' if m and m[1] else 'models'}:{m[2]}", {}) if m else {}
+        if not m or m[3] not in files:
+            return self._json(404, {"error": "Entry not found"}, {"X-Error-Code": "EntryNotFound"})
+        data = files[m[3]]
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("ETag", f'"{hashlib.sha1(data).hexdigest()}"')
+        self.send_header("X-Repo-Commit", "1" * 40)
+        self.end_headers()
+        if not head:
+            self.wfile.write(data)
+        return None
+
+    def do_HEAD(self):  # noqa: N802
+        return self._resolve(head=True)
+
     def do_GET(self):  # noqa: N802
         path = self.path.split("?")[0]
+        if "/resolve/" in path:
+            return self._resolve(head=False)
+        m = re.match(r"^/api/(models|datasets)/([^/]+/[^/]+)/tree/main(/.*)?$", path)
+        if m:
+            files = FakeHub.repos.get(f"{m[1]}:{m[2]}", {})
+            return self._json(200, [self._entry(n, d) for n, d in sorted(files.items())])
         if path == "/api/whoami-v2":
             who = WHOAMI.get(self._token())
             return self._json(200, who) if who else self._json(401, {"error": "Invalid credentials"})
@@ -85,6 +115,11 @@ class FakeHub(BaseHTTPRequestHandler):
             name = f"{req.get('organization') or 'alice'}/{req['name']}"
             FakeHub.repos.setdefault(f"{kind}:{name}", {})
             return self._json(200, {"url": f"http://{self.headers['Host']}/{name}", "name": name})
+        m = re.match(r"^/api/(models|datasets)/([^/]+/[^/]+)/paths-info/main$", path)
+        if m:
+            files = FakeHub.repos.get(f"{m[1]}:{m[2]}", {})
+            wanted = parse_qs(body.decode()).get("paths", [])
+            return self._json(200, [self._entry(n, files[n]) for n in wanted if n in files])
         m = re.match(r"^/api/(models|datasets)/([^/]+/[^/]+)/preupload/main$", path)
         if m:
             files = json.loads(body)["files"]
@@ -247,3 +282,23 @@ def test_shard_key_keeps_folders_under_the_hub_limit():
     assert shard_key("outputs/txt2img-images/2026-11-27/12345-7.png") == \
         "outputs/txt2img-images/2026-11-27/002/12345-7.png"
     assert shard_key("session/Lora/x.safetensors") == "session/Lora/x.safetensors"
+
+
+def test_session_push_and_pull_through_the_hub(hub, online, tmp_path):
+    from sdcloud.storage.sync import pull_session, push_session
+
+    old = Settings.load({"data_dir": str(tmp_path / "old")}, env={})
+    old.ensure_dirs()
+    (old.lora_path / "style.safetensors").write_bytes(b"lora" * 500)
+    (old.data_dir / "styles.csv").write_text("name,prompt\n")
+    store = HubStore("alice/session", repo_type="dataset", endpoint=hub, token="hf_write")
+    store.check()
+    result = push_session(old, store, report=lambda _: None)
+    assert result["uploaded"] == 2
+    assert push_session(old, store, report=lambda _: None)["skipped"] == 1  # same size: not re-sent
+    new = Settings.load({"data_dir": str(tmp_path / "new")}, env={})
+    new.ensure_dirs()
+    got = pull_session(new, store, checkpoints="none", report=lambda _: None)
+    assert got["restored"] == 2
+    assert (new.lora_path / "style.safetensors").read_bytes() == b"lora" * 500
+    assert (new.data_dir / "styles.csv").read_text() == "name,prompt\n"
