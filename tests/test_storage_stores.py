@@ -119,6 +119,8 @@ def test_dropped_fuse_mount_and_quota_messages():
     assert "full or over quota" in str(full)
     quota = describe_os_error(OSError(getattr(errno, "EDQUOT", 122), "Disk quota exceeded"), "/d")
     assert "full or over quota" in str(quota)
+    denied = describe_os_error(PermissionError(errno.EACCES, "Permission denied"), "/d")
+    assert "permission denied" in str(denied)
 
 
 # S3 ----------------------------------------------------------------------------------------

@@ -265,6 +265,10 @@ def pull(spec: str, settings: Any, *, kind: str | None = None, progress: bool = 
         raise BadRequest(f"--kind must be one of {', '.join(KINDS)}")
     session = session or requests.Session()
     dl = resolve(spec, session)
+    early_kind = kind or dl.kind
+    if dl.filename and early_kind and (kind_folder(settings, early_kind) / dl.filename).exists():
+        raise BadRequest(f"{kind_folder(settings, early_kind) / dl.filename} already exists; delete or "
+                         "rename it first")
     staging = settings.models_root / ".downloads"
     staging.mkdir(parents=True, exist_ok=True)
     part = staging / (hashlib.sha256(dl.url.encode()).hexdigest()[:20] + ".part")

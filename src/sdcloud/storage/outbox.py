@@ -186,12 +186,17 @@ class Outbox:
                 self._kick.clear()
                 if self._stop.is_set():
                     break
-            batch = self._next_batch()
-            if not batch:
-                self._wake.wait(self.poll)
-                self._wake.clear()
-                continue
-            self._upload(batch)
+            try:
+                batch = self._next_batch()
+                if not batch:
+                    self._wake.wait(self.poll)
+                    self._wake.clear()
+                    continue
+                self._upload(batch)
+            except sqlite3.Error as exc:  # the journal's disk is full or gone: keep trying
+                self._failures += 1
+                self._last_error = f"outbox journal {self.journal}: {exc}"
+                log.warning(self._last_error)
 
     def _next_batch(self) -> list[tuple[int, str, Path]]:
         assert self.store is not None
