@@ -100,14 +100,14 @@ def wait_ready(server: ServerProcess, timeout: float = STARTUP_TIMEOUT_S) -> Non
     raise RuntimeError(f"server did not answer within {timeout}s:\n{server.log()[-4000:]}")
 
 
-TIGHT_LIMITS = {"SDCLOUD_MAX_WIDTH": "128", "SDCLOUD_MAX_HEIGHT": "128", "SDCLOUD_MAX_STEPS": "8",
+TIGHT_LIMITS = {"SDCLOUD_MAX_WIDTH": "256", "SDCLOUD_MAX_HEIGHT": "256", "SDCLOUD_MAX_STEPS": "40",
                 "SDCLOUD_MAX_BATCH_SIZE": "4", "SDCLOUD_MAX_N_ITER": "2", "SDCLOUD_MAX_PROMPT_LENGTH": "2000",
                 "SDCLOUD_MAX_BODY_BYTES": str(2 * 1024 * 1024)}
 
 
 @pytest.fixture(scope="session")
 def sdcloud_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """One API-only server for the session: demo model, limits 128x128 / 8 steps / batch 4 / 2 MiB."""
+    """One API-only server for the session: demo model, limits 256x256 / 40 steps / batch 4 / 2 MiB."""
     server = launch(tmp_path_factory.mktemp("sdcloud-server"), env=TIGHT_LIMITS)
     yield server
     server.stop()

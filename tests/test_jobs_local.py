@@ -125,6 +125,11 @@ def test_progress_cancel_and_interrupt(tmp_path: Path, gate: threading.Event) ->
         assert final.state == DONE and final.interrupted and final.result == {"last": 1}
         with pytest.raises(NotFound):
             q.get("nope")
+        with pytest.raises(NotFound):
+            q.cancel("nope")
+        assert q.cancel(again.id).state == DONE  # finished: nothing to cancel
+        after = q.submit("record", {"name": "after"})
+        assert q.wait(after.id, timeout=10).state == DONE  # and the queue still runs
     finally:
         q.stop()
 

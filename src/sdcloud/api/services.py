@@ -68,12 +68,12 @@ class Services:
         self.settings = settings
         self.catalog = Catalog(settings)
         self.options = OptionsStore(settings.state_path / "options.json")
-        self.hashes = HashCache(settings.state_path / "hashes.json")
         if engine is None:
             from sdcloud.engine.engine import Engine
 
             engine = Engine(settings)
         self.host = EngineHost(engine)
+        self.hashes: HashCache = engine.hashes  # one cache, so hashes the engine computes show up here
         runner = GenerationRunner(settings, self.host)
         self.queue = queue or LocalJobQueue(settings.state_path, {"txt2img": runner, "img2img": runner})
         self.selected_model: str | None = None  # the key new jobs use (A1111's sd_model_checkpoint)
@@ -129,18 +129,21 @@ class Services:
     def _title(self, m: ModelFile, sha: str | None) -> str:
         return f"{m.name} [{sha[:10]}]" if sha else m.name
 
-    def _loaded_entry(self) -> tuple[str, str | None] | None:
-        """(title, sha256) of the loaded model."""
-        current = self.host.engine.current
-        if current is None:
+    def _selected_entry(self) -> tuple[str, str | None] | None:
+        """(title, sha256) of the model new jobs use: A1111's ``sd_model_checkpoint``. It is the
+        loaded one except right after a job that overrode the model for itself."""
+        key = self.selected_model
+        if key is None:
             return None
-        key = self.host.model_key
+        current = self.host.engine.current if self.host.model_key == key else None
+        sha = current.sha256 if current else None
         if key in DEMO_MODELS:
-            return key, current.sha256
+            return key, sha
         for m in self.catalog.checkpoints():
             if m.name == key:
-                return self._title(m, current.sha256 or self._cached_sha(m)), current.sha256
-        return current.title, current.sha256
+                sha = sha or self._cached_sha(m)
+                return self._title(m, sha), sha
+        return key, sha
 
     def sd_models(self) -> list[dict[str, Any]]:
         loaded_key, current = self.host.model_key, self.host.engine.current
@@ -313,9 +316,9 @@ class Services:
     # options ---------------------------------------------------------------------------
     def options_get(self) -> dict[str, Any]:
         values = self.options.get()
-        loaded = self._loaded_entry()
-        values["sd_model_checkpoint"] = loaded[0] if loaded else None
-        values["sd_checkpoint_hash"] = loaded[1] if loaded else None
+        selected = self._selected_entry()
+        values["sd_model_checkpoint"] = selected[0] if selected else None
+        values["sd_checkpoint_hash"] = selected[1] if selected else None
         return values
 
     def options_set(self, changes: dict[str, Any]) -> None:
@@ -331,8 +334,8 @@ class Services:
 
         validate(changes)
         if checkpoint:
-            loaded = self._loaded_entry()
-            if not loaded or checkpoint != loaded[0]:
+            selected = self._selected_entry()
+            if not selected or checkpoint != selected[0]:
                 self.set_model(checkpoint)
         self.options.update(changes)
 

@@ -138,7 +138,9 @@ class LocalJobQueue(JobQueue):
                 self._token.interrupt()
                 return job
             else:
-                return self.get(job_id)
+                job = None
+        if job is None:  # finished or unknown: nothing to cancel (get() takes the lock itself)
+            return self.get(job_id)
         shutil.rmtree(self._dir(job_id), ignore_errors=True)
         _call(callbacks, job)
         return job
@@ -256,7 +258,8 @@ class LocalJobQueue(JobQueue):
 
     def _report(self, job: Job, p: Progress) -> None:
         job.step, job.steps, job.job_no, job.job_count = p.step, p.steps, p.job, p.job_count
-        job.progress = p.fraction
+        # the engine counts steps over the whole job (all batches), so step/steps is the fraction done
+        job.progress = min(1.0, p.step / p.steps) if p.steps > 0 else 0.0
         if p.preview is not None:
             job.preview = p.preview
         if job.started and job.progress > 0:
