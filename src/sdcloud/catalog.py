@@ -98,7 +98,16 @@ class Catalog:
         return self._get("embedding")
 
     def resolve(self, kind: str, name: str) -> ModelFile:
-        """Find by relative name, name without extension, stem, or A1111 title ``name [hash]``."""
+        """Find by relative name, name without extension, stem, or A1111 title ``name [hash]``.
+
+        A name not in the cached scan triggers one rescan (a file copied in since)."""
+        try:
+            return self._resolve(kind, name)
+        except NotFound:
+            self._cache.pop(kind, None)
+            return self._resolve(kind, name)
+
+    def _resolve(self, kind: str, name: str) -> ModelFile:
         wanted = name.strip()
         if wanted.endswith("]") and " [" in wanted:
             wanted = wanted[: wanted.rindex(" [")]

@@ -28,8 +28,8 @@ SDXL_UNET: dict[str, Any] = dict(
     down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
     up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
     transformer_layers_per_block=(1, 1, 1), attention_head_dim=(2, 4, 8), use_linear_projection=True,
-    cross_attention_dim=64, addition_embed_type="text_time", addition_time_embed_dim=8,
-    projection_class_embeddings_input_dim=6 * 8 + 32,
+    cross_attention_dim=32 + 48, addition_embed_type="text_time", addition_time_embed_dim=8,
+    projection_class_embeddings_input_dim=6 * 8 + 48,
 )
 VAE: dict[str, Any] = dict(
     in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, norm_num_groups=32,
@@ -53,7 +53,9 @@ def demo_configs(kind: str) -> dict[str, dict[str, Any]]:
         return {"unet": dict(SD15_UNET), "vae": dict(VAE), "text_encoder": dict(TEXT)}
     if kind == "sdxl":
         return {"unet": dict(SDXL_UNET), "vae": dict(VAE, scaling_factor=0.13025),
-                "text_encoder": dict(TEXT), "text_encoder_2": dict(TEXT)}
+                # diffusers tells SDXL's two encoders apart by width: keep them different
+                "text_encoder": dict(TEXT), "text_encoder_2": dict(TEXT, hidden_size=48, intermediate_size=53,
+                                                                    projection_dim=48)}
     raise ValueError(f"unknown demo kind {kind!r}; use 'sd15' or 'sdxl'")
 
 
