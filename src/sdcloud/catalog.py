@@ -16,7 +16,7 @@ CHECKPOINT_EXTS = (".safetensors", ".ckpt", ".pt", ".bin")
 VAE_EXTS = (".safetensors", ".pt", ".ckpt", ".bin")
 LORA_EXTS = (".safetensors", ".pt", ".ckpt")
 EMBEDDING_EXTS = (".safetensors", ".pt", ".bin")
-DEMO_MODELS = ("demo", "demo-xl")
+DEMO_MODELS = ("demo", "demo-xl", "demo-inpaint")
 
 
 @dataclass(frozen=True)

@@ -49,18 +49,20 @@ SCHEDULER: dict[str, Any] = dict(
 
 def demo_configs(kind: str) -> dict[str, dict[str, Any]]:
     """Component configs of the demo model (used to rebuild it from an exported single file)."""
-    if kind == "sd15":
-        return {"unet": dict(SD15_UNET), "vae": dict(VAE), "text_encoder": dict(TEXT)}
+    if kind in ("sd15", "sd15-inpaint"):
+        unet = dict(SD15_UNET, in_channels=9) if kind == "sd15-inpaint" else dict(SD15_UNET)
+        return {"unet": unet, "vae": dict(VAE), "text_encoder": dict(TEXT)}
     if kind == "sdxl":
         return {"unet": dict(SDXL_UNET), "vae": dict(VAE, scaling_factor=0.13025),
                 # diffusers tells SDXL's two encoders apart by width: keep them different
                 "text_encoder": dict(TEXT), "text_encoder_2": dict(TEXT, hidden_size=48, intermediate_size=53,
                                                                     projection_dim=48)}
-    raise ValueError(f"unknown demo kind {kind!r}; use 'sd15' or 'sdxl'")
+    raise ValueError(f"unknown demo kind {kind!r}; use 'sd15', 'sd15-inpaint' or 'sdxl'")
 
 
 def build_demo_pipeline(kind: str = "sd15", seed: int = 0) -> Any:
-    """A seeded random pipeline (diffusers ``StableDiffusionPipeline`` or ``...XLPipeline``)."""
+    """A seeded random pipeline (diffusers ``StableDiffusionPipeline`` or ``...XLPipeline``);
+    ``sd15-inpaint`` has the 9-channel UNet of inpainting models."""
     import torch
     from diffusers import (
         AutoencoderKL,
@@ -80,7 +82,7 @@ def build_demo_pipeline(kind: str = "sd15", seed: int = 0) -> Any:
     torch.manual_seed(seed + 2)
     text_encoder = CLIPTextModel(CLIPTextConfig(**cfg["text_encoder"]))
     scheduler = EulerDiscreteScheduler(**SCHEDULER)
-    if kind == "sd15":
+    if kind != "sdxl":
         pipe = StableDiffusionPipeline(
             unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler,
             safety_checker=None, feature_extractor=None, requires_safety_checker=False,
@@ -90,7 +92,8 @@ def build_demo_pipeline(kind: str = "sd15", seed: int = 0) -> Any:
         text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**cfg["text_encoder_2"]))
         pipe = StableDiffusionXLPipeline(
             unet=unet, vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
-            tokenizer=tokenizer, tokenizer_2=CLIPTokenizer.from_pretrained(str(TOKENIZER_DIR)),
+            # SDXL's second tokenizer pads with "!" like the real OpenCLIP bigG one
+            tokenizer=tokenizer, tokenizer_2=CLIPTokenizer.from_pretrained(str(TOKENIZER_DIR), pad_token="!"),
             scheduler=scheduler,
         )
     for module in (pipe.unet, pipe.vae, pipe.text_encoder):

@@ -86,9 +86,10 @@ class Engine:
             if self.current is not None and name in (self.current.name, self.current.title, self.current.path):
                 return self.current
             if name in DEMO_KINDS:
-                return self._install(build_demo_pipeline(DEMO_KINDS[name]),
-                                     ModelInfo(name, name, None, None,
-                                               "sdxl" if name == "demo-xl" else "sd1", "base", "epsilon", True))
+                kind = DEMO_KINDS[name]
+                return self._install(build_demo_pipeline(kind),
+                                     ModelInfo(name, name, None, None, "sdxl" if kind == "sdxl" else "sd1",
+                                               "inpaint" if kind.endswith("inpaint") else "base", "epsilon", True))
             path = self.resolve_model_path(name)
             self.unload()
             pipe, arch, prediction = loader.load_any(path, self.dtype)

@@ -17,7 +17,7 @@ from sdcloud.checkpoints.detect import ArchInfo, detect_architecture
 from sdcloud.checkpoints.safetensors_header import read_header
 from sdcloud.errors import CorruptFile, NotFound, Unsupported
 
-DEMO_KINDS = {"demo": "sd15", "demo-xl": "sdxl"}
+DEMO_KINDS = {"demo": "sd15", "demo-xl": "sdxl", "demo-inpaint": "sd15-inpaint"}
 CONFIG_METADATA_KEY = "sdcloud_config"
 
 
