@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +20,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-TIMEOUT_MS = 90_000
+TIMEOUT_MS = 180_000  # generous: the CPU may be shared with other test runs
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(),
@@ -172,4 +173,116 @@ def test_png_info_sends_parameters_to_txt2img(browser: object, ui_server: Server
     assert page.input_value("#txt2img_steps input[type=number]") == "4"
     assert page.input_value("#txt2img_width input[type=number]") == "64"
     assert re.search(r"txt2img", page.locator("[role=tab][aria-selected=true]").first.inner_text())
+    page.close()
+
+
+def _watch(page: object) -> None:
+    """Record every text the progress bar shows and whether a live preview appeared, however
+    briefly (the states may last less than a polling test could see)."""
+    page.evaluate("""() => {
+        window.__seen = {texts: [], previews: 0};
+        new MutationObserver(() => {
+            const bar = document.querySelector('#txt2img_progress');
+            if (bar && bar.innerText) window.__seen.texts.push(bar.innerText);
+            if (document.querySelector('#txt2img_preview img')) window.__seen.previews += 1;
+        }).observe(document.body, {subtree: true, childList: true, characterData: true, attributes: true});
+    }""")  # type: ignore[attr-defined]
+
+
+def test_live_progress_with_queue_position_and_preview(browser: object, ui_server: ServerProcess) -> None:
+    import threading
+
+    page = _open(browser, ui_server, 1280, 900)
+    # Settings tab: live preview after every step (the same store as POST /sdapi/v1/options)
+    page.get_by_role("tab", name="Settings").click()
+    box = page.locator("#setting_show_progress_every_n_steps input")
+    box.fill("1")
+    box.press("Enter")
+    page.click("#settings_apply")
+    page.wait_for_function("document.querySelector('#settings_status').innerText"
+                           ".includes('Applied: show_progress_every_n_steps')")
+    with ui_server.client() as client:
+        assert client.get("/sdapi/v1/options").json()["show_progress_every_n_steps"] == 1
+
+    page.get_by_role("tab", name="txt2img").click()
+    page.fill("#txt2img_prompt textarea", "a tall tree")
+    for elem_id, value in (("txt2img_width", 64), ("txt2img_height", 64), ("txt2img_steps", 24)):
+        _set_slider(page, elem_id, value)
+    _watch(page)
+    # an API client's job runs first, so the UI's job waits in the queue behind it
+    api_job = threading.Thread(target=lambda: ui_server.client().post(
+        "/sdapi/v1/txt2img", json={"prompt": "busy", "width": 64, "height": 64, "steps": 24}))
+    api_job.start()
+    with ui_server.client() as client:
+        while client.get("/sdapi/v1/progress").json()["state"]["job_count"] == 0:
+            time.sleep(0.02)
+    page.locator("#txt2img_prompt textarea").press("Control+Enter")  # A1111's shortcut for Generate
+    page.wait_for_selector("#txt2img_gallery img")
+    page.wait_for_function("document.querySelector('#txt2img_progress').innerText.includes('Done')")
+    api_job.join(60)
+
+    seen = page.evaluate("window.__seen")
+    assert any(t.startswith("Queued (#1 in line)") for t in seen["texts"]), seen["texts"]
+    assert any(re.match(r"Step \d+/24 · \d+%", t) for t in seen["texts"]), seen["texts"]
+    assert seen["previews"] > 0, "no live preview was shown while the job ran"
+    assert not page.locator("#txt2img_preview img").is_visible()  # the preview gives way to the gallery
+    page.close()
+
+
+def test_interrupt_stops_the_running_job(browser: object, ui_server: ServerProcess) -> None:
+    page = _open(browser, ui_server, 1280, 900)
+    page.fill("#txt2img_prompt textarea", "a slow mountain")
+    for elem_id, value in (("txt2img_width", 256), ("txt2img_height", 256), ("txt2img_steps", 40)):
+        _set_slider(page, elem_id, value)
+    page.click("#txt2img_generate")
+    page.wait_for_function("/Step \\d+\\/40/.test(document.querySelector('#txt2img_progress').innerText)")
+    page.click("#txt2img_interrupt")
+    page.wait_for_function("document.querySelector('#txt2img_progress').innerText.includes('Interrupted')")
+    with ui_server.client() as client:
+        jobs = client.get("/api/queue").json()["jobs"]
+    mine = [j for j in jobs if j["result"] and j["result"]["info"].get("prompt") == "a slow mountain"]
+    assert [(j["state"], j["error"]) for j in mine] == [("cancelled", "cancelled while running")]
+    page.close()
+
+
+def test_send_to_img2img_then_inpaint(browser: object, ui_server: ServerProcess, tmp_path: Path) -> None:
+    from PIL import Image
+
+    page = _open(browser, ui_server, 1280, 900)
+    _generate(page, "a red ball", seed=99)
+    page.click("#txt2img_send_to_img2img")
+    page.wait_for_selector("#img2img_image img")  # the txt2img image is the init image now
+    assert page.input_value("#img2img_prompt textarea") == "a red ball"
+    for elem_id, value in (("img2img_width", 64), ("img2img_height", 64), ("img2img_steps", 4)):
+        _set_slider(page, elem_id, value)
+    page.click("#img2img_generate")
+    page.wait_for_function("document.querySelector('#img2img_infotext textarea').value.includes('Steps:')")
+    infotext = page.input_value("#img2img_infotext textarea")
+    assert infotext.startswith("a red ball\n")
+    assert "Denoising strength: 0.75" in infotext and "Mask blur" not in infotext
+
+    # Inpaint: upload an image and paint a stroke over it with the (white) brush
+    init = tmp_path / "init.png"
+    Image.new("RGB", (64, 64), (30, 120, 200)).save(init)
+    page.get_by_role("tab", name="Inpaint").click()
+    editor = page.locator("#img2img_inpaint_editor")
+    editor.locator("input[type=file]").set_input_files(str(init))
+    # the editor is ready once its "Upload an image" placeholder is gone
+    page.wait_for_function(
+        "!document.querySelector('#img2img_inpaint_editor').innerText.includes('Upload an image')")
+    canvas = editor.locator("canvas").first.bounding_box()
+    assert canvas is not None
+    x, y = canvas["x"] + canvas["width"] / 2, canvas["y"] + canvas["height"] / 2
+    page.mouse.move(x - 60, y)
+    page.mouse.down()
+    for i in range(12):
+        page.mouse.move(x - 60 + i * 10, y + (i % 2) * 4)
+    page.mouse.up()
+    page.fill("#img2img_prompt textarea", "a red ball, inpainted")
+    page.click("#img2img_generate")
+    page.wait_for_function(
+        "document.querySelector('#img2img_infotext textarea').value.startsWith('a red ball, inpainted')")
+    infotext = page.input_value("#img2img_infotext textarea")
+    assert "Mask blur: 4" in infotext  # a mask went with the request: the job was an inpaint
+    _screenshot(page, "ui-inpaint-desktop.png")
     page.close()

@@ -59,7 +59,7 @@ def _job(**kw: object) -> SimpleNamespace:
 
 
 def test_progress_bar_says_what_the_job_is_doing() -> None:
-    assert "Queued (2 ahead)" in progress_html(_job(position=2))
+    assert "Queued (#2 in line)" in progress_html(_job(position=2))
     running = progress_html(_job(state="running", progress=0.35, step=7, steps=20, eta_seconds=75))
     assert "Step 7/20 · 35% · ETA 1:15" in running and 'aria-valuenow="35"' in running
     assert "width:35.0%" in running
