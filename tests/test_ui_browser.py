@@ -84,6 +84,17 @@ def _generate(page: object, prompt: str, seed: int) -> str:
     return page.input_value("#txt2img_infotext textarea")  # type: ignore[attr-defined]
 
 
+def _saved_with_prompt(folder: Path, prompt: str) -> object:
+    """The saved PNG whose infotext starts with ``prompt``."""
+    from PIL import Image
+
+    for path in sorted(folder.rglob("*.png")):
+        image = Image.open(path)
+        if image.info.get("parameters", "").startswith(prompt + "\n"):
+            return image
+    raise AssertionError(f"no image for {prompt!r} in {folder}")
+
+
 def _screenshot(page: object, name: str) -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / name
@@ -206,12 +217,12 @@ def test_live_progress_with_queue_position_and_preview(browser: object, ui_serve
 
     page.get_by_role("tab", name="txt2img").click()
     page.fill("#txt2img_prompt textarea", "a tall tree")
-    for elem_id, value in (("txt2img_width", 64), ("txt2img_height", 64), ("txt2img_steps", 24)):
+    for elem_id, value in (("txt2img_width", 64), ("txt2img_height", 64), ("txt2img_steps", 16)):
         _set_slider(page, elem_id, value)
     _watch(page)
     # an API client's job runs first, so the UI's job waits in the queue behind it
     api_job = threading.Thread(target=lambda: ui_server.client().post(
-        "/sdapi/v1/txt2img", json={"prompt": "busy", "width": 64, "height": 64, "steps": 24}))
+        "/sdapi/v1/txt2img", json={"prompt": "busy", "width": 64, "height": 64, "steps": 16}))
     api_job.start()
     with ui_server.client() as client:
         while client.get("/sdapi/v1/progress").json()["state"]["job_count"] == 0:
@@ -223,7 +234,7 @@ def test_live_progress_with_queue_position_and_preview(browser: object, ui_serve
 
     seen = page.evaluate("window.__seen")
     assert any(t.startswith("Queued (#1 in line)") for t in seen["texts"]), seen["texts"]
-    assert any(re.match(r"Step \d+/24 · \d+%", t) for t in seen["texts"]), seen["texts"]
+    assert any(re.match(r"Step \d+/16 · \d+%", t) for t in seen["texts"]), seen["texts"]
     assert seen["previews"] > 0, "no live preview was shown while the job ran"
     assert not page.locator("#txt2img_preview img").is_visible()  # the preview gives way to the gallery
     page.close()
@@ -284,5 +295,12 @@ def test_send_to_img2img_then_inpaint(browser: object, ui_server: ServerProcess,
         "document.querySelector('#img2img_infotext textarea').value.startsWith('a red ball, inpainted')")
     infotext = page.input_value("#img2img_infotext textarea")
     assert "Mask blur: 4" in infotext  # a mask went with the request: the job was an inpaint
+    # only the painted middle was repainted: the corners keep the init image's blue
+    out = _saved_with_prompt(ui_server.data_dir / "outputs" / "img2img-images", "a red ball, inpainted")
+    pixels = out.convert("RGB")
+    corner = pixels.getpixel((1, 1))
+    assert all(abs(a - b) <= 12 for a, b in zip(corner, (30, 120, 200), strict=True)), corner
+    middle = [pixels.getpixel((x, y)) for x in range(24, 40) for y in range(24, 40)]
+    assert sum(abs(p[0] - 30) + abs(p[1] - 120) + abs(p[2] - 200) for p in middle) / len(middle) > 30
     _screenshot(page, "ui-inpaint-desktop.png")
     page.close()

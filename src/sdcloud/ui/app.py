@@ -43,6 +43,18 @@ UI_CSS = """
 """
 
 
+# Ctrl+Enter (Cmd+Enter) in a prompt box presses that tab's Generate, as in A1111.
+UI_HEAD = """<script>
+document.addEventListener("keydown", (e) => {
+  if (e.key !== "Enter" || !(e.ctrlKey || e.metaKey) || !e.target.closest) return;
+  const box = e.target.closest("#txt2img_prompt, #txt2img_neg_prompt, #img2img_prompt, #img2img_neg_prompt");
+  if (!box) return;
+  e.preventDefault();
+  document.getElementById(box.id.split("_")[0] + "_generate")?.click();
+});
+</script>"""
+
+
 def _model_bar(services: Any, choices: Choices) -> tuple[gr.Dropdown, gr.Dropdown]:
     with gr.Row(elem_id="quicksettings"):
         model = gr.Dropdown(choices.models, value=choices.current_model, label="Stable Diffusion checkpoint",
@@ -152,7 +164,7 @@ def mount_ui(app: FastAPI, services: Any, path: str = "/", **mount_kwargs: Any) 
     ``mount_kwargs`` go to ``gr.mount_gradio_app`` (e.g. ``auth_dependency``).
     """
     return gr.mount_gradio_app(
-        app, build_ui(services), path=path, css=UI_CSS, ssr_mode=False, run_history=False,
+        app, build_ui(services), path=path, css=UI_CSS, head=UI_HEAD, ssr_mode=False, run_history=False,
         footer_links=["api", "settings"], allowed_paths=[str(services.settings.outputs_path)],
         **mount_kwargs,
     )

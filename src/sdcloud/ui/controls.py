@@ -114,8 +114,8 @@ def generation_panel(kind: str, choices: Choices, image_inputs: Callable[[], dic
             infotext = gr.Textbox(label="Generation info", lines=4, max_lines=12, interactive=False,
                                   buttons=["copy"], elem_id=f"{kind}_infotext")
             with gr.Row():
-                send_to_img2img = gr.Button("Send to img2img", size="sm")
-                send_to_inpaint = gr.Button("Send to inpaint", size="sm")
+                send_to_img2img = gr.Button("Send to img2img", size="sm", elem_id=f"{kind}_send_to_img2img")
+                send_to_inpaint = gr.Button("Send to inpaint", size="sm", elem_id=f"{kind}_send_to_inpaint")
     return GenerationPanel(
         kind=kind, fields=f, generate=generate, interrupt=interrupt, lora=lora, seed_random=seed_random,
         seed_reuse=seed_reuse, progress=progress, preview=preview, gallery=gallery, infotext=infotext,

@@ -15,7 +15,7 @@ def _eta(seconds: float | None) -> str:
 
 
 def progress_html(job: Any) -> str:
-    """Render one job's state as A1111's bar: "Queued (3 ahead)", "Step 4/20 · 35% · ETA 6s".
+    """Render one job's state as A1111's bar: "Queued (#3 in line)", "Step 4/20 · 35% · ETA 6s".
 
     ``job`` is anything with the queue's ``Job`` attributes (state, progress, step, steps,
     eta_seconds, position, error); ``None`` renders nothing.
@@ -25,8 +25,8 @@ def progress_html(job: Any) -> str:
     state = getattr(job, "state", "")
     fraction = max(0.0, min(1.0, float(getattr(job, "progress", 0.0) or 0.0)))
     if state == "queued":
-        ahead = getattr(job, "position", None)
-        text = "Queued" + (f" ({ahead} ahead)" if ahead else "")
+        position = getattr(job, "position", None)  # 1 = next to run
+        text = "Queued" + (f" (#{position} in line)" if position else "")
     elif state == "running":
         step, steps = getattr(job, "step", 0) or 0, getattr(job, "steps", 0) or 0
         parts = [f"Step {step}/{steps}" if steps else "Starting", f"{fraction:.0%}",

@@ -74,7 +74,11 @@ def settings_tab(services: Any) -> None:
         reload = gr.Button("↻ Reload", elem_id="settings_reload")
     status = gr.Markdown("", elem_id="settings_status")
     # values are callables so each page load shows the options as they are now
-    controls = [_CONTROLS[k](lambda k=k: services.options_get().get(k)) for k in keys]
+    controls = []
+    for key in keys:
+        control = _CONTROLS[key](lambda key=key: services.options_get().get(key))
+        control.elem_id = f"setting_{key}"  # set before the config is built, like the constructor's
+        controls.append(control)
     with gr.Accordion("All options (JSON, as GET /sdapi/v1/options serves them)", open=False):
         editor = gr.Code(value=lambda: _options_json(services), language="json", label="Options",
                          lines=12, max_lines=40, elem_id="settings_json")
