@@ -304,3 +304,24 @@ def test_send_to_img2img_then_inpaint(browser: object, ui_server: ServerProcess,
     assert sum(abs(p[0] - 30) + abs(p[1] - 120) + abs(p[2] - 200) for p in middle) / len(middle) > 30
     _screenshot(page, "ui-inpaint-desktop.png")
     page.close()
+
+
+def test_ui_behind_auth(browser: object, start_server: object) -> None:
+    """With --auth the UI asks for the password like the API does, and works once given."""
+    server = start_server("--auth", "painter:s3cret-Pass", ui=True, auth=("painter", "s3cret-Pass"),
+                          env=TIGHT_LIMITS)  # type: ignore[operator]
+    anonymous = browser.new_page()  # type: ignore[attr-defined]
+    with pytest.raises(sync_api.Error, match="ERR_INVALID_AUTH_CREDENTIALS"):  # 401, no password to give
+        anonymous.goto(server.url + "/")
+    anonymous.close()
+
+    context = browser.new_context(  # type: ignore[attr-defined]
+        http_credentials={"username": "painter", "password": "s3cret-Pass"}, viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(server.url + "/")
+    page.wait_for_selector("#txt2img_prompt textarea")
+    infotext = _generate(page, "a locked door", seed=5)
+    assert "Seed: 5" in infotext
+    assert page.eval_on_selector("#txt2img_gallery img", "img => img.naturalWidth") == 64
+    context.close()
