@@ -41,6 +41,8 @@ VAE_PREFIX = "first_stage_model."
 TEXT_PREFIXES = ("cond_stage_model.", "conditioner.")
 EMA_PREFIX = "model_ema."
 VAE_MODES = ("a", "merge", "none")
+ELEMENTWISE = frozenset({"weighted_sum", "add_difference", "train_difference"})
+CHUNK = 1 << 18  # elements per slice in the CPU path (1 MiB of float32)
 # input metadata that would be false for the merged file
 _NOT_CARRIED = frozenset({"sd_merge_recipe", "sd_merge_models", "sshs_model_hash", "sshs_legacy_hash",
                           "modelspec.hash_sha256", "modelspec.title"})
@@ -336,7 +338,7 @@ def _run(opts: MergeOptions, steps: list[_Step], a: TensorSource, b: TensorSourc
         for step, tensors in prefetch(reader(s) for s in steps):
             out_dtype = torch_dtype(step.entry.dtype)
             if step.action == "merge":
-                result = _merge_one(opts, step, tensors, device)
+                result = _merge_one(opts, step, tensors, device, out_dtype)
             elif step.action == "position_ids":
                 n = step.entry.shape[-1] if step.entry.shape else 77
                 result = torch.arange(n, dtype=torch.int64).reshape(step.entry.shape)
@@ -348,15 +350,32 @@ def _run(opts: MergeOptions, steps: list[_Step], a: TensorSource, b: TensorSourc
 
 
 def _merge_one(opts: MergeOptions, step: _Step, tensors: list[torch.Tensor], device: torch.device,
-               ) -> torch.Tensor:
+               out_dtype: torch.dtype) -> torch.Tensor:
     import torch
 
+    if opts.method in ELEMENTWISE and device.type == "cpu" and step.channels is None:
+        return _merge_chunked(opts, step, tensors, out_dtype)
     full = [t.to(device=device, dtype=torch.float32, copy=True) for t in tensors]
     if step.channels is not None:
         part = [full[0][:, : step.channels].clone(), *full[1:]]
         full[0][:, : step.channels] = _apply(opts, step, part)
         return full[0]
     return _apply(opts, step, full)
+
+
+def _merge_chunked(opts: MergeOptions, step: _Step, tensors: list[torch.Tensor],
+                   out_dtype: torch.dtype) -> torch.Tensor:
+    """Elementwise methods on CPU, a cache-sized slice at a time: the float32 temporaries stay
+    small and reused instead of three model-sized passes through fresh memory per tensor."""
+    import torch
+
+    out = torch.empty(step.entry.shape, dtype=out_dtype)
+    flat_out = out.view(-1)
+    flat_in = [t.reshape(-1) for t in tensors]
+    for start in range(0, flat_out.numel(), CHUNK):
+        part = [t[start:start + CHUNK].to(torch.float32, copy=True) for t in flat_in]
+        flat_out[start:start + CHUNK] = _apply(opts, step, part)
+    return out
 
 
 def _apply(opts: MergeOptions, step: _Step, t: list[torch.Tensor]) -> torch.Tensor:

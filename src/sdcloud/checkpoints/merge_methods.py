@@ -25,8 +25,8 @@ METHODS: dict[str, tuple[bool, str]] = {
 
 
 def weighted_sum(a: torch.Tensor, b: torch.Tensor, alpha: float) -> torch.Tensor:
-    """``(1-α)·A + α·B``."""
-    return a.mul_(1.0 - alpha).add_(b, alpha=alpha)
+    """``(1-α)·A + α·B`` (as ``A + α·(B−A)``, one pass)."""
+    return a.lerp_(b, alpha)
 
 
 def add_difference(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, alpha: float) -> torch.Tensor:

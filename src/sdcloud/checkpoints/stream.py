@@ -121,17 +121,15 @@ class SafetensorsSource:
 
         start, nbytes = self._spans[name]
         entry = self.entries[name]
-        buf = bytearray(nbytes)
-        view = memoryview(buf)
+        buf = torch.empty(nbytes, dtype=torch.uint8)  # not zero-filled, unlike bytearray
+        view = memoryview(buf.numpy())
         got = 0
         while got < nbytes:
             n = os.preadv(self._fd, [view[got:]], start + got)
             if n <= 0:
                 raise CorruptFile(f"{self.path.name}: file ended inside tensor '{name}' (truncated?)")
             got += n
-        if nbytes == 0:
-            return torch.empty(entry.shape, dtype=torch_dtype(entry.dtype))
-        return torch.frombuffer(buf, dtype=torch_dtype(entry.dtype)).reshape(entry.shape)
+        return buf.view(torch_dtype(entry.dtype)).reshape(entry.shape)
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -218,7 +216,12 @@ class StreamWriter:
         with StreamWriter(dest, entries, metadata) as w:
             for e in entries:
                 w.write(e.name, tensor)
-        hashes = w.hashes  # full-file sha256, AutoV1 and addnet, computed while writing
+        hashes = w.hashes  # full-file sha256 and AutoV1, computed while writing
+
+    Two helper threads take the queued tensors in order: one writes them, the other hashes
+    them, so neither the caller's compute nor the disk waits for sha256. The data-only
+    (addnet) hash is left out: it only names LoRA files, and a second sha256 pass would
+    cost as much CPU as the merge math.
     """
 
     def __init__(self, dest: str | Path, entries: Iterable[Entry], metadata: Mapping[str, str] | None = None,
@@ -242,11 +245,10 @@ class StreamWriter:
         self._written = 0
         self._tmp = _temp_path(self.dest)
         self._fh = None
-        self._queue: queue.Queue = queue.Queue(maxsize=2)
+        self._queues: list[queue.Queue] = [queue.Queue(maxsize=2), queue.Queue(maxsize=2)]
+        self._threads: list[threading.Thread] = []
         self._error: BaseException | None = None
-        self._thread: threading.Thread | None = None
         self._sha = hashlib.sha256()
-        self._addnet = hashlib.sha256()
         self._v1 = hashlib.sha256()
         self._pos = 0
         self.hashes: FileHashes | None = None
@@ -254,9 +256,12 @@ class StreamWriter:
     def __enter__(self) -> StreamWriter:
         self.dest.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(self._tmp, "wb")  # noqa: SIM115 - closed in __exit__
-        self._thread = threading.Thread(target=self._drain, name="ckpt-write", daemon=True)
-        self._thread.start()
-        self._emit(self._prefix, is_data=False)
+        self._fh.write(self._prefix)
+        self._hash(self._prefix)
+        for q, work in zip(self._queues, (self._write, self._hash), strict=True):
+            t = threading.Thread(target=self._drain, args=(q, work), name="ckpt-write", daemon=True)
+            t.start()
+            self._threads.append(t)
         return self
 
     def write(self, name: str, tensor: torch.Tensor) -> None:
@@ -270,42 +275,42 @@ class StreamWriter:
             raise SdcloudError(f"internal: tensor '{name}' {tuple(tensor.shape)} {tensor.dtype} does not "
                                f"match planned '{e.name}' {e.shape} {e.dtype}")
         self._next += 1
-        self._queue.put(tensor.detach().to("cpu").contiguous())
+        item = _as_bytes(tensor)
+        for q in self._queues:
+            q.put(item)
 
-    def _drain(self) -> None:
-        import torch
-
+    def _drain(self, q: queue.Queue, work: Callable[[memoryview], None]) -> None:
         while True:
-            item = self._queue.get()
+            item = q.get()
             if item is None:
                 return
             if self._error is not None:
                 continue  # keep draining so write() never blocks
             try:
-                data = memoryview(item.reshape(-1).view(torch.uint8).numpy()) if item.numel() else b""
-                self._emit(data, is_data=True)
+                work(item)
             except BaseException as err:  # reported by the next write() or on exit
                 self._error = err
 
-    def _emit(self, data: bytes | memoryview, *, is_data: bool) -> None:
+    def _write(self, data: memoryview) -> None:
         assert self._fh is not None
         self._fh.write(data)
+        self._written += len(data)
+        if self._progress:
+            self._progress(self._written, self.total_bytes)
+
+    def _hash(self, data: bytes | memoryview) -> None:
         self._sha.update(data)
         end = self._pos + len(data)
         lo, hi = max(self._pos, 0x100000), min(end, 0x110000)
         if lo < hi:
             self._v1.update(data[lo - self._pos:hi - self._pos])
-        if is_data:
-            self._addnet.update(data)
-            self._written += len(data)
-            if self._progress:
-                self._progress(self._written, self.total_bytes)
         self._pos = end
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self._queue.put(None)
-        if self._thread is not None:
-            self._thread.join()
+        for q in self._queues:
+            q.put(None)
+        for t in self._threads:
+            t.join()
         assert self._fh is not None
         try:
             if exc_type is None and self._error is None and self._next != len(self.entries):
@@ -320,7 +325,7 @@ class StreamWriter:
                 self.hashes = FileHashes(
                     sha256=self._sha.hexdigest(),
                     autov1=self._v1.hexdigest()[:8] if self._pos >= 0x100000 else "NOFILE",
-                    addnet=self._addnet.hexdigest(),
+                    addnet=None,
                 )
                 return
         finally:
@@ -330,6 +335,16 @@ class StreamWriter:
                 self._tmp.unlink()
         if exc_type is None and self._error is not None:
             raise self._error
+
+
+def _as_bytes(tensor: torch.Tensor) -> memoryview:
+    """The tensor's bytes on the CPU, C-ordered, without another copy when already so."""
+    import torch
+
+    t = tensor.detach().to("cpu").contiguous()
+    if t.numel() == 0:
+        return memoryview(b"")
+    return memoryview(t.reshape(-1).view(torch.uint8).numpy())
 
 
 def _fsync_dir(path: Path) -> None:
