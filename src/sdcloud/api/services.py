@@ -77,19 +77,26 @@ class Services:
         runner = GenerationRunner(settings, self.host)
         self.queue = queue or LocalJobQueue(settings.state_path, {"txt2img": runner, "img2img": runner})
         self.selected_model: str | None = None  # the key new jobs use (A1111's sd_model_checkpoint)
+        self._started = False
 
     # lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
-        """Load the start-up model (``settings.model``, else the first checkpoint) and run the queue."""
+        """Load the start-up model (``settings.model``, else the first checkpoint) and run the
+        queue. Idempotent: ``sdcloud serve`` calls it before the server starts, so a bad
+        ``--model`` is a one-line error, not a failed start-up."""
+        if self._started:
+            return
         wanted = self.settings.model
         if wanted is None and self.catalog.checkpoints():
             wanted = self.catalog.checkpoints()[0].name
         if wanted is not None:
             self.set_model(wanted)
         self.queue.start()
+        self._started = True
 
     def stop(self) -> None:
         self.queue.stop()
+        self._started = False
 
     # models ----------------------------------------------------------------------------
     def resolve_model(self, name: str) -> str:

@@ -52,6 +52,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_serve)
 
 
+def _check_port_free(host: str, port: int) -> None:
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            raise BadRequest(f"cannot listen on {host}:{port} ({err.strerror}); pick another --port") from None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from sdcloud.api.security import exposure_auth, read_auth_file
 
@@ -91,7 +103,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from sdcloud.api.app import create_app
 
+    _check_port_free(settings.host, settings.port)
     app = create_app(settings, ui=not args.nowebui)
+    try:
+        app.state.services.start()  # load the model now: a bad --model is a clear error
+    except BaseException:
+        app.state.services.stop()
+        raise
     shown = "localhost" if settings.host in ("127.0.0.1", "::1") else settings.host
     print(f"sdcloud: serving on http://{shown}:{settings.port}/ (API docs at /docs)", flush=True)
     uvicorn.run(
