@@ -161,10 +161,11 @@ def build_ui(services: Any) -> gr.Blocks:
 def mount_ui(app: FastAPI, services: Any, path: str = "/", **mount_kwargs: Any) -> FastAPI:
     """Mount the UI on ``app`` with its stylesheet; files are served from the outputs folder only.
 
-    ``mount_kwargs`` go to ``gr.mount_gradio_app`` (e.g. ``auth_dependency``).
+    ``mount_kwargs`` go to ``gr.mount_gradio_app`` (e.g. ``auth_dependency``). The footer keeps
+    only Gradio's display settings: the HTTP API to use is A1111's, documented at ``/docs``.
     """
     return gr.mount_gradio_app(
         app, build_ui(services), path=path, css=UI_CSS, head=UI_HEAD, ssr_mode=False, run_history=False,
-        footer_links=["api", "settings"], allowed_paths=[str(services.settings.outputs_path)],
+        footer_links=["settings"], allowed_paths=[str(services.settings.outputs_path)],
         **mount_kwargs,
     )
