@@ -325,3 +325,19 @@ def test_ui_behind_auth(browser: object, start_server: object) -> None:
     assert "Seed: 5" in infotext
     assert page.eval_on_selector("#txt2img_gallery img", "img => img.naturalWidth") == 64
     context.close()
+
+
+def test_model_picker_switches_the_model(browser: object, ui_server: ServerProcess) -> None:
+    page = _open(browser, ui_server, 1280, 900)
+    try:
+        page.click("#sd_model_checkpoint input")
+        page.get_by_role("option", name="demo-xl").click()
+        page.wait_for_function("document.querySelector('#model_status').innerText.includes('Loaded demo-xl')")
+        with ui_server.client() as client:  # the same switch A1111 clients see
+            assert client.get("/sdapi/v1/options").json()["sd_model_checkpoint"] == "demo-xl"
+        infotext = _generate(page, "a small boat", seed=3)
+        assert "Model: demo-xl" in infotext
+    finally:
+        with ui_server.client() as client:
+            client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "demo"})
+    page.close()
