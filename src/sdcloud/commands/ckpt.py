@@ -58,9 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         description="Merge A and B (and C) one tensor at a time. Methods: weighted_sum "
                                     "(1-a)A+aB; add_difference A+a(B-C); train_difference; ties (base C, "
                                     "sum sign election); dare (seeded random drop).")
-    s.add_argument("a")
-    s.add_argument("b")
-    s.add_argument("c", nargs="?")
+    s.add_argument("a", help="primary model (its VAE, text encoder and extras are kept by default)")
+    s.add_argument("b", help="secondary model")
+    s.add_argument("c", nargs="?", help="tertiary model: the common base for add/train difference, TIES, DARE")
     s.add_argument("-o", "--output", help="output .safetensors (default: models/Stable-diffusion/<a>-<b>-"
                                           "<method>.safetensors)")
     s.add_argument("-m", "--method", choices=METHODS, default="weighted_sum")
