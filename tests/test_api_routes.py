@@ -90,11 +90,7 @@ def test_txt2img_answers_like_a1111(client: httpx.Client) -> None:
         assert key in info
     params = data["parameters"]
     assert params["sampler_index"] == "Euler" and params["cfg_scale"] == 7.0
-    assert (
-        params["denoising_strength"] is None
-        and params["script_args"] == []
-        and params["alwayson_scripts"] == {}
-    )
+    assert params["denoising_strength"] is None and params["script_args"] == [] and params["alwayson_scripts"] == {}
     assert "not_an_a1111_field" not in params
 
 
@@ -187,9 +183,7 @@ def test_progress_preview_interrupt_and_skip(client: httpx.Client) -> None:
     assert p["state"]["job_count"] == 2 and p["state"]["sampling_steps"] == 80  # steps over both batches
     assert 0 < p["progress"] <= 1 and p["state"]["job"] == f"task({job_id})"
     assert decode(p["current_image"]).format == "PNG"
-    assert (
-        client.get("/sdapi/v1/progress", params={"skip_current_image": True}).json()["current_image"] is None
-    )
+    assert client.get("/sdapi/v1/progress", params={"skip_current_image": True}).json()["current_image"] is None
     skip = client.post("/sdapi/v1/skip")
     assert skip.status_code == 200 and skip.json() is None
     r = client.post("/sdapi/v1/interrupt")
@@ -216,6 +210,22 @@ def test_options_round_trip(client: httpx.Client) -> None:
     assert bad.status_code == 400 and bad.json()["error"] == "BadRequest"
     missing = client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "no-such-model"})
     assert missing.status_code == 404 and "no-such-model" in missing.json()["detail"]
+
+
+def test_infotext_fills_unset_fields_and_kept_overrides(client: httpx.Client) -> None:
+    body = {
+        "infotext": "a dog\nNegative prompt: cat\nSteps: 1, Sampler: Euler a, Seed: 77, Size: 64x64",
+        "seed": 5,
+        "override_settings": {"CLIP_stop_at_last_layers": 2},
+        "override_settings_restore_afterwards": False,
+    }
+    r = client.post("/sdapi/v1/txt2img", json=body)
+    assert r.status_code == 200, r.text
+    info = json.loads(r.json()["info"])
+    assert (info["prompt"], info["negative_prompt"], info["steps"], info["width"]) == ("a dog", "cat", 1, 64)
+    assert info["all_seeds"] == [5] and info["sampler_name"] == "Euler a"  # a field the request set wins
+    assert client.get("/sdapi/v1/options").json()["CLIP_stop_at_last_layers"] == 2
+    client.post("/sdapi/v1/options", json={"CLIP_stop_at_last_layers": 1})
 
 
 def test_switching_the_checkpoint_through_options(client: httpx.Client, sdcloud_server: Any) -> None:
@@ -255,9 +265,7 @@ def test_switching_the_checkpoint_through_options(client: httpx.Client, sdcloud_
 
 
 def test_listing_routes(client: httpx.Client, sdcloud_server: Any) -> None:
-    (sdcloud_server.data_dir / "styles.csv").write_text(
-        'name,prompt,negative_prompt\nsharp,"{prompt}, sharp",blur\n'
-    )
+    (sdcloud_server.data_dir / "styles.csv").write_text('name,prompt,negative_prompt\nsharp,"{prompt}, sharp",blur\n')
     get = lambda path: client.get("/sdapi/v1/" + path)  # noqa: E731
     samplers = get("samplers").json()
     assert {"name": "Euler", "aliases": ["k_euler"], "options": {}} in samplers
@@ -273,9 +281,7 @@ def test_listing_routes(client: httpx.Client, sdcloud_server: Any) -> None:
     assert get("latent-upscale-modes").json()[0] == {"name": "Latent"}
     assert get("sd-vae").json() == [] and get("loras").json() == []
     assert get("embeddings").json() == {"loaded": {}, "skipped": {}}
-    assert get("prompt-styles").json() == [
-        {"name": "sharp", "prompt": "{prompt}, sharp", "negative_prompt": "blur"}
-    ]
+    assert get("prompt-styles").json() == [{"name": "sharp", "prompt": "{prompt}, sharp", "negative_prompt": "blur"}]
     assert get("scripts").json() == {"txt2img": [], "img2img": []}
     assert get("script-info").json() == [] and get("hypernetworks").json() == []
     assert get("face-restorers").json() == [] and get("realesrgan-models").json() == []
@@ -286,20 +292,14 @@ def test_listing_routes(client: httpx.Client, sdcloud_server: Any) -> None:
     for path in ("refresh-checkpoints", "refresh-vae", "refresh-loras", "refresh-embeddings"):
         r = client.post("/sdapi/v1/" + path)
         assert r.status_code == 200 and r.json() is None
-    styled = client.post(
-        "/sdapi/v1/txt2img", json={"prompt": "cat", "styles": ["sharp"], **SMALL, "steps": 1}
-    )
+    styled = client.post("/sdapi/v1/txt2img", json={"prompt": "cat", "styles": ["sharp"], **SMALL, "steps": 1})
     info = json.loads(styled.json()["info"])
-    assert (
-        info["prompt"] == "cat, sharp" and info["negative_prompt"] == "blur" and info["styles"] == ["sharp"]
-    )
+    assert info["prompt"] == "cat, sharp" and info["negative_prompt"] == "blur" and info["styles"] == ["sharp"]
 
 
 def test_extras_upscale(client: httpx.Client) -> None:
     src = png_b64((40, 30), "green", parameters="kept")
-    r = client.post(
-        "/sdapi/v1/extra-single-image", json={"image": src, "upscaler_1": "Lanczos", "upscaling_resize": 2}
-    )
+    r = client.post("/sdapi/v1/extra-single-image", json={"image": src, "upscaler_1": "Lanczos", "upscaling_resize": 2})
     assert r.status_code == 200, r.text
     out = decode(r.json()["image"])
     assert out.size == (80, 60) and out.info["parameters"] == "kept"
@@ -353,9 +353,7 @@ def test_extras_upscale(client: httpx.Client) -> None:
         ("/sdapi/v1/options", [1, 2], 422, ""),
     ],
 )
-def test_bad_input_is_a_4xx_json_error(
-    client: httpx.Client, path: str, body: Any, status: int, needle: str
-) -> None:
+def test_bad_input_is_a_4xx_json_error(client: httpx.Client, path: str, body: Any, status: int, needle: str) -> None:
     if isinstance(body, bytes):
         r = client.post(path, content=body, headers={"content-type": "application/json"})
     else:
@@ -367,17 +365,13 @@ def test_bad_input_is_a_4xx_json_error(
 
 
 def test_oversized_body_and_unknown_route(client: httpx.Client) -> None:
-    r = client.post(
-        "/sdapi/v1/txt2img", content=b"x" * (3 * 1024 * 1024), headers={"content-type": "application/json"}
-    )
+    r = client.post("/sdapi/v1/txt2img", content=b"x" * (3 * 1024 * 1024), headers={"content-type": "application/json"})
     assert r.status_code == 413 and r.json()["error"] == "PayloadTooLarge"
     r = client.get("/sdapi/v1/interrogate")
     assert r.status_code == 404 and r.json()["error"] == "NotFound"
 
 
-def test_a_failing_generation_reports_and_the_server_keeps_serving(
-    client: httpx.Client, sdcloud_server: Any
-) -> None:
+def test_a_failing_generation_reports_and_the_server_keeps_serving(client: httpx.Client, sdcloud_server: Any) -> None:
     lora = sdcloud_server.data_dir / "models" / "Lora" / "broken.safetensors"
     lora.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{broken json....")
     client.post("/sdapi/v1/refresh-loras")

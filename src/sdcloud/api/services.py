@@ -19,13 +19,13 @@ from pydantic import BaseModel, ValidationError
 
 from sdcloud.api.images import decode_image, encode_image
 from sdcloud.api.models import Img2ImgRequest, Txt2ImgRequest
-from sdcloud.api.options import OptionsStore
+from sdcloud.api.options import OptionsStore, validate
 from sdcloud.catalog import DEMO_MODELS, Catalog, ModelFile
 from sdcloud.checkpoints.hashing import HashCache
 from sdcloud.engine.samplers import resolve_sampler, sampler_list, scheduler_list
 from sdcloud.errors import BadRequest, Cancelled, NotFound, SdcloudError
 from sdcloud.jobs import CANCELLED, FAILED, Job, JobQueue, LocalJobQueue
-from sdcloud.jobs.generation import EngineHost, GenerationRunner
+from sdcloud.jobs.generation import EngineHost, GenerationRunner, image_bytes
 from sdcloud.settings import Settings
 
 LATENT_UPSCALE_MODES = (
@@ -337,8 +337,6 @@ class Services:
         vae = changes.get("sd_vae")
         if isinstance(vae, str):
             self._vae_key(vae)  # unknown names are refused before anything changes
-        from sdcloud.api.options import validate
-
         validate(changes)
         if checkpoint:
             selected = self._selected_entry()
@@ -355,9 +353,9 @@ class Services:
     def submit(self, kind: str, request: dict[str, Any]) -> Job:
         """UI entry: A1111 request fields in, queued job out. Images are saved to the outputs
         folder unless ``save_images`` is false (A1111's UI saves every image)."""
-        model_cls: type[BaseModel] = Txt2ImgRequest if kind == "txt2img" else Img2ImgRequest
         if kind not in ("txt2img", "img2img"):
             raise BadRequest(f"unknown generation kind '{kind}'")
+        model_cls: type[BaseModel] = Txt2ImgRequest if kind == "txt2img" else Img2ImgRequest
         try:
             parsed = model_cls.model_validate({"save_images": True, **request})
         except ValidationError as err:
@@ -385,15 +383,9 @@ class Services:
                 model_key = self.resolve_model(wanted)
             except NotFound:
                 pass  # A1111 drops an unknown override silently
-        from sdcloud.api.options import validate
-
         clean = validate(overrides)
         opts.update(clean)
         vae_key = self._vae_key(opts["sd_vae"]) if isinstance(opts["sd_vae"], str) else None
-        if not req.override_settings_restore_afterwards:
-            self.options.update(clean)
-            if model_key != self.selected_model and model_key is not None:
-                self.selected_model = model_key
         if model_key is None:
             raise BadRequest(
                 "no model is loaded; start the server with --model NAME (or --model demo) "
@@ -405,8 +397,6 @@ class Services:
         init_names: list[str] = []
         mask_name = None
         if isinstance(req, Img2ImgRequest):
-            from sdcloud.jobs.generation import image_bytes
-
             if not req.init_images:
                 raise NotFound("Init image not found")
             for i, text in enumerate(req.init_images):
@@ -437,6 +427,9 @@ class Services:
             else 0,
             "parameters": echo,
         }
+        if not req.override_settings_restore_afterwards:  # A1111 keeps the overrides
+            self.options.update(clean)
+            self.selected_model = model_key
         return self.queue.submit(kind, payload, files)
 
     def _apply_infotext(self, req: Txt2ImgRequest | Img2ImgRequest) -> Txt2ImgRequest | Img2ImgRequest:
