@@ -15,7 +15,7 @@ from sdcloud.api.security import GENERATED_USER, check_exposure, exposure_auth, 
 from sdcloud.errors import BadRequest
 from sdcloud.settings import Settings
 
-GUARDED = ("/sdapi/v1/options", "/api/queue", "/docs", "/openapi.json", "/")
+GUARDED = ("/sdapi/v1/options", "/api/queue", "/docs", "/openapi.json", "/", "/config")
 
 
 def basic(user: str, password: str) -> dict[str, str]:
@@ -37,6 +37,7 @@ def test_basic_auth_and_token_guard_every_path(start_server: Any, tmp_path: Path
         "--api-token",
         "tok-123",
         auth=("alice", "s3cret"),
+        ui=True,
     )
     url = server.url
     for path in GUARDED:
@@ -56,6 +57,8 @@ def test_basic_auth_and_token_guard_every_path(start_server: Any, tmp_path: Path
     ):
         assert httpx.get(url + "/sdapi/v1/options", headers=headers).status_code == 200
         assert httpx.get(url + "/docs", headers=headers).status_code == 200
+    ui = httpx.get(url + "/", headers=basic("alice", "s3cret"))
+    assert ui.status_code == 200 and "gradio" in ui.text.lower()  # the web UI, behind the same login
     api = webuiapi.WebUIApi(host="127.0.0.1", port=server.port, username="alice", password="s3cret")
     assert api.get_options()["sd_model_checkpoint"] == "demo"
     assert "s3cret" not in server.log() and "tok-123" not in server.log()
