@@ -367,6 +367,9 @@ def test_bad_input_is_a_4xx_json_error(client: httpx.Client, path: str, body: An
 def test_oversized_body_and_unknown_route(client: httpx.Client) -> None:
     r = client.post("/sdapi/v1/txt2img", content=b"x" * (3 * 1024 * 1024), headers={"content-type": "application/json"})
     assert r.status_code == 413 and r.json()["error"] == "PayloadTooLarge"
+    chunks = iter([b"x" * (1024 * 1024)] * 3)  # no Content-Length: counted while it streams in
+    r = client.post("/sdapi/v1/txt2img", content=chunks, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"] == "PayloadTooLarge"
     r = client.get("/sdapi/v1/interrogate")
     assert r.status_code == 404 and r.json()["error"] == "NotFound"
 
