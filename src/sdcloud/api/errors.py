@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from sdcloud.api.security import _TooLarge
+from sdcloud.api.security import BodyTooLarge
 from sdcloud.errors import SdcloudError
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if isinstance(exc.__cause__, _TooLarge):
+        if isinstance(exc.__cause__, BodyTooLarge):
             return JSONResponse(error_body("PayloadTooLarge", "request body is too large"), status_code=413)
         kind = _NAMES.get(exc.status_code, "HTTPException")
         return JSONResponse(

@@ -174,7 +174,7 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise _TooLarge()
+                    raise BodyTooLarge()
             return message
 
         async def tracking_send(message: dict[str, Any]) -> None:
@@ -184,7 +184,7 @@ class BodyLimitMiddleware:
 
         try:
             await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
+        except BodyTooLarge:
             if not started:
                 await self._refuse(send)
 
@@ -201,5 +201,6 @@ class BodyLimitMiddleware:
         )
 
 
-class _TooLarge(Exception):
-    pass
+class BodyTooLarge(Exception):
+    """Raised while a body streams in past the limit (FastAPI wraps it in its 400; the error
+    handler turns that back into 413)."""

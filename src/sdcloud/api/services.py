@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 from sdcloud.api.images import decode_image, encode_image
 from sdcloud.api.models import Img2ImgRequest, Txt2ImgRequest
 from sdcloud.api.options import OptionsStore, validate
+from sdcloud.api.persistence import Persistence
 from sdcloud.catalog import DEMO_MODELS, Catalog, ModelFile
 from sdcloud.checkpoints.hashing import HashCache
 from sdcloud.engine.samplers import resolve_sampler, sampler_list, scheduler_list
@@ -66,6 +67,8 @@ class Services:
     def __init__(self, settings: Settings, engine: Any = None, queue: JobQueue | None = None) -> None:
         settings.ensure_dirs()
         self.settings = settings
+        self.persistence = Persistence(settings)  # checks --store now: a bad one is a one-line error
+        self.persistence.pull_session()  # before the catalog and options read the restored files
         self.catalog = Catalog(settings)
         self.options = OptionsStore(settings.state_path / "options.json")
         if engine is None:
@@ -74,7 +77,7 @@ class Services:
             engine = Engine(settings)
         self.host = EngineHost(engine)
         self.hashes: HashCache = engine.hashes  # one cache, so hashes the engine computes show up here
-        runner = GenerationRunner(settings, self.host)
+        runner = GenerationRunner(settings, self.host, on_saved=self.persistence.add)
         self.queue = queue or LocalJobQueue(settings.state_path, {"txt2img": runner, "img2img": runner})
         self.selected_model: str | None = None  # the key new jobs use (A1111's sd_model_checkpoint)
         self._started = False
@@ -91,11 +94,14 @@ class Services:
             wanted = self.catalog.checkpoints()[0].name
         if wanted is not None:
             self.set_model(wanted)
+        self.persistence.start(on_checkpoints=self.refresh)
         self.queue.start()
         self._started = True
 
     def stop(self) -> None:
+        """Finish the running job, then try to get every saved image into the store."""
         self.queue.stop()
+        self.persistence.stop()
         self._started = False
 
     # models ----------------------------------------------------------------------------

@@ -49,7 +49,6 @@ class Job:
     eta_seconds: float | None = None
     preview: Any = None  # latest preview (a PIL image) while running, if the handler made one
     interrupted: bool = False
-    skipped: bool = False
 
     @property
     def finished_state(self) -> bool:

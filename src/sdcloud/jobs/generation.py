@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,9 +63,11 @@ class EngineHost:
 class GenerationRunner:
     """Job handler for ``txt2img`` and ``img2img``."""
 
-    def __init__(self, settings: Settings, host: EngineHost) -> None:
+    def __init__(self, settings: Settings, host: EngineHost,
+                 on_saved: Callable[[list[Path]], None] | None = None) -> None:
         self.settings = settings
         self.host = host
+        self.on_saved = on_saved  # the outbox: saved images are journaled before the job is done
 
     def __call__(self, ctx: JobContext) -> dict[str, Any]:
         from PIL import Image
@@ -97,6 +100,8 @@ class GenerationRunner:
             info["infotexts"] = [grid.info["parameters"], *info.get("infotexts", result.infotexts)]
         info["index_of_first_image"] = 1 if grid is not None else 0
         paths = self._write(ctx, result, grid, p)
+        if p.get("save_images") and self.on_saved is not None:
+            self.on_saved(paths)
         return {"paths": [str(x) for x in paths], "info": info, "interrupted": bool(result.interrupted)}
 
     def _write(self, ctx: JobContext, result: GenerationResult, grid: Any, p: dict[str, Any]) -> list[Path]:
