@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from sdcloud.checkpoints.merge import MergeOptions, merge_checkpoints
 from sdcloud.checkpoints.merge_methods import dare_mask
-from sdcloud.errors import BadRequest, CorruptFile
+from sdcloud.errors import BadRequest, CorruptFile, Unsupported
 from test_ckpt_synthetic import TINY_SD15, TINY_SDXL, synthetic_state, write_synthetic
 
 POS = "cond_stage_model.transformer.text_model.embeddings.position_ids"
@@ -272,3 +272,21 @@ def test_progress_covers_input_hashing_and_writing(models, tmp_path: Path) -> No
     assert all(t == total for _, t in calls) and dones == sorted(dones) and dones[-1] == total
     hashed = models["a"].stat().st_size + models["b"].stat().st_size
     assert total > hashed and any(d >= hashed for d in dones[:-1])
+
+
+def test_old_nai_style_clip_keys_are_matched_like_a1111(models, tmp_path: Path) -> None:
+    old = {k.replace("transformer.text_model.", "transformer."): v for k, v in load_file(str(models["b"])).items()}
+    b_old = tmp_path / "nai.safetensors"
+    save_file(old, str(b_old))
+    out = tmp_path / "m.safetensors"
+    res = merge_checkpoints(MergeOptions(a=models["a"], b=b_old, output=out, dtype="fp32", alpha=0.5))
+    assert res.missing_in_others == []
+    a, b, got = _full(models["a"]), _full(models["b"]), _full(out)
+    torch.testing.assert_close(got[TEXT_KEY], 0.5 * a[TEXT_KEY] + 0.5 * b[TEXT_KEY])
+
+
+def test_a_lora_given_as_a_model_is_named(models, tmp_path: Path) -> None:
+    lora = tmp_path / "style.safetensors"
+    save_file({"lora_unet_x.lora_down.weight": torch.zeros(1, 2)}, str(lora))
+    with pytest.raises(Unsupported, match="style.safetensors: this file is a LoRA"):
+        merge_checkpoints(MergeOptions(a=models["a"], b=lora, output=tmp_path / "m.safetensors"))

@@ -64,18 +64,20 @@ def is_lora(shapes: Shapes) -> bool:
     return False
 
 
+def normalise_key(k: str) -> str:
+    """Unwrap ``state_dict.`` and rename an NAI-style CLIP key to the ``text_model.`` layout."""
+    if k.startswith("state_dict."):
+        k = k[len("state_dict."):]
+    if k.startswith(SD1_CLIP_PREFIX) and not k.startswith(SD1_CLIP_PREFIX + "text_model."):
+        rest = k[len(SD1_CLIP_PREFIX):]
+        if rest.startswith(("embeddings.", "encoder.", "final_layer_norm.")):
+            k = SD1_CLIP_PREFIX + "text_model." + rest
+    return k
+
+
 def normalise_keys(shapes: Shapes) -> dict[str, tuple[int, ...]]:
-    """Unwrap ``state_dict.`` and rename NAI-style CLIP keys to the ``text_model.`` layout."""
-    out: dict[str, tuple[int, ...]] = {}
-    for k, v in shapes.items():
-        if k.startswith("state_dict."):
-            k = k[len("state_dict."):]
-        if k.startswith(SD1_CLIP_PREFIX) and not k.startswith(SD1_CLIP_PREFIX + "text_model."):
-            rest = k[len(SD1_CLIP_PREFIX):]
-            if rest.startswith(("embeddings.", "encoder.", "final_layer_norm.")):
-                k = SD1_CLIP_PREFIX + "text_model." + rest
-        out[k] = v
-    return out
+    """``shapes`` with every key passed through :func:`normalise_key`."""
+    return {normalise_key(k): v for k, v in shapes.items()}
 
 
 def detect_architecture(shapes: Shapes, metadata: Mapping[str, str] | None = None) -> ArchInfo:

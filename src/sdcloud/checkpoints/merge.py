@@ -32,7 +32,7 @@ from sdcloud.checkpoints.stream import (
     single_intraop_thread,
     torch_dtype,
 )
-from sdcloud.errors import BadRequest
+from sdcloud.errors import BadRequest, Unsupported
 
 if TYPE_CHECKING:
     import torch
@@ -149,7 +149,10 @@ def _check_options(opts: MergeOptions) -> None:
 
 
 def _arch(src: TensorSource) -> ArchInfo:
-    return detect_architecture({k: e.shape for k, e in src.entries.items()}, src.metadata)
+    try:
+        return detect_architecture({k: e.shape for k, e in src.entries.items()}, src.metadata)
+    except Unsupported as err:
+        raise Unsupported(f"{src.path.name}: {err}") from None
 
 
 def _check_architectures(a: TensorSource, b: TensorSource, c: TensorSource | None) -> ArchInfo:

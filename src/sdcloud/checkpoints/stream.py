@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
+from sdcloud.checkpoints.detect import normalise_key
 from sdcloud.checkpoints.hashing import FileHashes
 from sdcloud.checkpoints.safetensors_header import DTYPE_SIZES, read_header
 from sdcloud.errors import BadRequest, CorruptFile, SdcloudError, Unsupported
@@ -112,8 +113,9 @@ class SafetensorsSource:
         self.path = header.path
         self.metadata = header.metadata
         infos = sorted(header.tensors.values(), key=lambda t: t.start)
-        self._spans = {t.name: (t.start, t.nbytes) for t in infos}
-        self.entries = {t.name: Entry(t.name, t.dtype, t.shape) for t in infos}
+        names = _unique_names([t.name for t in infos], self.path)
+        self._spans = {n: (t.start, t.nbytes) for n, t in zip(names, infos, strict=True)}
+        self.entries = {n: Entry(n, t.dtype, t.shape) for n, t in zip(names, infos, strict=True)}
         self._fd = os.open(self.path, os.O_RDONLY)
 
     def get(self, name: str) -> torch.Tensor:
@@ -145,7 +147,8 @@ class PickleSource:
 
         self.path = Path(path)
         self.metadata: dict[str, str] = {}
-        self._tensors = load_ckpt_state_dict(self.path)
+        raw = load_ckpt_state_dict(self.path)
+        self._tensors = dict(zip(_unique_names(list(raw), self.path), raw.values(), strict=True))
         self.entries = {k: Entry(k, st_dtype(t.dtype), tuple(t.shape)) for k, t in self._tensors.items()}
 
     def get(self, name: str) -> torch.Tensor:
@@ -153,6 +156,15 @@ class PickleSource:
 
     def close(self) -> None:
         self._tensors = {}
+
+
+def _unique_names(names: list[str], path: Path) -> list[str]:
+    """Keys in the standard layout (A1111 renames the same on load): ``state_dict.`` unwrapped,
+    NAI-style CLIP keys given ``text_model.``; refuse a file where two keys collide that way."""
+    out = [normalise_key(n) for n in names]
+    if len(set(out)) != len(out):
+        raise CorruptFile(f"{path.name}: holds the same tensor under both old and new CLIP key names")
+    return out
 
 
 def open_source(path: str | Path) -> TensorSource:
