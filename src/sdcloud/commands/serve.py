@@ -47,6 +47,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="accept http(s) URLs as init images (never local or private addresses)",
     )
+    p.add_argument("--store", help="persistent store for images and the session: a folder, "
+                   "hf://<user>/<repo> or s3://<bucket>/<prefix>; env SDCLOUD_STORE")
+    p.add_argument("--store-endpoint", help="S3-compatible endpoint URL (R2, B2, Wasabi, MinIO); "
+                   "env SDCLOUD_STORE_ENDPOINT")
     p.add_argument("--nowebui", action="store_true", help="API only, no web UI (like A1111's --nowebui)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(func=cmd_serve)
@@ -82,6 +86,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         api_token=args.api_token,
         insecure=args.insecure,
         allow_url_images=args.allow_url_images,
+        store=args.store,
+        store_endpoint=args.store_endpoint,
     )
     settings, password = exposure_auth(settings)
     if password:
