@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import sysconfig
+import time
 import urllib.request
 from pathlib import Path
 
@@ -117,7 +118,14 @@ def test_colab_notebook_installs_serves_and_answers_txt2img(tmp_path, monkeypatc
 
             login = "Basic " + base64.b64encode(b"tester:notebook-pass").decode()
             body = json.dumps(
-                {"prompt": "a lighthouse at dusk", "steps": 2, "width": 64, "height": 64, "seed": 7}
+                {
+                    "prompt": "a lighthouse at dusk",
+                    "steps": 2,
+                    "width": 64,
+                    "height": 64,
+                    "seed": 7,
+                    "save_images": True,
+                }
             ).encode()
             req = urllib.request.Request(
                 f"http://127.0.0.1:{port}/sdapi/v1/txt2img",
@@ -131,6 +139,11 @@ def test_colab_notebook_installs_serves_and_answers_txt2img(tmp_path, monkeypatc
             image = base64.b64decode(answer["images"][0])
             assert image.startswith(b"\x89PNG")
             assert "a lighthouse at dusk" in json.loads(answer["info"])["infotexts"][0]
+            # The saved image reaches the Drive stand-in through the outbox.
+            deadline = time.monotonic() + 60
+            while not list(store.rglob("*.png")) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert list(store.rglob("*.png")), f"no image in the store {store}"
             # Without the login the same server refuses.
             with pytest.raises(urllib.error.HTTPError) as err:
                 urllib.request.urlopen(
