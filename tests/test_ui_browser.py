@@ -60,8 +60,14 @@ def _open(browser: object, server: ServerProcess, width: int, height: int) -> ob
     page = browser.new_page(viewport={"width": width, "height": height})  # type: ignore[attr-defined]
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(server.url + "/")
-    page.wait_for_selector("#txt2img_prompt textarea")
+    _wait_ready(page)
     return page
+
+
+def _wait_ready(page: object) -> None:
+    """Until the page-load refresh of lists and settings is done (the UI marks it), so a test's
+    input is not overwritten by it."""
+    page.wait_for_function("document.body.dataset.sdcloudReady === '1'")  # type: ignore[attr-defined]
 
 
 def _set_slider(page: object, elem_id: str, value: int) -> None:
@@ -320,7 +326,7 @@ def test_ui_behind_auth(browser: object, start_server: object) -> None:
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(server.url + "/")
-    page.wait_for_selector("#txt2img_prompt textarea")
+    _wait_ready(page)
     infotext = _generate(page, "a locked door", seed=5)
     assert "Seed: 5" in infotext
     assert page.eval_on_selector("#txt2img_gallery img", "img => img.naturalWidth") == 64

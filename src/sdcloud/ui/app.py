@@ -146,15 +146,19 @@ def build_ui(services: Any) -> gr.Blocks:
             with gr.Tab("Queue", id="queue") as q_tab:
                 timer = queue_tab(services)
             with gr.Tab("Settings", id="settings") as s_tab:
-                settings_tab(services)
+                settings = settings_tab(services)
         for tab in (t2i_tab, i2i_tab, png_tab, s_tab):
             tab.select(lambda: gr.Timer(active=False), outputs=timer, show_progress="hidden")
         q_tab.select(lambda: gr.Timer(active=True), outputs=timer, show_progress="hidden")
         _wire_send_to(tabs, txt2img, img2img)
         _wire_send_to(tabs, img2img, img2img)
         _wire_png_info(tabs, png, txt2img, choices)
-        blocks.load(lambda: _dropdowns(load_choices(services)),
-                    outputs=[model, vae, txt2img.lora, img2img.lora], show_progress="hidden")
+        # One load event refreshes every list and setting, then marks the page ready (tests
+        # wait for the mark so they do not race the refresh).
+        blocks.load(lambda: [*_dropdowns(load_choices(services)), *settings.refresh()],
+                    outputs=[model, vae, txt2img.lora, img2img.lora, *settings.outputs],
+                    show_progress="hidden").then(
+            None, js="() => { document.body.dataset.sdcloudReady = '1'; }")
     return blocks
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
@@ -42,7 +43,7 @@ def typed_changes(current: Mapping[str, Any], edited: Mapping[str, Any]) -> dict
 
 
 # The options with a form control, in A1111's words; anything else is in the JSON editor.
-_CONTROLS: dict[str, Callable[[Callable[[], Any]], gr.components.Component]] = {
+_CONTROLS: dict[str, Callable[[Any], gr.components.Component]] = {
     "CLIP_stop_at_last_layers": lambda v: gr.Slider(1, 12, value=v, step=1, label="Clip skip"),
     "samples_format": lambda v: gr.Dropdown(["png", "jpg", "jpeg", "webp"], value=v,
                                             label="File format for images"),
@@ -66,21 +67,28 @@ def _options_json(services: Any) -> str:
     return json.dumps(services.options_get(), indent=2, sort_keys=True)
 
 
-def settings_tab(services: Any) -> None:
+@dataclass
+class SettingsTab:
+    """``refresh()`` gives fresh values for ``outputs`` (run on each page load)."""
+
+    outputs: list[gr.components.Component]
+    refresh: Callable[[], list[Any]]
+
+
+def settings_tab(services: Any) -> SettingsTab:
     present = services.options_get()
     keys = [k for k in _CONTROLS if k in present]
     with gr.Row():
         apply = gr.Button("Apply settings", variant="primary", elem_id="settings_apply")
         reload = gr.Button("↻ Reload", elem_id="settings_reload")
     status = gr.Markdown("", elem_id="settings_status")
-    # values are callables so each page load shows the options as they are now
     controls = []
     for key in keys:
-        control = _CONTROLS[key](lambda key=key: services.options_get().get(key))
+        control = _CONTROLS[key](present[key])
         control.elem_id = f"setting_{key}"  # set before the config is built, like the constructor's
         controls.append(control)
     with gr.Accordion("All options (JSON, as GET /sdapi/v1/options serves them)", open=False):
-        editor = gr.Code(value=lambda: _options_json(services), language="json", label="Options",
+        editor = gr.Code(value=_options_json(services), language="json", label="Options",
                          lines=12, max_lines=40, elem_id="settings_json")
         apply_json = gr.Button("Apply JSON", elem_id="settings_apply_json")
     gr.Markdown(limits_markdown(services.settings.limits))
@@ -111,3 +119,4 @@ def settings_tab(services: Any) -> None:
     apply.click(apply_form, inputs=controls, outputs=outputs)
     apply_json.click(apply_text, inputs=editor, outputs=outputs)
     reload.click(lambda: [*current_values(), ""], outputs=outputs, show_progress="hidden")
+    return SettingsTab(outputs=[*controls, editor], refresh=current_values)
