@@ -76,13 +76,17 @@ def _set_slider(page: object, elem_id: str, value: int) -> None:
     box.press("Enter")
 
 
-def _generate(page: object, prompt: str, seed: int) -> str:
-    """Fill the txt2img form (64x64, 4 steps), press Generate, wait for the gallery; return
-    the infotext shown under it."""
+def _generate(page: object, prompt: str, seed: int, hires: bool = False) -> str:
+    """Fill the txt2img form (64x64, 4 steps; with ``hires``, hires fix x2 in 2 steps), press
+    Generate, wait for the gallery; return the infotext shown under it."""
     page.fill("#txt2img_prompt textarea", prompt)  # type: ignore[attr-defined]
     for elem_id, value in (("txt2img_width", 64), ("txt2img_height", 64), ("txt2img_steps", 4)):
         _set_slider(page, elem_id, value)
     page.fill("#txt2img_seed input", str(seed))  # type: ignore[attr-defined]
+    if hires:
+        page.get_by_text("Hires. fix").click()  # type: ignore[attr-defined]
+        page.check("#txt2img_enable_hr input")  # type: ignore[attr-defined]
+        _set_slider(page, "txt2img_hr_steps", 2)
     page.click("#txt2img_generate")  # type: ignore[attr-defined]
     page.wait_for_selector("#txt2img_gallery img")  # type: ignore[attr-defined]
     page.wait_for_function(  # type: ignore[attr-defined]
@@ -169,7 +173,10 @@ def test_lora_picker_inserts_tag(browser: object, ui_server: ServerProcess) -> N
 def test_png_info_sends_parameters_to_txt2img(browser: object, ui_server: ServerProcess,
                                               tmp_path: Path) -> None:
     page = _open(browser, ui_server, 1280, 900)
-    infotext = _generate(page, "a blue bicycle, studio light", seed=4242)
+    infotext = _generate(page, "a blue bicycle, studio light", seed=4242, hires=True)
+    assert "Hires upscale: 2" in infotext and "Hires steps: 2" in infotext and "Size: 64x64" in infotext
+    size = page.eval_on_selector("#txt2img_gallery img", "img => [img.naturalWidth, img.naturalHeight]")
+    assert size == [128, 128]  # the hires pass doubled the 64x64 first pass
     saved = sorted((ui_server.data_dir / "outputs" / "txt2img-images").rglob("*-4242.png"))[-1]
     upload = tmp_path / "dropped.png"
     shutil.copy(saved, upload)
@@ -177,6 +184,8 @@ def test_png_info_sends_parameters_to_txt2img(browser: object, ui_server: Server
     page.fill("#txt2img_prompt textarea", "something else")
     _set_slider(page, "txt2img_steps", 7)
     page.fill("#txt2img_seed input", "-1")
+    page.uncheck("#txt2img_enable_hr input")
+    _set_slider(page, "txt2img_hr_steps", 0)
 
     page.get_by_role("tab", name="PNG Info").click()
     page.locator("#pnginfo_image input[type=file]").set_input_files(str(upload))
@@ -189,6 +198,8 @@ def test_png_info_sends_parameters_to_txt2img(browser: object, ui_server: Server
     assert page.input_value("#txt2img_seed input") == "4242"
     assert page.input_value("#txt2img_steps input[type=number]") == "4"
     assert page.input_value("#txt2img_width input[type=number]") == "64"
+    assert page.is_checked("#txt2img_enable_hr input")
+    assert page.input_value("#txt2img_hr_steps input[type=number]") == "2"
     assert re.search(r"txt2img", page.locator("[role=tab][aria-selected=true]").first.inner_text())
     page.close()
 

@@ -132,7 +132,7 @@ def _hires_controls(f: dict[str, gr.components.Component], choices: Choices) -> 
             f["hr_upscaler"] = gr.Dropdown(choices.upscalers, value=_first(choices.upscalers, "Latent"),
                                            label="Upscaler")
             f["hr_second_pass_steps"] = gr.Slider(0, r.max_steps, value=0, step=1, label="Hires steps",
-                                                  info="0 = same as sampling steps")
+                                                  info="0 = same as sampling steps", elem_id="txt2img_hr_steps")
         with gr.Row():
             f["denoising_strength"] = gr.Slider(0.0, 1.0, value=0.7, step=0.01, label="Denoising strength")
             f["hr_scale"] = gr.Slider(1.0, 4.0, value=2.0, step=0.05, label="Upscale by")
