@@ -25,7 +25,7 @@ from sdcloud.checkpoints.stream import (
     output_dtype,
     rewrite,
 )
-from sdcloud.errors import BadRequest
+from sdcloud.errors import BadRequest, Unsupported
 
 MODEL_PREFIXES = ("model.diffusion_model.", "first_stage_model.", "cond_stage_model.", "conditioner.")
 UNET_PREFIX = "model.diffusion_model."
@@ -67,7 +67,11 @@ def prune_checkpoint(opts: PruneOptions, progress: Progress | None = None) -> Re
     check_output(opts.output, [opts.source], opts.overwrite)
     src = open_source(opts.source)
     try:
-        detect_architecture({k: e.shape for k, e in src.entries.items()}, src.metadata)
+        try:
+            detect_architecture({k: e.shape for k, e in src.entries.items()}, src.metadata)
+        except Unsupported as err:
+            raise Unsupported(f"{src.path.name}: {err}; 'sdcloud ckpt convert' changes only the "
+                              "format of any tensor file") from None
         has_ema = any(k.startswith(EMA_PREFIX) for k in src.entries)
         if opts.ema == "use" and not has_ema:
             raise BadRequest(f"{src.path.name} has no EMA weights (model_ema.*) to use")
