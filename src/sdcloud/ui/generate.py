@@ -3,14 +3,11 @@ then fill the gallery. The same service calls the HTTP API makes; never the engi
 
 from __future__ import annotations
 
-import io
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
-from PIL import Image
 
 from sdcloud.errors import SdcloudError
 from sdcloud.ui.controls import GenerationPanel
@@ -21,14 +18,6 @@ TERMINAL_STATES = ("done", "failed", "cancelled")
 POLL_SECONDS = 0.25
 
 RequestBuilder = Callable[[dict[str, Any], list[Any]], dict[str, Any]]
-
-
-def _preview_image(preview: Any) -> Image.Image | str | None:
-    if preview is None:
-        return None
-    if isinstance(preview, bytes | bytearray):
-        return Image.open(io.BytesIO(preview))
-    return str(preview) if isinstance(preview, str | Path) else preview
 
 
 def result_view(result: dict[str, Any] | None) -> tuple[list[str], dict[str, Any]]:
@@ -57,7 +46,7 @@ def run_generation(services: Any, panel: GenerationPanel, build: RequestBuilder,
         preview = getattr(job, "preview", None)
         if preview is not None and preview is not last_preview:
             last_preview = preview
-            update[panel.preview] = _preview_image(preview)
+            update[panel.preview] = preview  # a PIL image (Job.preview)
         yield update
     paths, info = result_view(job.result)
     done: dict[Any, Any] = {panel.job_id: None, panel.progress: progress_html(job),
