@@ -36,9 +36,11 @@ UI_CSS = """
   .sd-actions { flex-direction: row !important; flex-wrap: wrap; }
   .sd-actions > * { flex: 1 1 45% !important; }
   .sd-seed-row { flex-wrap: nowrap !important; }
-  /* prompt, Generate, then progress and results above the parameters */
   .sd-main-row { flex-direction: column !important; }
-  .sd-results { order: -1; width: 100% !important; }
+  .sd-results { width: 100% !important; }
+  /* txt2img: prompt, Generate, then progress and results above the parameters
+     (img2img keeps its image first: it is what you start from) */
+  .sd-txt2img .sd-results { order: -1; }
 }
 """
 

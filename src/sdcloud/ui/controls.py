@@ -68,7 +68,7 @@ def generation_panel(kind: str, choices: Choices, image_inputs: Callable[[], dic
             lora = gr.Dropdown(choices=choices.loras, value=None, label="Add LoRA", elem_id=f"{kind}_lora",
                                info="inserts <lora:name:1> into the prompt")
     extra: dict[str, Any] = {}
-    with gr.Row(equal_height=False, elem_classes="sd-main-row"):
+    with gr.Row(equal_height=False, elem_classes=["sd-main-row", f"sd-{kind}"]):
         with gr.Column(scale=1, min_width=300):
             if image_inputs is not None:
                 extra = image_inputs()

@@ -59,7 +59,7 @@ _CONTROLS: dict[str, Callable[[Any], gr.components.Component]] = {
 
 def limits_markdown(limits: Any) -> str:
     rows = "\n".join(f"| {name.replace('_', ' ')} | {value} |" for name, value in vars(limits).items())
-    return ("**Input limits** (set with `sdcloud serve` flags or the config file)\n\n"
+    return ("**Input limits** (set with `SDCLOUD_MAX_*` environment variables or the config file)\n\n"
             "| limit | value |\n|---|---|\n" + rows)
 
 
