@@ -16,3 +16,11 @@ def storage(request: Request) -> dict[str, Any]:
     disk), ``warnings`` (start-up advice such as outputs on ephemeral disk) and ``restore`` (the
     session pulled from the store at start)."""
     return request.app.state.services.persistence.status()
+
+
+@router.get("/session")
+def session(request: Request) -> dict[str, Any]:
+    """The cost meter: ``elapsed_s``, ``spend`` (null when the price is unknown), ``price_per_hour``,
+    ``currency``, ``price_source``, the next ``limit`` (budget, --max-hours or the platform's) with
+    ``seconds_left``, ``state`` (running, warned, stopping, stopped) and ``warning``."""
+    return request.app.state.services.session.snapshot()

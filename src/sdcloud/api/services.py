@@ -21,6 +21,7 @@ from sdcloud.api.images import decode_image, encode_image
 from sdcloud.api.models import Img2ImgRequest, Txt2ImgRequest
 from sdcloud.api.options import OptionsStore, validate
 from sdcloud.api.persistence import Persistence
+from sdcloud.api.session_control import SessionControl
 from sdcloud.catalog import DEMO_MODELS, Catalog, ModelFile
 from sdcloud.checkpoints.hashing import HashCache
 from sdcloud.engine.samplers import resolve_sampler, sampler_list, scheduler_list
@@ -80,6 +81,7 @@ class Services:
         runner = GenerationRunner(settings, self.host, on_saved=self.persistence.add)
         self.queue = queue or LocalJobQueue(settings.state_path, {"txt2img": runner, "img2img": runner})
         self.selected_model: str | None = None  # the key new jobs use (A1111's sd_model_checkpoint)
+        self.session = SessionControl(settings, self.queue, self.persistence)  # cost meter, limits
         self._started = False
 
     # lifecycle ---------------------------------------------------------------------------
@@ -96,10 +98,12 @@ class Services:
             self.set_model(wanted)
         self.persistence.start(on_checkpoints=self.refresh)
         self.queue.start()
+        self.session.start()
         self._started = True
 
     def stop(self) -> None:
         """Finish the running job, then try to get every saved image into the store."""
+        self.session.stop()
         self.queue.stop()
         self.persistence.stop()
         self._started = False

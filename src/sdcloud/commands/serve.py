@@ -51,6 +51,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "hf://<user>/<repo> or s3://<bucket>/<prefix>; env SDCLOUD_STORE")
     p.add_argument("--store-endpoint", help="S3-compatible endpoint URL (R2, B2, Wasabi, MinIO); "
                    "env SDCLOUD_STORE_ENDPOINT")
+    p.add_argument("--price-per-hour", type=float, metavar="PRICE",
+                   help="what this machine costs per hour (default: the catalog's price for the detected "
+                   "platform and GPU), for the cost meter in the UI and /api/session")
+    p.add_argument("--budget", type=float, help="stop gracefully (finish the running job, upload every "
+                   "image) before the spend reaches this amount; needs a known price")
+    p.add_argument("--max-hours", type=float, metavar="HOURS",
+                   help="stop gracefully before this many hours (warns 15 minutes ahead)")
     p.add_argument("--nowebui", action="store_true", help="API only, no web UI (like A1111's --nowebui)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(func=cmd_serve)
@@ -88,6 +95,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         allow_url_images=args.allow_url_images,
         store=args.store,
         store_endpoint=args.store_endpoint,
+        price_per_hour=args.price_per_hour,
+        budget=args.budget,
+        max_hours=args.max_hours,
     )
     settings, password = exposure_auth(settings)
     if password:
@@ -111,6 +121,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     _check_port_free(settings.host, settings.port)
     app = create_app(settings, ui=not args.nowebui)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host=settings.host, port=settings.port, log_level=args.log_level, timeout_graceful_shutdown=10
+        )
+    )
+    session = app.state.services.session
+    # the session guard's graceful stop (budget, --max-hours, platform limit) ends with this
+    session.on_exit = lambda _code: setattr(server, "should_exit", True)
     try:
         app.state.services.start()  # load the model now: a bad --model is a clear error
     except BaseException:
@@ -118,7 +136,5 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise
     shown = "localhost" if settings.host in ("127.0.0.1", "::1") else settings.host
     print(f"sdcloud: serving on http://{shown}:{settings.port}/ (API docs at /docs)", flush=True)
-    uvicorn.run(
-        app, host=settings.host, port=settings.port, log_level=args.log_level, timeout_graceful_shutdown=10
-    )
-    return 0
+    server.run()
+    return session.exit_code or 0
