@@ -48,10 +48,6 @@ class Journal:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
 
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
     def insert(self, job: Job) -> None:
         with self._lock:
             self._db.execute(
