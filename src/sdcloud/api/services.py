@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from sdcloud.api.ckpt_tools import CheckpointTools
 from sdcloud.api.images import decode_image, encode_image
 from sdcloud.api.models import Img2ImgRequest, Txt2ImgRequest
 from sdcloud.api.options import OptionsStore, validate
@@ -27,6 +28,8 @@ from sdcloud.checkpoints.hashing import HashCache
 from sdcloud.engine.samplers import resolve_sampler, sampler_list, scheduler_list
 from sdcloud.errors import BadRequest, Cancelled, NotFound, SdcloudError
 from sdcloud.jobs import CANCELLED, FAILED, Job, JobQueue, LocalJobQueue
+from sdcloud.jobs.ckpt import KINDS as CKPT_KINDS
+from sdcloud.jobs.ckpt import CheckpointRunner
 from sdcloud.jobs.generation import EngineHost, GenerationRunner, image_bytes
 from sdcloud.settings import Settings
 
@@ -79,7 +82,12 @@ class Services:
         self.host = EngineHost(engine)
         self.hashes: HashCache = engine.hashes  # one cache, so hashes the engine computes show up here
         runner = GenerationRunner(settings, self.host, on_saved=self.persistence.add)
-        self.queue = queue or LocalJobQueue(settings.state_path, {"txt2img": runner, "img2img": runner})
+        ckpt_runner = CheckpointRunner(settings, self.catalog, self.hashes, on_output=self.refresh)
+        self.queue = queue or LocalJobQueue(
+            settings.state_path,
+            {"txt2img": runner, "img2img": runner, **dict.fromkeys(CKPT_KINDS, ckpt_runner)},
+        )
+        self.ckpt = CheckpointTools(settings, self.catalog, self.queue, self.hashes)
         self.selected_model: str | None = None  # the key new jobs use (A1111's sd_model_checkpoint)
         self.session = SessionControl(settings, self.queue, self.persistence)  # cost meter, limits
         self._started = False
