@@ -90,3 +90,25 @@ def test_bad_input_is_4xx_json_and_queues_nothing(server, path, body, status, wo
         assert words in r.json()["detail"]
         assert len(c.get("/api/queue", params={"finished": 500}).json()["jobs"]) == before
     assert not (server.data_dir / "escape.safetensors").exists()
+
+
+def test_a_cancelled_tool_job_leaves_no_output(server, tmp_path):
+    """The runner checks the job's cancel token at each progress report (the queue sets it on
+    cancel): the tool stops and nothing appears under the output name."""
+    from sdcloud.catalog import Catalog
+    from sdcloud.engine.types import CancelToken
+    from sdcloud.errors import Cancelled
+    from sdcloud.jobs.base import Job, JobContext
+    from sdcloud.jobs.ckpt import CheckpointRunner
+    from sdcloud.settings import Settings
+
+    settings = Settings.load({"data_dir": server.data_dir})
+    token = CancelToken()
+    token.interrupt()
+    job = Job(id="x", kind="ckpt-merge", payload={"a": "one", "b": "two", "output": "never"})
+    ctx = JobContext(job, tmp_path / "in", tmp_path / "out", token, lambda p: None)
+    with pytest.raises(Cancelled):
+        CheckpointRunner(settings, Catalog(settings))(ctx)
+    folder = server.data_dir / "models" / "Stable-diffusion"
+    assert not (folder / "never.safetensors").exists()
+    assert not [p for p in folder.iterdir() if "never" in p.name]  # no temp file left either
