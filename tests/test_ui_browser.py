@@ -358,3 +358,25 @@ def test_model_picker_switches_the_model(browser: object, ui_server: ServerProce
         with ui_server.client() as client:
             client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "demo"})
     page.close()
+
+
+def test_queue_tab_cancels_a_waiting_job(browser: object, ui_server: ServerProcess) -> None:
+    with ui_server.client() as client:  # two API jobs: a long one running, one waiting behind it
+        running = client.post("/api/txt2img", json={"prompt": "long", "width": 256, "height": 256,
+                                                    "steps": 40, "batch_size": 4, "n_iter": 2}).json()["id"]
+        waiting = client.post("/api/txt2img", json={"prompt": "waiting", "width": 64, "height": 64,
+                                                    "steps": 4}).json()["id"]
+    page = _open(browser, ui_server, 1280, 900)
+    try:
+        page.get_by_role("tab", name="Queue").click()
+        page.wait_for_function(f"document.querySelector('#queue_table').innerText.includes('{waiting}')")
+        page.click("#queue_job input")
+        page.get_by_role("option", name=waiting).click()
+        page.click("#queue_cancel")
+        page.wait_for_function("document.querySelector('#queue_table').innerText.includes('cancelled while queued')")
+        with ui_server.client() as client:
+            assert client.get(f"/api/queue/{waiting}").json()["state"] == "cancelled"
+    finally:
+        with ui_server.client() as client:
+            client.post(f"/api/queue/{running}/cancel")
+    page.close()
