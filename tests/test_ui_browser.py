@@ -94,6 +94,30 @@ def _generate(page: object, prompt: str, seed: int, hires: bool = False) -> str:
     return page.input_value("#txt2img_infotext textarea")  # type: ignore[attr-defined]
 
 
+def _upload_to_editor(page: object, editor: object, image: Path) -> None:
+    """Upload into the ImageEditor and wait until it shows the image (its "Upload an image"
+    placeholder is gone). The editor mounts when its tab first opens; an upload that lands
+    while it mounts is lost, so it is tried again once."""
+    editor.get_by_text("Upload an image").wait_for()  # type: ignore[attr-defined]
+    for attempt in range(2):
+        editor.locator("input[type=file]").set_input_files(str(image))  # type: ignore[attr-defined]
+        try:
+            page.wait_for_function(  # type: ignore[attr-defined]
+                "!document.querySelector('#img2img_inpaint_editor').innerText.includes('Upload an image')",
+                timeout=TIMEOUT_MS / 4)
+            return
+        except sync_api.TimeoutError:
+            if attempt:
+                raise
+
+
+def _image_size(page: object, selector: str) -> list[int]:
+    """Natural size of the first image matching ``selector``, once it has loaded."""
+    page.wait_for_function(  # type: ignore[attr-defined]
+        "s => { const i = document.querySelector(s); return i && i.complete && i.naturalWidth > 0; }", arg=selector)
+    return page.eval_on_selector(selector, "img => [img.naturalWidth, img.naturalHeight]")  # type: ignore
+
+
 def _saved_with_prompt(folder: Path, prompt: str) -> object:
     """The saved PNG whose infotext starts with ``prompt``."""
     from PIL import Image
@@ -120,8 +144,7 @@ def test_txt2img_generates_and_shows_image_with_infotext(browser: object, ui_ser
     for part in ("Steps: 4", "Seed: 1234", "Size: 64x64", "Model: demo"):
         assert part in infotext
     assert "Done" in page.inner_text("#txt2img_progress")
-    size = page.eval_on_selector("#txt2img_gallery img", "img => [img.naturalWidth, img.naturalHeight]")
-    assert size == [64, 64]
+    assert _image_size(page, "#txt2img_gallery img") == [64, 64]
     # the file the gallery shows is the saved PNG, infotext included
     saved = sorted((ui_server.data_dir / "outputs" / "txt2img-images").rglob("*-1234.png"))
     assert saved, "the image was not saved under outputs/txt2img-images"
@@ -175,8 +198,7 @@ def test_png_info_sends_parameters_to_txt2img(browser: object, ui_server: Server
     page = _open(browser, ui_server, 1280, 900)
     infotext = _generate(page, "a blue bicycle, studio light", seed=4242, hires=True)
     assert "Hires upscale: 2" in infotext and "Hires steps: 2" in infotext and "Size: 64x64" in infotext
-    size = page.eval_on_selector("#txt2img_gallery img", "img => [img.naturalWidth, img.naturalHeight]")
-    assert size == [128, 128]  # the hires pass doubled the 64x64 first pass
+    assert _image_size(page, "#txt2img_gallery img") == [128, 128]  # hires doubled the 64x64 first pass
     saved = sorted((ui_server.data_dir / "outputs" / "txt2img-images").rglob("*-4242.png"))[-1]
     upload = tmp_path / "dropped.png"
     shutil.copy(saved, upload)
@@ -294,10 +316,7 @@ def test_send_to_img2img_then_inpaint(browser: object, ui_server: ServerProcess,
     Image.new("RGB", (64, 64), (30, 120, 200)).save(init)
     page.get_by_role("tab", name="Inpaint").click()
     editor = page.locator("#img2img_inpaint_editor")
-    editor.locator("input[type=file]").set_input_files(str(init))
-    # the editor is ready once its "Upload an image" placeholder is gone
-    page.wait_for_function(
-        "!document.querySelector('#img2img_inpaint_editor').innerText.includes('Upload an image')")
+    _upload_to_editor(page, editor, init)
     canvas = editor.locator("canvas").first.bounding_box()
     assert canvas is not None
     x, y = canvas["x"] + canvas["width"] / 2, canvas["y"] + canvas["height"] / 2
@@ -340,7 +359,7 @@ def test_ui_behind_auth(browser: object, start_server: object) -> None:
     _wait_ready(page)
     infotext = _generate(page, "a locked door", seed=5)
     assert "Seed: 5" in infotext
-    assert page.eval_on_selector("#txt2img_gallery img", "img => img.naturalWidth") == 64
+    assert _image_size(page, "#txt2img_gallery img") == [64, 64]
     context.close()
 
 
