@@ -15,6 +15,7 @@ from sdcloud.errors import SdcloudError
 from sdcloud.ui.choices import Choices, load_choices
 from sdcloud.ui.controls import GenerationPanel
 from sdcloud.ui.img2img import img2img_tab
+from sdcloud.ui.merge_tab import merge_tab, status_line
 from sdcloud.ui.params import fit_choices, infotext_to_txt2img
 from sdcloud.ui.pnginfo import PngInfoTab, png_info_tab
 from sdcloud.ui.queue_tab import queue_tab
@@ -138,6 +139,7 @@ def build_ui(services: Any) -> gr.Blocks:
     choices = load_choices(services)
     with gr.Blocks(title="sdcloud", analytics_enabled=False) as blocks:
         model, vae = _model_bar(services, choices)
+        status_line(services)
         with gr.Tabs(selected="txt2img", overflow_behavior="wrap", elem_id="tabs") as tabs:
             with gr.Tab("txt2img", id="txt2img") as t2i_tab:
                 txt2img = txt2img_tab(services, choices)
@@ -147,9 +149,11 @@ def build_ui(services: Any) -> gr.Blocks:
                 png = png_info_tab(services)
             with gr.Tab("Queue", id="queue") as q_tab:
                 timer = queue_tab(services)
+            with gr.Tab("Merge", id="merge") as m_tab:
+                merge_tab(services)
             with gr.Tab("Settings", id="settings") as s_tab:
                 settings = settings_tab(services)
-        for tab in (t2i_tab, i2i_tab, png_tab, s_tab):
+        for tab in (t2i_tab, i2i_tab, png_tab, m_tab, s_tab):
             tab.select(lambda: gr.Timer(active=False), outputs=timer, show_progress="hidden")
         q_tab.select(lambda: gr.Timer(active=True), outputs=timer, show_progress="hidden")
         _wire_send_to(tabs, txt2img, img2img)

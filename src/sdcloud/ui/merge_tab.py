@@ -1,0 +1,100 @@
+"""The Merge tab (queued like generation, through the same ``services.ckpt`` the
+``/api/ckpt/merge`` route uses) and the session/storage status line under the model bar."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+from pydantic import ValidationError
+
+from sdcloud.api.ckpt_tools import MergeRequest
+from sdcloud.errors import SdcloudError
+
+METHODS = ["weighted_sum", "add_difference", "train_difference", "ties", "dare"]
+STATUS_EVERY_S = 10.0
+
+
+def _checkpoint_names(services: Any) -> list[str]:
+    return [m.name for m in services.catalog.checkpoints() if m.path.is_file()]
+
+
+def merge_tab(services: Any) -> None:
+    names = _checkpoint_names(services)
+    with gr.Row():
+        a = gr.Dropdown(names, value=None, label="Primary model (A)", elem_id="merge_a")
+        b = gr.Dropdown(names, value=None, label="Secondary model (B)", elem_id="merge_b")
+        c = gr.Dropdown(names, value=None, label="Tertiary model (C, the common base)", elem_id="merge_c")
+        refresh = gr.Button("↻", scale=0, min_width=48, elem_id="merge_refresh")
+    with gr.Row():
+        method = gr.Radio(METHODS, value="weighted_sum", label="Method", elem_id="merge_method")
+        alpha = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Multiplier (alpha)", elem_id="merge_alpha")
+    with gr.Row():
+        dtype = gr.Radio(["fp16", "bf16", "fp32", "keep"], value="fp16", label="Save as", elem_id="merge_dtype")
+        vae = gr.Radio(["a", "merge", "none"], value="a", label="VAE", elem_id="merge_vae")
+        output = gr.Textbox(label="Output name (in models/Stable-diffusion)", placeholder="my-merge",
+                            elem_id="merge_output")
+    block_weights = gr.Textbox(label="Block weights (optional: 26 values for SD1/SD2, 20 for SDXL)",
+                               elem_id="merge_blocks")
+    run = gr.Button("Merge", variant="primary", elem_id="merge_run")
+    status = gr.Markdown("", elem_id="merge_status")
+    job_id = gr.State(None)
+    timer = gr.Timer(1.0, active=False)
+
+    def submit(a_: str, b_: str, c_: str | None, method_: str, alpha_: float, dtype_: str, vae_: str,
+               output_: str, blocks_: str) -> tuple[str, str, Any]:
+        try:
+            req = MergeRequest(a=a_ or "", b=b_ or "", c=c_ or None, method=method_, alpha=alpha_,
+                               dtype=dtype_, vae=vae_, output=output_ or "", block_weights=blocks_ or None)
+            job = services.ckpt.submit(req)
+        except ValidationError as exc:
+            raise gr.Error(f"{exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from None
+        except SdcloudError as exc:
+            raise gr.Error(str(exc)) from None
+        return job.id, f"Queued merge into **{req.output}** …", gr.Timer(active=True)
+
+    def watch(current: str | None) -> tuple[str, Any]:
+        if not current:
+            return "", gr.Timer(active=False)
+        job = services.job(current)
+        if job.state in ("queued", "running"):
+            where = f"position {job.position}" if job.state == "queued" else f"{job.progress:.0%}"
+            return f"Merging … {where}", gr.Timer(active=True)
+        if job.state == "done":
+            r = job.result or {}
+            return (f"Done: **{r.get('output')}** [{r.get('short_hash')}] is in the checkpoint list",
+                    gr.Timer(active=False))
+        return f"Merge {job.state}: {job.error}", gr.Timer(active=False)
+
+    def reload_names() -> tuple[Any, Any, Any]:
+        services.refresh()
+        fresh = _checkpoint_names(services)
+        return gr.Dropdown(choices=fresh), gr.Dropdown(choices=fresh), gr.Dropdown(choices=fresh)
+
+    run.click(submit, inputs=[a, b, c, method, alpha, dtype, vae, output, block_weights],
+              outputs=[job_id, status, timer])
+    timer.tick(watch, inputs=job_id, outputs=[status, timer], show_progress="hidden")
+    refresh.click(reload_names, outputs=[a, b, c], show_progress="hidden")
+
+
+def status_line(services: Any) -> None:
+    """Session time, spend and the next limit; the store and its upload queue; any warning."""
+    line = gr.Markdown(_status_text(services), elem_id="session_status")
+    gr.Timer(STATUS_EVERY_S).tick(lambda: _status_text(services), outputs=line, show_progress="hidden")
+
+
+def _status_text(services: Any) -> str:
+    s = services.session.snapshot()
+    h, rest = divmod(int(s["elapsed_s"]), 3600)
+    parts = [f"Session {h}:{rest // 60:02d}"]
+    if s["spend"] is not None:
+        parts.append(f"{s['spend']:.2f} {s['currency']} at {s['price_per_hour']:g}/h")
+    if s["limit"]:
+        parts.append(f"{s['limit']['description']} in {int(s['limit']['seconds_left'] // 60)} min")
+    st = services.persistence.status()
+    if st["store"]:
+        parts.append(f"store {st['store']}: {st['pending']} pending, {st['uploaded']} uploaded")
+    else:
+        parts.append("no store: images stay on this machine")
+    warnings = [w for w in (s["warning"], st.get("warning"), *st["warnings"]) if w]
+    return " · ".join(parts) + "".join(f"\n\n⚠ {w}" for w in warnings)
