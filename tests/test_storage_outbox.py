@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -181,9 +182,10 @@ def test_s3_outage_during_generation_all_images_arrive(tmp_path, aws_env, caplog
     try:
         import s3fs
 
-        s3fs.S3FileSystem(endpoint_url=endpoint, skip_instance_cache=True).mkdir("outage")
+        bucket = f"outage-{uuid.uuid4().hex[:8]}"  # moto's state is per process: a fresh bucket
+        s3fs.S3FileSystem(endpoint_url=endpoint, skip_instance_cache=True).mkdir(bucket)
         s = settings_for(tmp_path)
-        store = S3Store("outage", "sd", endpoint=endpoint)
+        store = S3Store(bucket, "sd", endpoint=endpoint)
         store.check()
         box = Outbox(s, store, backoff=FAST)
         box.start()
@@ -214,7 +216,7 @@ from sdcloud.storage.outbox import Outbox
 from sdcloud.storage.s3 import S3Store
 s = Settings.load({"data_dir": sys.argv[1]}, env={})
 s.ensure_dirs()
-box = Outbox(s, S3Store("crash", "sd", endpoint=sys.argv[2]), backoff=(0.05, 0.3))
+box = Outbox(s, S3Store(sys.argv[3], "sd", endpoint=sys.argv[2]), backoff=(0.05, 0.3))
 box.start()
 folder = s.outputs_path / "txt2img-images" / "2026-11-27"
 folder.mkdir(parents=True, exist_ok=True)
@@ -235,9 +237,10 @@ def test_kill_9_mid_batch_loses_nothing_and_duplicates_nothing(tmp_path, aws_env
     try:
         import s3fs
 
-        s3fs.S3FileSystem(endpoint_url=endpoint, skip_instance_cache=True).mkdir("crash")
+        bucket = f"crash-{uuid.uuid4().hex[:8]}"
+        s3fs.S3FileSystem(endpoint_url=endpoint, skip_instance_cache=True).mkdir(bucket)
         data = tmp_path / "data"
-        proc = subprocess.Popen([sys.executable, "-c", CHILD, str(data), endpoint],
+        proc = subprocess.Popen([sys.executable, "-c", CHILD, str(data), endpoint, bucket],
                                 stdout=subprocess.PIPE, text=True, env=dict(os.environ))
         done = []
         assert proc.stdout is not None
@@ -249,7 +252,7 @@ def test_kill_9_mid_batch_loses_nothing_and_duplicates_nothing(tmp_path, aws_env
         proc.wait()
         # restart: a fresh outbox on the same data folder drains what was journaled
         s = Settings.load({"data_dir": str(data)}, env={})
-        store = S3Store("crash", "sd", endpoint=endpoint)
+        store = S3Store(bucket, "sd", endpoint=endpoint)
         box = Outbox(s, store, backoff=FAST)
         box.start()
         assert box.wait_idle(30)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import time
+import uuid
 
 import pytest
 
@@ -50,9 +51,10 @@ def test_s3_outage_while_serving_warns_fails_no_job_and_drains(tmp_path, monkeyp
     import s3fs
 
     fs = s3fs.S3FileSystem(endpoint_url=endpoint, skip_instance_cache=True, use_listings_cache=False)
-    fs.mkdir("outage")
+    bucket = f"serve-outage-{uuid.uuid4().hex[:8]}"  # moto's state is per process: a fresh bucket
+    fs.mkdir(bucket)
     data = tmp_path / "data"
-    server = launch(data, "--store", "s3://outage/run", "--store-endpoint", endpoint, env=AWS)
+    server = launch(data, "--store", f"s3://{bucket}/run", "--store-endpoint", endpoint, env=AWS)
     try:
         with server.client() as c:
             def finished(ids):
@@ -76,7 +78,7 @@ def test_s3_outage_while_serving_warns_fails_no_job_and_drains(tmp_path, monkeyp
         local = {p.relative_to(data / "outputs").as_posix(): p.read_bytes()
                  for p in (data / "outputs").rglob("*.png")}
         fs.invalidate_cache()
-        prefix = "outage/run/outputs/"
+        prefix = f"{bucket}/run/outputs/"
         in_bucket = {k[len(prefix):]: fs.cat_file(k) for k in fs.find(prefix)}
         assert len(local) == 5 and in_bucket == local
     finally:

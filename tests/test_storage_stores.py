@@ -160,6 +160,14 @@ def test_s3_unreachable_endpoint_is_one_clear_line(aws_env):
     assert time.monotonic() - t0 < 20
 
 
+def test_s3_connection_error_with_403_in_the_port_is_not_called_a_credentials_problem():
+    from botocore.exceptions import EndpointConnectionError
+
+    err = S3Store("bucket", endpoint="http://127.0.0.1:40393")._error(
+        EndpointConnectionError(endpoint_url="http://127.0.0.1:40393/bucket"), "check")
+    assert "cannot reach store" in str(err)
+
+
 def test_s3_wrong_credentials_is_one_clear_line(aws_env, tmp_path):
     """moto enforces IAM auth when INITIAL_NO_AUTH_ACTION_COUNT is set, so this uses its own
     server process (the setting is process-wide)."""

@@ -55,18 +55,21 @@ class S3Store(Store):
         """One line naming the cause; never includes credentials (botocore messages don't)."""
         text = str(exc)
         name = type(exc).__name__
+        # Connection problems first: their text holds the endpoint URL, whose port may contain
+        # anything (even "403").
+        if ("EndpointConnectionError" in name or "Could not connect" in text or "Connect" in name
+                or isinstance(exc, (ConnectionError, TimeoutError))):
+            return StoreError(f"cannot reach store {self.url}; check the endpoint and the network")
+        if "NoCredentials" in name or "Unable to locate credentials" in text:
+            return StoreError(f"no S3 credentials for {self.url}; set AWS_ACCESS_KEY_ID and "
+                              "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)")
         if "NoSuchBucket" in text or (isinstance(exc, FileNotFoundError) and action == "check"):
             return StoreError(f"bucket '{self.bucket}' does not exist at {self.url}; create it or fix "
                               "the store URL")
         if isinstance(exc, PermissionError) or any(s in text for s in (
-                "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "Forbidden", "403")):
+                "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "Forbidden")):
             return StoreError(f"store {self.url} refused the credentials ({text.splitlines()[0][:160]}); "
                               "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the bucket policy")
-        if "NoCredentials" in name or "Unable to locate credentials" in text:
-            return StoreError(f"no S3 credentials for {self.url}; set AWS_ACCESS_KEY_ID and "
-                              "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)")
-        if "EndpointConnectionError" in name or "Could not connect" in text or "Connect" in name:
-            return StoreError(f"cannot reach store {self.url}; check the endpoint and the network")
         first = text.splitlines()[0][:200] if text else ""
         return StoreError(f"store {self.url}: {action} failed: {name}: {first}")
 
