@@ -143,18 +143,18 @@ def test_kill_9_mid_batch_loses_and_duplicates_nothing_in_s3(s3_server, tmp_path
                 jobs = {j["id"]: j for j in c.get("/api/queue", params={"finished": 100}).json()["jobs"]}
                 return {i: jobs[i] for i in ids if jobs.get(i, {}).get("state") == "done"}
 
-            wait_for(lambda: len(done_jobs()) >= 5, 60, "five finished jobs")
+            wait_for(lambda: len(done_jobs()) >= 3, 240, "three finished jobs")
             reported = set(done_jobs())
         server.kill()
-        assert 5 <= len(reported) < 20, "the kill must land mid-batch"
+        assert 3 <= len(reported) < 20, "the kill must land mid-batch"
         server = launch(data, *flags, env=AWS)
         with server.client() as c:
             def all_finished() -> list[dict]:
                 jobs = [c.get(f"/api/jobs/{i}").json() for i in ids]
                 return jobs if all(j["state"] in ("done", "failed", "cancelled") for j in jobs) else []
 
-            assert {j["state"] for j in wait_for(all_finished, 90, "all jobs")} == {"done"}
-            wait_for(lambda: c.get("/api/storage").json()["pending"] == 0, 30, "outbox drained")
+            assert {j["state"] for j in wait_for(all_finished, 300, "all jobs")} == {"done"}
+            wait_for(lambda: c.get("/api/storage").json()["pending"] == 0, 60, "outbox drained")
     finally:
         server.stop()
     in_bucket = _bucket_files(fs)
@@ -171,10 +171,38 @@ def test_kill_9_mid_batch_loses_and_duplicates_nothing_in_s3(s3_server, tmp_path
         assert "a red cube" in Image.open(io.BytesIO(in_bucket[copies[0]])).info["parameters"]
     # keys mirror the outputs folder; nothing in the bucket that is not on local disk
     assert set(in_bucket) <= set(local)
-    # the job cut by the kill reran: at most its one image may be left on local disk only
+    assert len(bucket_seeds) == len(set(bucket_seeds)), "an image was stored twice"
+    # a kill between writing a PNG and recording the job's saved result leaves that one file on
+    # local disk only (the job was not reported done and reruns); nothing else is left behind
     assert len(set(local) - set(in_bucket)) <= 1
-    assert len(bucket_seeds) - len(set(bucket_seeds)) <= 1
 
 
 def _seed(png: bytes) -> int:
     return int(Image.open(io.BytesIO(png)).info["parameters"].split("Seed: ")[1].split(",")[0])
+
+
+def test_a_job_whose_images_were_saved_before_a_crash_finishes_without_generating_again(tmp_path):
+    """The runner records a job's saved result in its folder; the retry after a crash finds it
+    and journals the same files again instead of making a second copy. The engine here is None:
+    any attempt to generate would fail the test."""
+    import json
+
+    from sdcloud.engine.types import CancelToken
+    from sdcloud.jobs.base import Job, JobContext
+    from sdcloud.jobs.generation import SAVED_RECORD, EngineHost, GenerationRunner
+    from sdcloud.settings import Settings
+
+    settings = Settings.load({"data_dir": tmp_path})
+    image = tmp_path / "outputs" / "txt2img-images" / "2026-01-01" / "00000-7.png"
+    image.parent.mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(image)
+    out_dir = tmp_path / "job" / "out"
+    out_dir.mkdir(parents=True)
+    record = {"paths": [str(image)], "info": {"seed": 7}, "interrupted": False}
+    (out_dir / SAVED_RECORD).write_text(json.dumps(record))
+    journaled: list = []
+    job = Job(id="j", kind="txt2img", payload={"request": {"prompt": "x"}, "save_images": True})
+    ctx = JobContext(job, tmp_path / "job" / "in", out_dir, CancelToken(), lambda p: None)
+    result = GenerationRunner(settings, EngineHost(None), on_saved=journaled.append)(ctx)
+    assert result == record
+    assert journaled == [[image]]

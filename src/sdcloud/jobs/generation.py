@@ -10,6 +10,7 @@ Payload: ``request`` (GenerationRequest fields without images), ``init_images`` 
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 from collections.abc import Callable
@@ -20,6 +21,8 @@ from sdcloud.engine.types import GenerationRequest, GenerationResult, Progress
 from sdcloud.errors import BadRequest
 from sdcloud.jobs.base import JobContext
 from sdcloud.settings import Settings
+
+SAVED_RECORD = "saved.json"  # in the job's output folder once its images are in the outputs folder
 
 
 class EngineHost:
@@ -73,6 +76,9 @@ class GenerationRunner:
         from PIL import Image
 
         p = ctx.payload
+        saved = self._saved_before(ctx)
+        if saved is not None:  # saved by a run that a crash cut off: finish without a second copy
+            return saved
         fields = dict(p["request"])
         if p.get("init_images"):
             fields["init_images"] = [_load(Image, ctx.input_path(n)) for n in p["init_images"]]
@@ -100,9 +106,28 @@ class GenerationRunner:
             info["infotexts"] = [grid.info["parameters"], *info.get("infotexts", result.infotexts)]
         info["index_of_first_image"] = 1 if grid is not None else 0
         paths = self._write(ctx, result, grid, p)
-        if p.get("save_images") and self.on_saved is not None:
+        out = {"paths": [str(x) for x in paths], "info": info, "interrupted": bool(result.interrupted)}
+        if p.get("save_images"):
+            from sdcloud.storage.fileio import write_text_durable
+
+            write_text_durable(ctx.output_dir / SAVED_RECORD, json.dumps(out))
+            if self.on_saved is not None:
+                self.on_saved(paths)
+        return out
+
+    def _saved_before(self, ctx: JobContext) -> dict[str, Any] | None:
+        """The result an earlier attempt of this job saved to the outputs folder, if all its
+        files are there; journaled for upload again (the same store keys: no duplicate)."""
+        record = ctx.output_dir / SAVED_RECORD
+        if not record.is_file():
+            return None
+        out = json.loads(record.read_text(encoding="utf-8"))
+        paths = [Path(x) for x in out["paths"]]
+        if not all(x.is_file() for x in paths):
+            return None
+        if self.on_saved is not None:
             self.on_saved(paths)
-        return {"paths": [str(x) for x in paths], "info": info, "interrupted": bool(result.interrupted)}
+        return out
 
     def _write(self, ctx: JobContext, result: GenerationResult, grid: Any, p: dict[str, Any]) -> list[Path]:
         """Saved images go to the outputs folder as PNG (A1111 layout, fsync'd); unsaved ones to
