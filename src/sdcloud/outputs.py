@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sdcloud.durable import fsync_dir
 from sdcloud.infotext import pnginfo_for
 from sdcloud.settings import Settings
 
@@ -42,11 +43,7 @@ def write_png_atomic(image: Any, path: Path, infotext: str | None) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_dir(path.parent)
 
 
 def save_images(images: list[Any], infotexts: list[str], seeds: list[int], settings: Settings,

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 from sdcloud.checkpoints.detect import normalise_key
 from sdcloud.checkpoints.hashing import FileHashes
 from sdcloud.checkpoints.safetensors_header import DTYPE_SIZES, read_header
+from sdcloud.durable import fsync_dir
 from sdcloud.errors import BadRequest, CorruptFile, SdcloudError, Unsupported
 
 if TYPE_CHECKING:
@@ -333,7 +334,7 @@ class StreamWriter:
                 os.fsync(self._fh.fileno())
                 self._fh.close()
                 os.replace(self._tmp, self.dest)
-                _fsync_dir(self.dest.parent)
+                fsync_dir(self.dest.parent)
                 self.hashes = FileHashes(
                     sha256=self._sha.hexdigest(),
                     autov1=self._v1.hexdigest()[:8] if self._pos >= 0x100000 else "NOFILE",
@@ -357,19 +358,6 @@ def _as_bytes(tensor: torch.Tensor) -> memoryview:
     if t.numel() == 0:
         return memoryview(b"")
     return memoryview(t.reshape(-1).view(torch.uint8).numpy())
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)

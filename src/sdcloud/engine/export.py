@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from sdcloud.durable import fsync_dir
 from sdcloud.errors import Unsupported
 
 UNET_PREFIX = "model.diffusion_model."
@@ -325,7 +326,7 @@ def write_safetensors(
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path
 
 
@@ -333,16 +334,3 @@ def _write_tensor(write: Callable[[Any], Any], tensor: torch.Tensor, dtype: torc
     t = tensor.detach().to(device="cpu", dtype=dtype).contiguous().reshape(-1)
     if t.numel():
         write(memoryview(t.view(torch.uint8).numpy()))
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # platforms without directory fds (Windows)
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

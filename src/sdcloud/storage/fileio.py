@@ -8,21 +8,9 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from sdcloud.durable import fsync_dir
+
 CHUNK = 1 << 20
-
-
-def fsync_dir(path: Path) -> None:
-    """fsync a directory so a rename inside it survives power loss (no-op where unsupported)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def temp_name(dest: Path) -> Path:
