@@ -50,7 +50,8 @@ def test_no_route_answers_5xx(sdcloud_server: Any) -> None:
             )
             @given(case=op.as_strategy(generation_mode=mode))
             def call(case: Any) -> None:
-                cheapen(case.body)
+                if case.path.endswith("2img"):
+                    cheapen(case.body)
                 response = case.call(base_url=url, timeout=300)
                 statuses.setdefault(f"{case.method} {case.path}", set()).add(response.status_code)
                 if response.status_code >= 500:

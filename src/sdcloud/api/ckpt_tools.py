@@ -108,7 +108,9 @@ class CheckpointTools:
             raise BadRequest(f"models/Stable-diffusion/{out} already exists; choose another output name")
         if isinstance(req, MergeRequest):
             kind = "ckpt-merge"
-            models = {k: self._file("checkpoint", v) for k, v in (("A", req.a), ("B", req.b), ("C", req.c)) if v}
+            models = {"A": self._file("checkpoint", req.a), "B": self._file("checkpoint", req.b)}
+            if req.c:
+                models["C"] = self._file("checkpoint", req.c)
             if req.method in ("add_difference", "train_difference", "ties") and req.c is None:
                 raise BadRequest(f"{req.method} needs a third model c (the common base)")
             if req.method == "weighted_sum" and req.c is not None:
