@@ -78,6 +78,7 @@ def test_merge_runs_as_a_job_and_the_result_generates(server):
     ("merge", {"a": "one", "b": "two", "output": "../../escape"}, 400, "plain file name"),
     ("merge", {"a": "one", "b": "two", "output": "two.safetensors"}, 400, "already exists"),
     ("merge", {"a": "one", "b": "two", "method": "add_difference", "output": "x"}, 400, "third model"),
+    ("merge", {"a": "one", "b": "two", "c": "", "method": "ties", "output": "x"}, 400, "third model"),
     ("merge", {"a": "/etc/passwd", "b": "two", "output": "x"}, 404, "not found"),
     ("lora-bake", {"model": "one", "loras": [{"name": "missing"}], "output": "x"}, 404, "lora 'missing'"),
     ("inspect", {"model": "../../../etc/passwd"}, 404, "not found"),

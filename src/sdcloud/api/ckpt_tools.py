@@ -111,9 +111,9 @@ class CheckpointTools:
             models = {"A": self._file("checkpoint", req.a), "B": self._file("checkpoint", req.b)}
             if req.c:
                 models["C"] = self._file("checkpoint", req.c)
-            if req.method in ("add_difference", "train_difference", "ties") and req.c is None:
+            if req.method in ("add_difference", "train_difference", "ties") and not req.c:
                 raise BadRequest(f"{req.method} needs a third model c (the common base)")
-            if req.method == "weighted_sum" and req.c is not None:
+            if req.method == "weighted_sum" and req.c:
                 raise BadRequest("weighted_sum merges two models; give c only with add_difference, "
                                  "train_difference, ties or dare")
             if req.bake_vae:
