@@ -59,6 +59,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-hours", type=float, metavar="HOURS",
                    help="stop gracefully before this many hours (warns 15 minutes ahead)")
     p.add_argument("--nowebui", action="store_true", help="API only, no web UI (like A1111's --nowebui)")
+    p.add_argument(
+        "--public",
+        action="store_true",
+        help="make a public URL: the platform's own proxy (Colab, Paperspace 6006, RunPod, Vast), else a "
+        "Gradio share link or cloudflared where the platform allows tunnels; always behind auth",
+    )
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(func=cmd_serve)
 
@@ -99,7 +105,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         budget=args.budget,
         max_hours=args.max_hours,
     )
-    settings, password = exposure_auth(settings)
+    detected = None
+    if args.public:
+        from sdcloud.cloud.platforms import detect
+        from sdcloud.cloud.public_url import required_port
+
+        detected = detect()
+        port = required_port(detected, settings.port)
+        if port != settings.port:
+            print(f"sdcloud: {detected.profile.name} publishes port {port}; serving there", flush=True)
+            settings = settings.replace(port=port)
+    settings, password = exposure_auth(settings, public_url=args.public)
     if password:
         print(
             f"sdcloud: this server is reachable beyond this machine and no --auth was given.\n"
@@ -120,7 +136,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from sdcloud.api.app import create_app
 
     _check_port_free(settings.host, settings.port)
-    app = create_app(settings, ui=not args.nowebui)
+    app = create_app(settings, ui=not args.nowebui, public_url=args.public)
     server = uvicorn.Server(
         uvicorn.Config(
             app, host=settings.host, port=settings.port, log_level=args.log_level, timeout_graceful_shutdown=10
@@ -136,5 +152,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise
     shown = "localhost" if settings.host in ("127.0.0.1", "::1") else settings.host
     print(f"sdcloud: serving on http://{shown}:{settings.port}/ (API docs at /docs)", flush=True)
-    server.run()
+    public = None
+    if detected is not None:
+        import os
+
+        from sdcloud.cloud.public_url import announce, open_public_url
+
+        try:
+            public = open_public_url(detected, settings.port, os.environ, settings.auth, settings.api_token,
+                                     host=settings.host)
+        except BaseException:
+            app.state.services.stop()
+            raise
+        print(announce(public, settings.auth, reveal_password=password is not None), flush=True)
+    try:
+        server.run()
+    finally:
+        if public is not None:
+            public.close()
     return session.exit_code or 0
