@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,9 @@ class GenerationRunner:
         with self.host.lock:
             self.host.ensure_model(p.get("model"))
             self.host.ensure_vae(p.get("vae"))
+            started = time.perf_counter()
             result = self.host.engine.generate(req, progress=progress, cancel=ctx.cancel, preview=every > 0)
+            record_speed(self.settings, self.host.engine, req, result, time.perf_counter() - started)
         info = dict(result.info)
         info["styles"] = list(p.get("styles") or [])
         images = list(result.images)
@@ -202,3 +205,30 @@ def make_grid(images: list[Any], batch_size: int) -> Any:
     for i, img in enumerate(images):
         grid.paste(img, ((i % cols) * w, (i // cols) * h))
     return grid
+
+
+_gpu_names: dict[str, str | None] = {}
+
+
+def record_speed(settings: Settings, engine: Any, req: GenerationRequest, result: GenerationResult,
+                 seconds: float) -> None:
+    """Feed ``sdcloud plan`` real throughput: one line per finished job on a GPU the price
+    catalog knows (CPU runs and demo models are not measurements of anything)."""
+    current = getattr(engine, "current", None)
+    if (getattr(engine, "device", None) is None or engine.device.type != "cuda" or current is None
+            or current.is_demo or result.interrupted or not result.images or req.is_img2img or req.enable_hr):
+        return
+    import torch
+
+    from sdcloud.cloud.price_catalog import load_price_catalog
+    from sdcloud.cloud.throughput import record_measurement
+
+    name = torch.cuda.get_device_name(engine.device)
+    if name not in _gpu_names:
+        _gpu_names[name] = load_price_catalog().gpu_for_device_name(name)
+    gpu = _gpu_names[name]
+    if gpu is None:
+        return
+    family = "sdxl" if current.family.startswith("sdxl") else "sd15"
+    record_measurement(settings.state_path, gpu=gpu, family=family, steps=req.steps, width=req.width,
+                       height=req.height, seconds=seconds / len(result.images))
