@@ -88,7 +88,8 @@ class GenerationResult:
 
 @dataclass(frozen=True)
 class Progress:
-    """Reported after each sampling step. ``job`` counts batches (0-based) of ``job_count``."""
+    """Reported after each sampling step. ``step`` of ``steps`` counts over the whole job (all
+    batches and the hires pass); ``job`` is the batch (0-based) of ``job_count``."""
 
     step: int
     steps: int
@@ -98,9 +99,9 @@ class Progress:
 
     @property
     def fraction(self) -> float:
-        if self.job_count <= 0 or self.steps <= 0:
+        if self.steps <= 0:
             return 0.0
-        return min(1.0, (self.job + self.step / self.steps) / self.job_count)
+        return min(1.0, self.step / self.steps)
 
 
 ProgressCallback = Callable[[Progress], None]
