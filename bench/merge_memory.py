@@ -203,7 +203,9 @@ def main() -> None:
     if args.child:
         child(*args.child)
         return
-    folder = Path(tempfile.mkdtemp(prefix="merge_bench_", dir=args.dir or "."))
+    base = Path(args.dir or ".")
+    base.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="merge_bench_", dir=base))
     try:
         results = {f: bench_family(f, args.scale, folder, args.repeat, args.skip_a1111)
                    for f in args.models.split(",")}
