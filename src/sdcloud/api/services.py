@@ -8,6 +8,7 @@ options. Generation itself happens in the job queue's worker (``sdcloud.jobs.gen
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import json
 import secrets
@@ -397,10 +398,8 @@ class Services:
         model_key = self.selected_model
         wanted = overrides.pop("sd_model_checkpoint", None)
         if isinstance(wanted, str) and wanted:
-            try:
+            with contextlib.suppress(NotFound):  # A1111 drops an unknown override silently
                 model_key = self.resolve_model(wanted)
-            except NotFound:
-                pass  # A1111 drops an unknown override silently
         clean = validate(overrides)
         opts.update(clean)
         vae_key = self._vae_key(opts["sd_vae"]) if isinstance(opts["sd_vae"], str) else None
