@@ -101,6 +101,14 @@ class HashCache:
             self._save()
         return hashes
 
+    def put(self, path: str | Path, hashes: FileHashes) -> None:
+        """Record hashes computed elsewhere (e.g. while a merge wrote the file)."""
+        path = Path(path).resolve()
+        st = path.stat()
+        with self._lock:
+            self._data[str(path)] = {"size": st.st_size, "mtime": st.st_mtime_ns, "hashes": asdict(hashes)}
+            self._save()
+
     def _save(self) -> None:
         self.cache_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.cache_file.with_suffix(".tmp")

@@ -121,6 +121,8 @@ def merge_checkpoints(opts: MergeOptions, progress: Progress | None = None,
         for s in sources:
             if s is not None:
                 s.close()
+    if hash_cache is not None:  # the engine then loads the result without hashing it again
+        hash_cache.put(opts.output, out_hashes)
     merged = sum(1 for s in steps if s.action == "merge")
     return MergeResult(
         path=opts.output, hashes=out_hashes, arch=arch.label, tensors=len(steps), merged=merged,
