@@ -7,14 +7,13 @@ file under a final name. The counter continues from the highest number in the fo
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from sdcloud.durable import fsync_dir
+from sdcloud.durable import atomic_write
 from sdcloud.infotext import pnginfo_for
 from sdcloud.settings import Settings
 
@@ -34,16 +33,8 @@ def _next_number(folder: Path) -> int:
 
 def write_png_atomic(image: Any, path: Path, infotext: str | None) -> None:
     """Save a PNG (with its ``parameters`` chunk) via temp file + fsync + rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with tmp.open("wb") as fh:
-            image.save(fh, format="PNG", pnginfo=pnginfo_for(infotext) if infotext else None)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
+    with atomic_write(path) as fh:
+        image.save(fh, format="PNG", pnginfo=pnginfo_for(infotext) if infotext else None)
 
 
 def save_images(images: list[Any], infotexts: list[str], seeds: list[int], settings: Settings,

@@ -5,6 +5,7 @@ One ``Engine`` per process; callers serialise access (the job queue runs one job
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import logging
@@ -21,13 +22,13 @@ from sdcloud.checkpoints.hashing import HashCache
 from sdcloud.engine import loader
 from sdcloud.engine.conditioning import PromptEncoder
 from sdcloud.engine.demo import build_demo_pipeline
-from sdcloud.engine.generate import ModelContext, generate_images, hires_target
+from sdcloud.engine.generate import ModelContext, generate_images
 from sdcloud.engine.loader import DEMO_KINDS, ModelInfo
 from sdcloud.engine.networks import NetworkManager
 from sdcloud.engine.prompt_parser import extract_extra_networks
 from sdcloud.engine.types import CancelToken, GenerationRequest, GenerationResult, ProgressCallback
 from sdcloud.errors import NotFound
-from sdcloud.infotext import build_infotext, generation_params, pnginfo_for
+from sdcloud.infotext import build_infotext, generation_params
 from sdcloud.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -85,13 +86,13 @@ class Engine:
         with self._lock:
             if self.current is not None and name in (self.current.name, self.current.title, self.current.path):
                 return self.current
-            if name in DEMO_KINDS:
+            path = None if name in DEMO_KINDS else self.resolve_model_path(name)  # unknown name: keep current
+            self.unload()  # free the old model before building the new one
+            if path is None:
                 kind = DEMO_KINDS[name]
                 return self._install(build_demo_pipeline(kind),
                                      ModelInfo(name, name, None, None, "sdxl" if kind == "sdxl" else "sd1",
                                                "inpaint" if kind.endswith("inpaint") else "base", "epsilon", True))
-            path = self.resolve_model_path(name)
-            self.unload()
             pipe, arch, prediction = loader.load_any(path, self.dtype)
             sha = self.hashes.get(path).sha256 if path.is_file() else None
             stem = path.stem if path.is_file() else path.name
@@ -103,7 +104,6 @@ class Engine:
             return self._install(pipe, ModelInfo(stem, title, str(path), sha, arch.family, arch.variant, prediction))
 
     def _install(self, pipe: Any, info: ModelInfo) -> ModelInfo:
-        self.unload()
         pipe.set_progress_bar_config(disable=True)
         memory = self.settings.memory if self.device.type == "cuda" else "none"
         if memory == "medvram":
@@ -190,7 +190,7 @@ class Engine:
             ti_hashes, ti_changed = self._networks.ensure_embeddings(prompt, negative)
             if changed or ti_changed:
                 self._ctx.encoder.clear_cache()
-            clean = _replace(req, prompt=prompt, negative_prompt=negative, hr_prompt=hr_prompt)
+            clean = dataclasses.replace(req, prompt=prompt, negative_prompt=negative, hr_prompt=hr_prompt)
             started = time.time()
             images, seeds, subseeds, interrupted, resolved = generate_images(
                 self._ctx, clean, self.settings.limits, progress, cancel, preview)
@@ -258,11 +258,3 @@ class Engine:
             width=width, height=height, interrupted=interrupted, info=js,
         )
 
-
-def _replace(req: GenerationRequest, **changes: Any) -> GenerationRequest:
-    import dataclasses
-
-    return dataclasses.replace(req, **changes)
-
-
-__all__ = ["Engine", "ModelInfo", "hires_target", "pnginfo_for"]

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -406,8 +407,8 @@ def prepare_init(sampler: Sampler, req: GenerationRequest, batch: int) -> dict[s
         work_mask = overlay_mask.resize((width, height), Image.LANCZOS)
     if req.inpainting_fill == 0:
         work = [im.fill_masked(w, work_mask) for w in work]
-    lm = torch.from_numpy(__import__("numpy").asarray(
-        work_mask.resize((width // 8, height // 8), Image.BILINEAR), dtype="float32") / 255.0)
+    lm = torch.from_numpy(np.asarray(work_mask.resize((width // 8, height // 8), Image.BILINEAR),
+                                     dtype=np.float32) / 255.0)
     lm = (lm > 0.5).float()[None, None].repeat(batch, 1, 1, 1)
     init.update(images=work, originals=originals, overlay_mask=overlay_mask, box=box, latent_mask=lm)
     if sampler.ctx.variant == "inpaint":

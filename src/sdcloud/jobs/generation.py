@@ -111,7 +111,7 @@ class GenerationRunner:
         paths = self._write(ctx, result, grid, p)
         out = {"paths": [str(x) for x in paths], "info": info, "interrupted": bool(result.interrupted)}
         if p.get("save_images"):
-            from sdcloud.storage.fileio import write_text_durable
+            from sdcloud.durable import write_text_durable
 
             write_text_durable(ctx.output_dir / SAVED_RECORD, json.dumps(out))
             if self.on_saved is not None:

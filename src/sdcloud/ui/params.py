@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sdcloud.infotext import MASKED_CONTENT, infotext_to_request_fields
+from sdcloud.settings import Limits
 
 RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)")
 INPAINT_AREAS = ("Whole picture", "Only masked")
@@ -23,13 +24,14 @@ _LORA_RE = re.compile(r"<lora:([^:>]+)(?::[^>]*)?>")
 
 @dataclass(frozen=True)
 class Ranges:
-    """Upper bounds of the sliders, taken from the server's input limits."""
+    """Upper bounds of the sliders, taken from the server's input limits (defaults: the
+    settings' own defaults)."""
 
-    max_width: int = 2048
-    max_height: int = 2048
-    max_steps: int = 150
-    max_batch_size: int = 8
-    max_n_iter: int = 32
+    max_width: int = Limits.max_width
+    max_height: int = Limits.max_height
+    max_steps: int = Limits.max_steps
+    max_batch_size: int = Limits.max_batch_size
+    max_n_iter: int = Limits.max_n_iter
 
     @classmethod
     def from_limits(cls, limits: Any) -> Ranges:
