@@ -65,8 +65,10 @@ def test_single_file_reloads_offline_to_the_identical_image(data_dir: Path, engi
 
 
 def test_unknown_and_unsupported_models(engine: Engine, data_dir: Path) -> None:
+    engine.load_model("demo")
     with pytest.raises(NotFound, match="sdcloud models list"):
         engine.load_model("no-such-model")
+    assert engine.current is not None and engine.current.name == "demo"  # a typo keeps the loaded model
     flux = data_dir / "models/Stable-diffusion/flux.safetensors"
     save_file({"double_blocks.0.img_attn.norm.key_norm.scale": torch.zeros(2)}, str(flux))
     with pytest.raises(Unsupported, match="Flux"):
