@@ -10,11 +10,14 @@ tensor is in: an error or interrupt leaves nothing under the final name.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import mmap
 import os
 import queue
 import struct
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,9 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
+from sdcloud.checkpoints.arena import Arena, Span
 from sdcloud.checkpoints.detect import normalise_key
 from sdcloud.checkpoints.hashing import FileHashes
 from sdcloud.checkpoints.safetensors_header import DTYPE_SIZES, read_header
+from sdcloud.checkpoints.sink import Sink, open_sink
 from sdcloud.durable import fsync_dir
 from sdcloud.errors import BadRequest, CorruptFile, SdcloudError, Unsupported
 
@@ -45,6 +50,8 @@ FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"})
 OUTPUT_DTYPES = {"fp16": "F16", "bf16": "BF16", "fp32": "F32"}
 SAFETENSORS_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+ARENA_BYTES = 128 << 20  # reusable memory for tensors queued to the writer (arena.py)
+_MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux 5.14+
 
 
 def torch_dtype(st_dtype: str) -> torch.dtype:
@@ -104,9 +111,13 @@ class TensorSource(Protocol):
 
 
 class SafetensorsSource:
-    """``pread`` one tensor at a time from a header-validated safetensors file.
+    """One tensor at a time from a header-validated safetensors file.
 
-    Reading into a fresh buffer (not mmap) keeps the resident set to the tensors in use.
+    Each tensor is its own copy-on-write memory map of the file's pages, populated by the
+    caller's thread (the read-ahead thread): no copy out of the page cache, and the map is
+    released when the last view of the tensor goes, so the resident set stays the tensors
+    in use. A write into a returned tensor makes a private copy, never touches the file.
+    Where the file cannot be mapped (some network mounts), ``pread`` into a fresh buffer.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -118,12 +129,44 @@ class SafetensorsSource:
         self._spans = {n: (t.start, t.nbytes) for n, t in zip(names, infos, strict=True)}
         self.entries = {n: Entry(n, t.dtype, t.shape) for n, t in zip(names, infos, strict=True)}
         self._fd = os.open(self.path, os.O_RDONLY)
+        self._mappable = True
 
     def get(self, name: str) -> torch.Tensor:
-        import torch
-
         start, nbytes = self._spans[name]
         entry = self.entries[name]
+        buf = self._map(name, start, nbytes) if self._mappable and nbytes else None
+        if buf is None:
+            buf = self._pread(name, start, nbytes)
+        return buf.view(torch_dtype(entry.dtype)).reshape(entry.shape)
+
+    def _map(self, name: str, start: int, nbytes: int) -> torch.Tensor | None:
+        import torch
+
+        base = start - start % mmap.ALLOCATIONGRANULARITY
+        try:
+            region = mmap.mmap(self._fd, nbytes + start - base, access=mmap.ACCESS_COPY, offset=base)
+        except ValueError:  # mmap checks the length against the file's current size
+            raise CorruptFile(f"{self.path.name}: file ended inside tensor '{name}' (truncated?)") from None
+        except OSError:
+            self._mappable = False
+            return None
+        if not sys.platform.startswith("linux"):
+            return torch.frombuffer(region, dtype=torch.uint8, count=nbytes, offset=start - base)
+        # Read once: no "recently used" mark when unmapped, so these pages are the first the
+        # kernel evicts for the output's (as with read()), and a bigger read-ahead.
+        region.madvise(mmap.MADV_SEQUENTIAL)
+        try:
+            region.madvise(_MADV_POPULATE_READ)  # fault every page in now, in this thread
+        except OSError as err:
+            if err.errno == errno.EFAULT:  # the pages are gone: the file shrank under us
+                region.close()
+                raise CorruptFile(f"{self.path.name}: file ended inside tensor '{name}' (truncated?)") from None
+            region.madvise(mmap.MADV_WILLNEED)  # kernel before 5.14: start the read at least
+        return torch.frombuffer(region, dtype=torch.uint8, count=nbytes, offset=start - base)
+
+    def _pread(self, name: str, start: int, nbytes: int) -> torch.Tensor:
+        import torch
+
         buf = torch.empty(nbytes, dtype=torch.uint8)  # not zero-filled, unlike bytearray
         view = memoryview(buf.numpy())
         got = 0
@@ -132,11 +175,11 @@ class SafetensorsSource:
             if n <= 0:
                 raise CorruptFile(f"{self.path.name}: file ended inside tensor '{name}' (truncated?)")
             got += n
-        return buf.view(torch_dtype(entry.dtype)).reshape(entry.shape)
+        return buf
 
     def close(self) -> None:
         if self._fd >= 0:
-            os.close(self._fd)
+            os.close(self._fd)  # live maps keep their pages; the fd is not needed for them
             self._fd = -1
 
 
@@ -228,18 +271,23 @@ class StreamWriter:
 
         with StreamWriter(dest, entries, metadata) as w:
             for e in entries:
-                w.write(e.name, tensor)
+                out = w.buffer(e)  # optional: reusable memory for a computed tensor
+                ...                # fill ``out``
+                w.write(e.name, out)
         hashes = w.hashes  # full-file sha256 and AutoV1, computed while writing
 
     Two helper threads take the queued tensors in order: one writes them, the other hashes
-    them, so neither the caller's compute nor the disk waits for sha256. The data-only
+    them, so neither the caller's compute nor the disk waits for sha256. Tensors made with
+    :meth:`buffer` live in the writer's :class:`~sdcloud.checkpoints.arena.Arena` and are
+    reused once both threads are done with them. The data-only
     (addnet) hash is left out: it only names LoRA files, and a second sha256 pass would
     cost as much CPU as the merge math.
     """
 
     def __init__(self, dest: str | Path, entries: Iterable[Entry], metadata: Mapping[str, str] | None = None,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, direct: bool = True) -> None:
         self.dest = Path(dest)
+        self.direct = direct  # O_DIRECT where the filesystem takes it (sink.py)
         self.entries = list(entries)
         self._progress = progress
         header: dict[str, object] = {}
@@ -257,8 +305,11 @@ class StreamWriter:
         self._next = 0
         self._written = 0
         self._tmp = _temp_path(self.dest)
-        self._fh = None
-        self._queues: list[queue.Queue] = [queue.Queue(maxsize=2), queue.Queue(maxsize=2)]
+        self._sink: Sink | None = None
+        self._closed = False
+        self._queues: list[queue.Queue] = [queue.Queue(maxsize=4), queue.Queue(maxsize=4)]
+        self._arena = Arena(ARENA_BYTES)
+        self._spans: dict[int, Span] = {}
         self._threads: list[threading.Thread] = []
         self._error: BaseException | None = None
         self._sha = hashlib.sha256()
@@ -268,14 +319,27 @@ class StreamWriter:
 
     def __enter__(self) -> StreamWriter:
         self.dest.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(self._tmp, "wb")  # noqa: SIM115 - closed in __exit__
-        self._fh.write(self._prefix)
+        self._sink = open_sink(self._tmp, self.direct)
+        self._sink.write(self._prefix)
         self._hash(self._prefix)
         for q, work in zip(self._queues, (self._write, self._hash), strict=True):
             t = threading.Thread(target=self._drain, args=(q, work), name="ckpt-write", daemon=True)
             t.start()
             self._threads.append(t)
         return self
+
+    def buffer(self, entry: Entry) -> torch.Tensor:
+        """An uninitialised tensor for ``entry`` in reusable memory, freed once written
+        (large ones get ordinary memory). Waits while earlier tensors are still queued."""
+        import torch
+
+        taken = self._arena.take(entry.nbytes)
+        if taken is None:
+            return torch.empty(entry.shape, dtype=torch_dtype(entry.dtype))
+        raw, span = taken
+        tensor = raw.view(torch_dtype(entry.dtype)).reshape(entry.shape)
+        self._spans[tensor.data_ptr()] = span
+        return tensor
 
     def write(self, name: str, tensor: torch.Tensor) -> None:
         """Queue the next tensor (must follow the header order, dtype and shape)."""
@@ -288,7 +352,8 @@ class StreamWriter:
             raise SdcloudError(f"internal: tensor '{name}' {tuple(tensor.shape)} {tensor.dtype} does not "
                                f"match planned '{e.name}' {e.shape} {e.dtype}")
         self._next += 1
-        item = _as_bytes(tensor)
+        span = self._spans.pop(tensor.data_ptr(), None) if tensor.numel() else None
+        item = (_as_bytes(tensor), _Countdown(len(self._queues), self._arena, span) if span else None)
         for q in self._queues:
             q.put(item)
 
@@ -297,16 +362,19 @@ class StreamWriter:
             item = q.get()
             if item is None:
                 return
-            if self._error is not None:
-                continue  # keep draining so write() never blocks
+            data, countdown = item
             try:
-                work(item)
+                if self._error is None:  # else keep draining so write() never blocks
+                    work(data)
             except BaseException as err:  # reported by the next write() or on exit
                 self._error = err
+            finally:
+                if countdown is not None:
+                    countdown.done()
 
     def _write(self, data: memoryview) -> None:
-        assert self._fh is not None
-        self._fh.write(data)
+        assert self._sink is not None
+        self._sink.write(data)
         self._written += len(data)
         if self._progress:
             self._progress(self._written, self.total_bytes)
@@ -324,15 +392,14 @@ class StreamWriter:
             q.put(None)
         for t in self._threads:
             t.join()
-        assert self._fh is not None
+        assert self._sink is not None
         try:
             if exc_type is None and self._error is None and self._next != len(self.entries):
                 self._error = SdcloudError(
                     f"internal: only {self._next} of {len(self.entries)} tensors written")
             if exc_type is None and self._error is None:
-                self._fh.flush()
-                os.fsync(self._fh.fileno())
-                self._fh.close()
+                self._closed = True
+                self._sink.finish()
                 os.replace(self._tmp, self.dest)
                 fsync_dir(self.dest.parent)
                 self.hashes = FileHashes(
@@ -342,12 +409,27 @@ class StreamWriter:
                 )
                 return
         finally:
-            if not self._fh.closed:
-                self._fh.close()
+            if not self._closed:
+                self._sink.close()
             if self._tmp.exists():
                 self._tmp.unlink()
         if exc_type is None and self._error is not None:
             raise self._error
+
+
+class _Countdown:
+    """Frees an arena span once every helper thread is done with its tensor."""
+
+    def __init__(self, users: int, arena: Arena, span: Span) -> None:
+        self._left, self._arena, self._span = users, arena, span
+        self._lock = threading.Lock()
+
+    def done(self) -> None:
+        with self._lock:
+            self._left -= 1
+            last = self._left == 0
+        if last:
+            self._arena.release(self._span)
 
 
 def _as_bytes(tensor: torch.Tensor) -> memoryview:
@@ -386,7 +468,9 @@ def rewrite(source: TensorSource, dest: Path, steps: list[CopyStep], metadata: M
                 tensor = torch.arange(n, dtype=torch.int64).reshape(step.entry.shape)
             elif transform is not None and tensor.is_floating_point():
                 tensor = transform(step.entry.name, tensor)
-            w.write(step.entry.name, tensor.to(torch_dtype(step.entry.dtype)))
+            if tensor.dtype != torch_dtype(step.entry.dtype):
+                tensor = w.buffer(step.entry).copy_(tensor)
+            w.write(step.entry.name, tensor)
     assert w.hashes is not None
     return w.hashes
 
