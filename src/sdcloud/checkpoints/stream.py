@@ -1,10 +1,11 @@
 """Tensor-at-a-time reading and writing of checkpoints (reference/checkpoints.md §6).
 
-Readers hand out one tensor per call (``pread`` from a validated safetensors header, or a
-lazily mapped tensor from a safe ``.ckpt`` load). ``StreamWriter`` computes the whole output
-header first, then takes the tensors in that order and writes each straight to disk from a
-background thread while hashing the bytes, so the caller can compute the next tensor in the
-meantime. The file is written under a temporary name, fsync'd and renamed only when every
+Readers hand out one tensor per call (a copy-on-write map of the tensor's pages behind a
+validated safetensors header, or a lazily mapped tensor from a safe ``.ckpt`` load).
+``StreamWriter`` computes the whole output header first, then takes the tensors in that order
+and writes each straight to disk (``sink.py``: ``O_DIRECT`` where possible) from a background
+thread while another hashes the bytes, so the caller can compute the next tensor in the
+meantime; computed tensors live in a reusable ring (``arena.py``). The file is written under a temporary name, fsync'd and renamed only when every
 tensor is in: an error or interrupt leaves nothing under the final name.
 """
 
