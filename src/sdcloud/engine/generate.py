@@ -23,7 +23,7 @@ from PIL import Image
 from sdcloud.engine import images as im
 from sdcloud.engine import prompt_parser
 from sdcloud.engine.conditioning import Conditioning, PromptEncoder, pad_to_same_length
-from sdcloud.engine.samplers import build_scheduler, effective_schedule, resolve_sampler
+from sdcloud.engine.samplers import build_scheduler, effective_schedule, resolve_sampler, set_timesteps
 from sdcloud.engine.types import CancelToken, GenerationRequest, Progress, ProgressCallback
 from sdcloud.errors import BadRequest, GenerationFailed
 
@@ -181,6 +181,20 @@ def make_noise(seeds: list[int], subseeds: list[int], strength: float, shape: tu
     return torch.stack(out)
 
 
+def step_generators(seeds: list[int], shape: tuple[int, int, int], resized: bool = False) -> list[torch.Generator]:
+    """One CPU generator per image for the noise ancestral/SDE samplers add at each step (A1111's
+    ImageRNG): seeded with the image's seed and advanced past the initial noise ``make_noise`` drew
+    from it (A1111 draws resized-seed noise from a fresh generator, so that case is not advanced).
+    Image i of a batch thus gets exactly the step noise it gets when generated alone."""
+    gens = []
+    for seed in seeds:
+        gen = torch.Generator("cpu").manual_seed(seed)
+        if not resized:
+            torch.randn(shape, generator=gen)
+        gens.append(gen)
+    return gens
+
+
 class Sampler:
     """Runs passes for one request on one model context."""
 
@@ -210,11 +224,17 @@ class Sampler:
     # -- the loop ------------------------------------------------------------------------
     def run_pass(self, p: Pass, latents: torch.Tensor | None, noise: torch.Tensor,
                  init_latents: torch.Tensor | None = None, latent_mask: torch.Tensor | None = None,
-                 image_cond: torch.Tensor | None = None, seed: int = 0) -> torch.Tensor:
+                 image_cond: torch.Tensor | None = None, seeds: list[int] | None = None,
+                 generators: list[torch.Generator] | None = None) -> torch.Tensor:
+        """One pass. ``seeds`` and ``generators`` (one per image, see ``step_generators``) drive the
+        noise that ancestral and SDE samplers add at each step."""
         ctx, unet = self.ctx, self.ctx.pipe.unet
         device, dtype = ctx.device, ctx.dtype
         scheduler = build_scheduler(p.sampler, p.schedule, dict(ctx.pipe.scheduler.config))
-        scheduler.set_timesteps(p.steps, device=device)
+        set_timesteps(scheduler, p.sampler, p.schedule, p.steps, device, ctx.is_xl)
+        seeds = list(seeds) if seeds is not None else list(range(len(noise)))
+        if hasattr(scheduler, "noise_sampler_seed"):
+            scheduler.noise_sampler_seed = seeds  # DPM++ SDE: one Brownian tree per image, as A1111
         timesteps = scheduler.timesteps
         noise = noise.to(device=device, dtype=torch.float32)
         if p.denoise is None:
@@ -232,7 +252,7 @@ class Sampler:
         step_params = inspect.signature(scheduler.step).parameters
         step_kwargs: dict[str, Any] = {}
         if "generator" in step_params:
-            step_kwargs["generator"] = torch.Generator(device="cpu").manual_seed(seed)
+            step_kwargs["generator"] = generators or step_generators(seeds, tuple(noise.shape[1:]))
         if "eta" in step_params and self.req.eta is not None:
             step_kwargs["eta"] = self.req.eta
         batch = latents.shape[0]
@@ -342,9 +362,11 @@ def run_batch(sampler: Sampler, req: GenerationRequest, seeds: list[int], subsee
     resize_from = (req.seed_resize_from_w, req.seed_resize_from_h) \
         if req.seed_resize_from_w > 0 and req.seed_resize_from_h > 0 else None
     noise = make_noise(seeds, subseeds, req.subseed_strength, shape, resize_from)
+    resized = resize_from is not None and (resize_from[1] // 8, resize_from[0] // 8) != shape[1:]
+    gens = step_generators(seeds, shape, resized=resized)
     device = sampler.ctx.device
     if init is None:
-        latents = sampler.run_pass(first, None, noise, seed=seeds[0])
+        latents = sampler.run_pass(first, None, noise, seeds=seeds, generators=gens)
     else:
         init_latents = sampler.encode(init["images"])
         if req.resize_mode == 3:
@@ -362,7 +384,7 @@ def run_batch(sampler: Sampler, req: GenerationRequest, seeds: list[int], subsee
                 masked = sampler.encode(init["masked_images"])
                 image_cond = torch.cat([latent_mask, masked], dim=1).to(device)
         latents = sampler.run_pass(first, init_latents, noise, init_latents=init_latents.to(device),
-                                   latent_mask=latent_mask, image_cond=image_cond, seed=seeds[0])
+                                   latent_mask=latent_mask, image_cond=image_cond, seeds=seeds, generators=gens)
     if hires is not None:
         up = req.hr_upscaler
         size = (hires.height // 8, hires.width // 8)
@@ -373,7 +395,8 @@ def run_batch(sampler: Sampler, req: GenerationRequest, seeds: list[int], subsee
             pics = [p.resize((hires.width, hires.height), PIXEL_UPSCALERS[up]) for p in sampler.decode(latents)]
             latents = sampler.encode(pics)
         hr_noise = make_noise(seeds, subseeds, req.subseed_strength, (4, *size))
-        latents = sampler.run_pass(hires, latents, hr_noise, seed=seeds[0])
+        latents = sampler.run_pass(hires, latents, hr_noise, seeds=seeds,
+                                   generators=step_generators(seeds, (4, *size)))
     images = sampler.decode(latents)
     if init is not None and init.get("overlay_mask") is not None:
         images = [im.overlay(orig, gen, init["overlay_mask"], init.get("box"))

@@ -67,6 +67,7 @@ class ScheduleSpec:
     default_rho: float
     need_inner_model: bool
     kwargs: tuple[tuple[str, Any], ...] | None  # None: cannot be expressed in diffusers
+    custom_sigmas: bool = False  # computed here as a sigma list (``schedule_sigmas``), as A1111 does
 
 
 _SCHEDULES: tuple[ScheduleSpec, ...] = (
@@ -75,10 +76,10 @@ _SCHEDULES: tuple[ScheduleSpec, ...] = (
     ScheduleSpec("karras", "Karras", None, 7.0, False, (("use_karras_sigmas", True),)),
     ScheduleSpec("exponential", "Exponential", None, -1, False,
                  (("use_exponential_sigmas", True), ("timestep_spacing", "linspace"))),
-    ScheduleSpec("polyexponential", "Polyexponential", None, 1.0, False, None),
+    ScheduleSpec("polyexponential", "Polyexponential", None, 1.0, False, (), True),
     ScheduleSpec("sgm_uniform", "SGM Uniform", ("SGMUniform",), -1, True, (("timestep_spacing", "trailing"),)),
-    ScheduleSpec("kl_optimal", "KL Optimal", None, -1, False, None),
-    ScheduleSpec("align_your_steps", "Align Your Steps", None, -1, False, None),
+    ScheduleSpec("kl_optimal", "KL Optimal", None, -1, False, (), True),
+    ScheduleSpec("align_your_steps", "Align Your Steps", None, -1, False, (), True),
     ScheduleSpec("simple", "Simple", None, -1, True, (("timestep_spacing", "trailing"),)),
     ScheduleSpec("normal", "Normal", None, -1, True, (("timestep_spacing", "linspace"),)),
     ScheduleSpec("ddim", "DDIM", None, -1, True, (("timestep_spacing", "leading"),)),
@@ -144,7 +145,107 @@ def resolve_sampler(name: str | None, schedule: str | None = None) -> tuple[str,
     if sched.kwargs is None:
         labels = ", ".join(s.label for s in _SCHEDULES if s.kwargs is not None)
         raise BadRequest(f"schedule type '{sched.label}' cannot be expressed with diffusers; available: {labels}")
+    if sched.custom_sigmas and spec.scheduler_cls not in _CUSTOM_SIGMA_CLASSES:
+        raise BadRequest(f"schedule type '{sched.label}' is not available with sampler '{spec.name}'; it works with: "
+                         f"{', '.join(custom_sigma_samplers())}")
     return spec.name, sched.label
+
+
+# Schedulers whose step() only reads ``sigmas[i]``/``sigmas[i+1]`` (one model call per step), so a sigma
+# list computed here can replace theirs. Heun, DPM2 (a), DPM++ SDE interleave midpoints; DDIM, PLMS,
+# LCM and UniPC run on timesteps (in A1111 too these ignore the schedule type).
+_CUSTOM_SIGMA_CLASSES = frozenset({"EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler",
+                                   "LMSDiscreteScheduler", "DPMSolverMultistepScheduler"})
+
+# Align Your Steps, NVIDIA's published 10-step sigmas (A1111 1.10 sd_schedulers.py).
+AYS_SIGMAS = {
+    "sd": (14.615, 6.475, 3.861, 2.697, 1.886, 1.396, 0.963, 0.652, 0.399, 0.152, 0.029),
+    "sdxl": (14.615, 6.315, 3.771, 2.181, 1.342, 0.862, 0.555, 0.380, 0.234, 0.113, 0.029),
+}
+
+
+def _sigma_list_for(sched: ScheduleSpec, init_params: Any) -> bool:
+    """Whether the schedule is computed here: the custom-sigma ones, and Karras/Exponential for a
+    scheduler without diffusers' flag for them (Euler a)."""
+    if sched.custom_sigmas:
+        return True
+    flags = [k for k, _ in sched.kwargs or () if k in _LIST_FLAGS]
+    return bool(flags) and flags[0] not in init_params
+
+
+_LIST_FLAGS = ("use_karras_sigmas", "use_exponential_sigmas")
+
+
+def custom_sigma_samplers() -> list[str]:
+    """Samplers that can run the Polyexponential, KL Optimal and Align Your Steps schedules."""
+    return [s.name for s in _SPECS if s.scheduler_cls in _CUSTOM_SIGMA_CLASSES]
+
+
+def schedule_sigmas(label: str, n: int, sigma_min: float, sigma_max: float, is_xl: bool = False) -> Any:
+    """The ``n + 1`` sigmas (float32 tensor) of a custom-sigma schedule, computed as A1111 1.10 does:
+    k-diffusion ``get_sigmas_polyexponential`` (rho 1), ``kl_optimal`` (ends at sigma_min, no zero
+    appended) and ``get_align_your_steps_sigmas`` (the 10-step table, log-linearly interpolated)."""
+    import math
+
+    import numpy as np
+    import torch
+
+    key = label.lower()
+    if key == "karras":  # k-diffusion get_sigmas_karras, rho 7
+        ramp = torch.linspace(0, 1, n)
+        min_inv, max_inv = sigma_min ** (1 / 7.0), sigma_max ** (1 / 7.0)
+        sigmas = (max_inv + ramp * (min_inv - max_inv)) ** 7.0
+        return torch.cat([sigmas, sigmas.new_zeros([1])])
+    if key == "exponential":  # k-diffusion get_sigmas_exponential
+        sigmas = torch.linspace(math.log(sigma_max), math.log(sigma_min), n).exp()
+        return torch.cat([sigmas, sigmas.new_zeros([1])])
+    if key == "polyexponential":
+        ramp = torch.linspace(1, 0, n) ** 1.0
+        sigmas = torch.exp(ramp * (math.log(sigma_max) - math.log(sigma_min)) + math.log(sigma_min))
+        return torch.cat([sigmas, sigmas.new_zeros([1])])
+    if key == "kl optimal":
+        alpha_min = torch.arctan(torch.tensor(sigma_min))
+        alpha_max = torch.arctan(torch.tensor(sigma_max))
+        idx = torch.arange(n + 1)
+        return torch.tan(idx / n * alpha_min + (1.0 - idx / n) * alpha_max)
+    if key == "align your steps":
+        table = list(AYS_SIGMAS["sdxl" if is_xl else "sd"])
+        if n != len(table):
+            xs = np.linspace(0, 1, len(table))
+            ys = np.log(table[::-1])
+            interped = np.exp(np.interp(np.linspace(0, 1, n), xs, ys))[::-1].copy()
+            table = [*interped, 0.0]
+        else:
+            table.append(0.0)
+        return torch.tensor(table, dtype=torch.float32)
+    raise ValueError(f"'{label}' is not a custom-sigma schedule")
+
+
+def set_timesteps(scheduler: Any, sampler: str, schedule_label: str, steps: int, device: Any,
+                  is_xl: bool = False) -> None:
+    """``scheduler.set_timesteps`` for a resolved sampler and schedule; for the custom-sigma schedules
+    the scheduler's sigmas (and the matching timesteps, as k-diffusion's ``sigma_to_t``) are replaced."""
+    sched = _SCHEDULE_BY_KEY[effective_schedule(sampler, schedule_label).lower()]
+    if not _sigma_list_for(sched, inspect.signature(type(scheduler).__init__).parameters):
+        scheduler.set_timesteps(steps, device=device)
+        return
+    import numpy as np
+    import torch
+
+    spec = _BY_NAME[sampler]
+    discard = dict(spec.options).get("discard_next_to_last_sigma") == "True"
+    alphas = scheduler.alphas_cumprod.to("cpu", torch.float32)
+    model_sigmas = ((1 - alphas) / alphas) ** 0.5  # k-diffusion's model_wrap.sigmas (float32)
+    sigmas = schedule_sigmas(sched.label, steps + (1 if discard else 0), model_sigmas[0].item(),
+                             model_sigmas[-1].item(), is_xl)
+    if discard:
+        sigmas = torch.cat([sigmas[:-2], sigmas[-1:]])
+    scheduler.set_timesteps(steps, device=device)  # resets the scheduler's per-run state
+    log_sigmas = model_sigmas.log().double().numpy()
+    t = np.interp(np.log(sigmas[:-1].double().numpy()), log_sigmas, np.arange(len(log_sigmas)))
+    scheduler.timesteps = torch.from_numpy(t.astype(np.float32)).to(device)
+    scheduler.sigmas = sigmas.to(scheduler.sigmas.device, torch.float32)
+    scheduler.num_inference_steps = steps
 
 
 def effective_schedule(sampler: str, schedule_label: str) -> str:
@@ -169,6 +270,8 @@ def build_scheduler(sampler: str, schedule_label: str, base_config: dict[str, An
         if key not in params:
             if key == "timestep_spacing":
                 continue  # the scheduler has a fixed spacing; nothing to change
+            if key in _LIST_FLAGS and spec.scheduler_cls in _CUSTOM_SIGMA_CLASSES:
+                continue  # computed as a sigma list in set_timesteps
             raise BadRequest(f"schedule type '{label}' is not available with sampler '{sampler}'")
         kwargs[key] = value
     config = {k: v for k, v in base_config.items() if not k.startswith("_")}

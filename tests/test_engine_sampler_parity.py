@@ -1,0 +1,180 @@
+"""Sampler behaviour A1111 users rely on, on the demo model at 64x64: per-image step noise for
+ancestral and SDE samplers (image i of a batch = seed+i alone) and the sigma-list schedule types
+(Polyexponential, KL Optimal, Align Your Steps)."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sdcloud.engine.demo import SCHEDULER
+from sdcloud.engine.engine import Engine
+from sdcloud.engine.samplers import (
+    build_scheduler,
+    custom_sigma_samplers,
+    resolve_sampler,
+    schedule_sigmas,
+    scheduler_list,
+    set_timesteps,
+)
+from sdcloud.engine.types import GenerationRequest
+from sdcloud.errors import BadRequest
+from sdcloud.settings import Settings
+
+SD_SIGMA_MIN, SD_SIGMA_MAX = 0.0291675, 14.614647  # SD 1.x/XL scaled_linear betas, k-diffusion model sigmas
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
+    eng = Engine(Settings(data_dir=tmp_path_factory.mktemp("engine")))
+    eng.load_model("demo")
+    return eng
+
+
+def req(**kw: object) -> GenerationRequest:
+    base: dict[str, object] = dict(prompt="a cat in a hat", negative_prompt="blurry", width=64, height=64,
+                                   steps=3, seed=42, sampler_name="Euler a")
+    base.update(kw)
+    return GenerationRequest(**base)  # type: ignore[arg-type]
+
+
+def arr(image: Image.Image) -> np.ndarray:
+    return np.asarray(image).astype(np.int16)
+
+
+def max_diff(a: Image.Image, b: Image.Image) -> int:
+    return int(np.abs(arr(a) - arr(b)).max())
+
+
+# -- per-image step noise ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["Euler a", "DPM2 a", "DPM++ SDE", "DPM++ 2M SDE"])
+def test_batch_image_equals_its_seed_alone(engine: Engine, name: str) -> None:
+    batch = engine.generate(req(sampler_name=name, batch_size=2))
+    alone = [engine.generate(req(sampler_name=name, seed=42 + i)) for i in range(2)]
+    # batched float math may round a pixel differently (as for Euler in test_engine_generate): allow 2/255
+    for i in range(2):
+        assert max_diff(batch.images[i], alone[i].images[0]) <= 2, f"image {i} of the batch"
+    assert max_diff(batch.images[0], batch.images[1]) > 20
+    again = engine.generate(req(sampler_name=name, seed=42))
+    assert np.array_equal(arr(again.images[0]), arr(alone[0].images[0]))  # same seed, same image (SDE too)
+
+
+def test_img2img_and_hires_batches_match_alone_with_euler_a(engine: Engine) -> None:
+    init = Image.new("RGB", (64, 64), (200, 80, 40))
+    i2i = dict(init_images=[init], denoising_strength=0.6, steps=4)
+    batch = engine.generate(req(batch_size=2, **i2i))
+    alone = engine.generate(req(seed=43, **i2i))
+    assert max_diff(batch.images[1], alone.images[0]) <= 2
+    hires = dict(enable_hr=True, hr_scale=1.5, hr_upscaler="Latent", denoising_strength=0.6, steps=2)
+    batch = engine.generate(req(batch_size=2, **hires))
+    alone = engine.generate(req(seed=43, **hires))
+    assert batch.images[1].size == (96, 96)
+    assert max_diff(batch.images[1], alone.images[0]) <= 2
+
+
+# -- sigma-list schedule types ------------------------------------------------------------------
+
+def test_polyexponential_sigmas() -> None:
+    s = schedule_sigmas("Polyexponential", 4, SD_SIGMA_MIN, SD_SIGMA_MAX).tolist()
+    # rho 1: geometric from sigma_max down to sigma_min, then 0
+    ratio = (SD_SIGMA_MIN / SD_SIGMA_MAX) ** (1 / 3)
+    expected = [SD_SIGMA_MAX * ratio ** i for i in range(4)] + [0.0]
+    assert s == pytest.approx(expected, rel=1e-5)
+    assert s[1] == pytest.approx(1.84003, abs=1e-4) and s[2] == pytest.approx(0.231666, abs=1e-5)
+
+
+def test_kl_optimal_sigmas() -> None:
+    s = schedule_sigmas("KL Optimal", 4, SD_SIGMA_MIN, SD_SIGMA_MAX).tolist()
+    a_max, a_min = math.atan(SD_SIGMA_MAX), math.atan(SD_SIGMA_MIN)
+    expected = [math.tan(a_max + (a_min - a_max) * i / 4) for i in range(5)]
+    assert s == pytest.approx(expected, rel=1e-5)
+    # A1111 1.10 ends this schedule at sigma_min, not 0
+    assert s[0] == pytest.approx(SD_SIGMA_MAX, rel=1e-5) and s[-1] == pytest.approx(SD_SIGMA_MIN, rel=1e-5)
+    assert s[2] == pytest.approx(0.96159, abs=1e-4)
+
+
+def test_align_your_steps_sigmas() -> None:
+    sd = [14.615, 6.475, 3.861, 2.697, 1.886, 1.396, 0.963, 0.652, 0.399, 0.152, 0.029]
+    xl = [14.615, 6.315, 3.771, 2.181, 1.342, 0.862, 0.555, 0.380, 0.234, 0.113, 0.029]
+    # 11 steps: NVIDIA's table as is, then 0 (A1111 interpolates for any other count)
+    assert schedule_sigmas("Align Your Steps", 11, 0, 0).tolist() == pytest.approx(sd + [0.0], rel=1e-6)
+    assert schedule_sigmas("Align Your Steps", 11, 0, 0, is_xl=True).tolist() == pytest.approx(xl + [0.0], rel=1e-6)
+    # 6 steps: the log-linear interpolation lands exactly on every second table entry
+    assert schedule_sigmas("Align Your Steps", 6, 0, 0).tolist() == pytest.approx(sd[::2] + [0.0], rel=1e-5)
+    # 3 steps: midpoint of the table in log space = the 6th entry; 10 steps: geometric mean of neighbours
+    assert schedule_sigmas("Align Your Steps", 3, 0, 0).tolist() == pytest.approx([14.615, 1.396, 0.029, 0.0],
+                                                                                  rel=1e-5)
+    ten = schedule_sigmas("Align Your Steps", 10, 0, 0).tolist()
+    assert len(ten) == 11 and ten[-1] == 0.0
+    # x = 1/9 lies between table points 1 and 2 (0.1, 0.2) at weight 1/9: log-linear blend
+    expected = math.exp(math.log(6.475) + (math.log(3.861) - math.log(6.475)) * (1 / 9 - 0.1) / 0.1)
+    assert ten[1] == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("sampler", ["Euler", "Euler a", "LMS", "DPM++ 2M", "DPM++ 2M SDE", "DPM++ 3M SDE"])
+@pytest.mark.parametrize("schedule", ["Polyexponential", "KL Optimal", "Align Your Steps"])
+def test_schedulers_run_on_the_computed_sigmas(sampler: str, schedule: str) -> None:
+    name, label = resolve_sampler(sampler, schedule)
+    sched = build_scheduler(name, label, dict(SCHEDULER))
+    set_timesteps(sched, name, label, 5, "cpu")
+    want = schedule_sigmas(label, 5, SD_SIGMA_MIN, SD_SIGMA_MAX)
+    if sampler == "DPM++ 3M SDE":  # A1111 discards the next-to-last sigma for it (one extra step computed)
+        full = schedule_sigmas(label, 6, SD_SIGMA_MIN, SD_SIGMA_MAX)
+        want = torch.cat([full[:-2], full[-1:]])
+    assert sched.sigmas.tolist() == pytest.approx(want.tolist(), rel=1e-4)
+    t = sched.timesteps.tolist()
+    assert len(t) == 5 and t == sorted(t, reverse=True) and 999 >= t[0] > t[-1] >= 0
+    # rho 1 spans the model's whole sigma range: the first and the last training step
+    if label == "Polyexponential" and sampler != "DPM++ 3M SDE":
+        assert t[0] == pytest.approx(999, abs=0.01) and t[-1] == pytest.approx(0, abs=0.01)
+
+
+def test_schedule_types_listed_and_unsupported_pairs_are_clear_errors() -> None:
+    labels = {s["label"] for s in scheduler_list()}
+    assert {"Polyexponential", "KL Optimal", "Align Your Steps"} <= labels
+    assert custom_sigma_samplers() == ["DPM++ 2M", "DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 3M SDE", "Euler a",
+                                       "Euler", "LMS"]
+    assert resolve_sampler("Euler", "kl_optimal") == ("Euler", "KL Optimal")
+    assert resolve_sampler("DPM++ 2M Align Your Steps") == ("DPM++ 2M", "Align Your Steps")
+    for sampler in ("Heun", "DPM2", "DPM++ SDE", "DDIM", "UniPC"):
+        with pytest.raises(BadRequest, match=re.escape(f"with sampler '{sampler}'; it works with: DPM++ 2M, ")):
+            resolve_sampler(sampler, "Align Your Steps")
+
+
+@pytest.mark.parametrize("schedule", ["Polyexponential", "KL Optimal", "Align Your Steps"])
+def test_generation_with_each_schedule_differs_from_karras(engine: Engine, schedule: str) -> None:
+    karras = engine.generate(req(sampler_name="Euler", scheduler="Karras"))
+    r = engine.generate(req(sampler_name="Euler", scheduler=schedule, batch_size=2))
+    assert max_diff(r.images[0], karras.images[0]) > 20
+    assert f"Sampler: Euler, Schedule type: {schedule}," in r.infotexts[0]
+    alone = engine.generate(req(sampler_name="Euler", scheduler=schedule, seed=43))
+    assert max_diff(r.images[1], alone.images[0]) <= 2
+
+
+@pytest.mark.parametrize("sampler", ["Euler", "DPM++ 2M"])
+def test_polyexponential_equals_diffusers_exponential(engine: Engine, sampler: str) -> None:
+    # rho 1 makes Polyexponential the same formula as Exponential, which diffusers computes itself:
+    # equal images show our sigma list and timesteps drive the scheduler exactly as its own do
+    poly = engine.generate(req(sampler_name=sampler, scheduler="Polyexponential"))
+    expo = engine.generate(req(sampler_name=sampler, scheduler="Exponential"))
+    assert max_diff(poly.images[0], expo.images[0]) <= 2
+
+
+def test_euler_a_takes_karras_and_exponential(engine: Engine) -> None:
+    # diffusers' EulerAncestralDiscreteScheduler has no Karras/Exponential flag: the sigma list is ours
+    auto = engine.generate(req(scheduler="Automatic"))
+    for schedule in ("Karras", "Exponential"):
+        r = engine.generate(req(scheduler=schedule))
+        assert max_diff(r.images[0], auto.images[0]) > 20
+        assert f"Sampler: Euler a, Schedule type: {schedule}," in r.infotexts[0]
+
+
+def test_bad_schedule_pair_is_rejected_before_work(engine: Engine) -> None:
+    with pytest.raises(BadRequest, match="'KL Optimal' is not available with sampler 'Heun'"):
+        engine.generate(req(sampler_name="Heun", scheduler="KL Optimal"))
