@@ -15,6 +15,7 @@ from PIL import Image
 from sdcloud.engine.demo import SCHEDULER
 from sdcloud.engine.engine import Engine
 from sdcloud.engine.samplers import (
+    DPMPP2SAncestralScheduler,
     build_scheduler,
     custom_sigma_samplers,
     resolve_sampler,
@@ -53,7 +54,7 @@ def max_diff(a: Image.Image, b: Image.Image) -> int:
 
 # -- per-image step noise ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["Euler a", "DPM2 a", "DPM++ SDE", "DPM++ 2M SDE"])
+@pytest.mark.parametrize("name", ["Euler a", "DPM2 a", "DPM++ SDE", "DPM++ 2M SDE", "DPM++ 2S a"])
 def test_batch_image_equals_its_seed_alone(engine: Engine, name: str) -> None:
     batch = engine.generate(req(sampler_name=name, batch_size=2))
     alone = [engine.generate(req(sampler_name=name, seed=42 + i)) for i in range(2)]
@@ -138,8 +139,8 @@ def test_schedulers_run_on_the_computed_sigmas(sampler: str, schedule: str) -> N
 def test_schedule_types_listed_and_unsupported_pairs_are_clear_errors() -> None:
     labels = {s["label"] for s in scheduler_list()}
     assert {"Polyexponential", "KL Optimal", "Align Your Steps"} <= labels
-    assert custom_sigma_samplers() == ["DPM++ 2M", "DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 3M SDE", "Euler a",
-                                       "Euler", "LMS"]
+    assert custom_sigma_samplers() == ["DPM++ 2M", "DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 2S a",
+                                       "DPM++ 3M SDE", "Euler a", "Euler", "LMS"]
     assert resolve_sampler("Euler", "kl_optimal") == ("Euler", "KL Optimal")
     assert resolve_sampler("DPM++ 2M Align Your Steps") == ("DPM++ 2M", "Align Your Steps")
     for sampler in ("Heun", "DPM2", "DPM++ SDE", "DDIM", "UniPC"):
@@ -178,3 +179,73 @@ def test_euler_a_takes_karras_and_exponential(engine: Engine) -> None:
 def test_bad_schedule_pair_is_rejected_before_work(engine: Engine) -> None:
     with pytest.raises(BadRequest, match="'KL Optimal' is not available with sampler 'Heun'"):
         engine.generate(req(sampler_name="Heun", scheduler="KL Optimal"))
+
+
+# -- DPM++ 2S a -------------------------------------------------------------------------------------
+
+def _toy_denoiser(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    return 0.8 * torch.tanh(x / (1 + sigma)) + 0.1 * sigma.sqrt()
+
+
+def _kdiffusion_2s_a(x: torch.Tensor, sigmas: torch.Tensor, gens: list[torch.Generator]) -> torch.Tensor:
+    """k-diffusion's sample_dpmpp_2s_ancestral (eta 1), written out, with per-image noise."""
+    for i in range(len(sigmas) - 1):
+        denoised = _toy_denoiser(x, sigmas[i])
+        s_from, s_to = sigmas[i], sigmas[i + 1]
+        up = min(s_to, (s_to ** 2 * (s_from ** 2 - s_to ** 2) / s_from ** 2) ** 0.5)
+        down = (s_to ** 2 - up ** 2) ** 0.5
+        if down == 0:
+            x = x + (x - denoised) / s_from * (down - s_from)
+        else:
+            t, t_next = s_from.log().neg(), down.log().neg()
+            h = t_next - t
+            s = t + h / 2
+            x_2 = (s.neg().exp() / t.neg().exp()) * x - (-h / 2).expm1() * denoised
+            denoised_2 = _toy_denoiser(x_2, s.neg().exp())
+            x = (t_next.neg().exp() / t.neg().exp()) * x - (-h).expm1() * denoised_2
+        if s_to > 0:
+            x = x + torch.cat([torch.randn((1, *x.shape[1:]), generator=g) for g in gens]) * up
+    return x
+
+
+@pytest.mark.parametrize("schedule", ["Karras", "KL Optimal"])
+def test_dpmpp_2s_a_steps_are_kdiffusions(schedule: str) -> None:
+    name, label = resolve_sampler("DPM++ 2S a", schedule)
+    sched = build_scheduler(name, label, dict(SCHEDULER))
+    assert isinstance(sched, DPMPP2SAncestralScheduler)
+    set_timesteps(sched, name, label, 4, "cpu")
+    sigmas = schedule_sigmas(label, 4, SD_SIGMA_MIN, SD_SIGMA_MAX)
+    assert sched.sigmas.tolist() == pytest.approx(sigmas.tolist(), rel=1e-5)
+    # two model calls a step, one for a last step that ends at 0 (Karras; KL Optimal ends at sigma_min)
+    assert len(sched.timesteps) == (7 if schedule == "Karras" else 8)
+    alphas = sched.alphas_cumprod.float()
+    log_sigmas = (((1 - alphas) / alphas) ** 0.5).log().double().numpy()
+    start = torch.randn((2, 4, 8, 8), generator=torch.Generator().manual_seed(0))
+    x = start * sched.init_noise_sigma
+    gens = [torch.Generator().manual_seed(s) for s in (1, 2)]
+    for t in sched.timesteps:
+        sigma = torch.tensor(math.exp(np.interp(float(t), np.arange(len(log_sigmas)), log_sigmas)))
+        scaled = sched.scale_model_input(x, t)
+        x_in = scaled * (sigma ** 2 + 1) ** 0.5
+        eps = (x_in - _toy_denoiser(x_in, sigma)) / sigma  # what an epsilon model returns
+        x = sched.step(eps, t, x, generator=gens).prev_sample
+    ref_gens = [torch.Generator().manual_seed(s) for s in (1, 2)]
+    ref = _kdiffusion_2s_a(start * sigmas[0], sigmas, ref_gens)
+    assert torch.allclose(x, ref, atol=1e-4), (x - ref).abs().max()
+
+
+def test_dpmpp_2s_a_generates_with_a1111_infotext(engine: Engine) -> None:
+    r = engine.generate(req(sampler_name="DPM++ 2S a"))
+    assert "Sampler: DPM++ 2S a, Schedule type: Karras," in r.infotexts[0]
+    euler_a = engine.generate(req())
+    assert max_diff(r.images[0], euler_a.images[0]) > 20
+    kl = engine.generate(req(sampler_name="DPM++ 2S a", scheduler="KL Optimal"))
+    assert "Sampler: DPM++ 2S a, Schedule type: KL Optimal," in kl.infotexts[0]
+    init = Image.new("RGB", (64, 64), (200, 80, 40))
+    i2i = dict(sampler_name="DPM++ 2S a", init_images=[init], denoising_strength=0.5, steps=4)
+    batch = engine.generate(req(batch_size=2, **i2i))
+    alone = engine.generate(req(seed=43, **i2i))
+    assert max_diff(batch.images[1], alone.images[0]) <= 2
+    with pytest.raises(BadRequest, match="'Uniform' is not available with sampler 'DPM\\+\\+ 2S a'; available: "
+                                         "Automatic, Karras, Exponential"):
+        resolve_sampler("DPM++ 2S a", "Uniform")

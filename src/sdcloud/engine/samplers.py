@@ -33,7 +33,7 @@ _SPECS: tuple[SamplerSpec, ...] = (
     SamplerSpec("DPM++ 2M SDE Heun", ("k_dpmpp_2m_sde_heun",), "DPMSolverMultistepScheduler",
                 (("algorithm_type", "sde-dpmsolver++"), ("solver_order", 2), ("solver_type", "heun")),
                 "exponential", (("scheduler", "exponential"), ("brownian_noise", "True"))),
-    SamplerSpec("DPM++ 2S a", ("k_dpmpp_2s_a",), None, (), "karras",
+    SamplerSpec("DPM++ 2S a", ("k_dpmpp_2s_a",), "DPMPP2SAncestralScheduler", (), "karras",
                 (("scheduler", "karras"), ("uses_ensd", "True"), ("second_order", "True"))),
     SamplerSpec("DPM++ 3M SDE", ("k_dpmpp_3m_sde",), "DPMSolverMultistepScheduler",
                 (("algorithm_type", "sde-dpmsolver++"), ("solver_order", 3)), "exponential",
@@ -148,6 +148,9 @@ def resolve_sampler(name: str | None, schedule: str | None = None) -> tuple[str,
     if sched.custom_sigmas and spec.scheduler_cls not in _CUSTOM_SIGMA_CLASSES:
         raise BadRequest(f"schedule type '{sched.label}' is not available with sampler '{spec.name}'; it works with: "
                          f"{', '.join(custom_sigma_samplers())}")
+    if spec.scheduler_cls == _OWN_CLASS and sched.label not in _OWN_SCHEDULES:
+        raise BadRequest(f"schedule type '{sched.label}' is not available with sampler '{spec.name}'; available: "
+                         f"{', '.join(_OWN_SCHEDULES)}")
     return spec.name, sched.label
 
 
@@ -155,7 +158,11 @@ def resolve_sampler(name: str | None, schedule: str | None = None) -> tuple[str,
 # list computed here can replace theirs. Heun, DPM2 (a), DPM++ SDE interleave midpoints; DDIM, PLMS,
 # LCM and UniPC run on timesteps (in A1111 too these ignore the schedule type).
 _CUSTOM_SIGMA_CLASSES = frozenset({"EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler",
-                                   "LMSDiscreteScheduler", "DPMSolverMultistepScheduler"})
+                                   "LMSDiscreteScheduler", "DPMSolverMultistepScheduler",
+                                   "DPMPP2SAncestralScheduler"})
+# Our own k-diffusion sampler (DPM++ 2S a) runs on a sigma list only: the schedules computed here.
+_OWN_CLASS = "DPMPP2SAncestralScheduler"
+_OWN_SCHEDULES = ("Automatic", "Karras", "Exponential", "Polyexponential", "KL Optimal", "Align Your Steps")
 
 # Align Your Steps, NVIDIA's published 10-step sigmas (A1111 1.10 sd_schedulers.py).
 AYS_SIGMAS = {
@@ -226,7 +233,8 @@ def set_timesteps(scheduler: Any, sampler: str, schedule_label: str, steps: int,
     """``scheduler.set_timesteps`` for a resolved sampler and schedule; for the custom-sigma schedules
     the scheduler's sigmas (and the matching timesteps, as k-diffusion's ``sigma_to_t``) are replaced."""
     sched = _SCHEDULE_BY_KEY[effective_schedule(sampler, schedule_label).lower()]
-    if not _sigma_list_for(sched, inspect.signature(type(scheduler).__init__).parameters):
+    own = isinstance(scheduler, DPMPP2SAncestralScheduler)
+    if not own and not _sigma_list_for(sched, inspect.signature(type(scheduler).__init__).parameters):
         scheduler.set_timesteps(steps, device=device)
         return
     import numpy as np
@@ -240,8 +248,11 @@ def set_timesteps(scheduler: Any, sampler: str, schedule_label: str, steps: int,
                              model_sigmas[-1].item(), is_xl)
     if discard:
         sigmas = torch.cat([sigmas[:-2], sigmas[-1:]])
-    scheduler.set_timesteps(steps, device=device)  # resets the scheduler's per-run state
     log_sigmas = model_sigmas.log().double().numpy()
+    if own:
+        scheduler.set_sigmas(sigmas, log_sigmas, device)
+        return
+    scheduler.set_timesteps(steps, device=device)  # resets the scheduler's per-run state
     t = np.interp(np.log(sigmas[:-1].double().numpy()), log_sigmas, np.arange(len(log_sigmas)))
     scheduler.timesteps = torch.from_numpy(t.astype(np.float32)).to(device)
     scheduler.sigmas = sigmas.to(scheduler.sigmas.device, torch.float32)
@@ -261,6 +272,8 @@ def build_scheduler(sampler: str, schedule_label: str, base_config: dict[str, An
     import diffusers
 
     spec = _BY_NAME[sampler]
+    if spec.scheduler_cls == _OWN_CLASS:
+        return DPMPP2SAncestralScheduler.from_config(base_config)
     cls = getattr(diffusers, spec.scheduler_cls or "")
     label = effective_schedule(sampler, schedule_label)
     sched = _SCHEDULE_BY_KEY[label.lower()]
@@ -281,3 +294,119 @@ def build_scheduler(sampler: str, schedule_label: str, base_config: dict[str, An
     if "final_sigmas_type" in params and kwargs.get("algorithm_type", "").startswith("sde"):
         kwargs.setdefault("final_sigmas_type", "zero")
     return cls.from_config(config, **kwargs)
+
+
+@dataclass
+class _StepOutput:
+    prev_sample: Any
+
+
+class DPMPP2SAncestralScheduler:
+    """A1111's "DPM++ 2S a": k-diffusion ``sample_dpmpp_2s_ancestral`` (eta 1, s_noise 1) as a
+    diffusers-style second-order scheduler for our loop. Each step calls the model at ``sigma`` and
+    at the log-midpoint towards ``sigma_down`` (not on a final step to 0); those calls' timesteps are
+    interleaved in ``timesteps`` as diffusers' Heun/DPM2 do, and ``step`` alternates: the first call
+    returns the midpoint sample, the second the next sample plus ``sigma_up`` of fresh noise."""
+
+    order = 2
+
+    def __init__(self, alphas_cumprod: Any, prediction_type: str = "epsilon") -> None:
+        if prediction_type not in ("epsilon", "v_prediction"):
+            raise BadRequest(f"sampler 'DPM++ 2S a' does not support prediction type '{prediction_type}'")
+        self.alphas_cumprod = alphas_cumprod
+        self.prediction_type = prediction_type
+        self.sigmas: Any = None
+        self.timesteps: Any = None
+        self._calls: list[tuple[int, bool, Any]] = []  # (step, second call?, sigma of the call)
+        self._index: int | None = None
+        self._begin = 0
+        self._x: Any = None
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> DPMPP2SAncestralScheduler:
+        import diffusers
+
+        base = diffusers.EulerDiscreteScheduler.from_config(  # the betas → alphas_cumprod of any config
+            {k: v for k, v in config.items() if not k.startswith("_")})
+        return cls(base.alphas_cumprod, base.config.prediction_type)
+
+    def set_sigmas(self, sigmas: Any, log_sigmas: Any, device: Any) -> None:
+        """Use ``sigmas`` (n + 1 values); ``log_sigmas`` (the model's, by training step) give the timesteps."""
+        import numpy as np
+        import torch
+
+        self.sigmas = sigmas.to("cpu", torch.float32)
+        self._calls = []
+        for i in range(len(self.sigmas) - 1):
+            self._calls.append((i, False, self.sigmas[i]))
+            down, _ = self._ancestral(i)
+            if down > 0:
+                self._calls.append((i, True, self._midpoint(self.sigmas[i], down)))
+        call_sigmas = torch.stack([c[2] for c in self._calls]).double().numpy()
+        t = np.interp(np.log(call_sigmas), log_sigmas, np.arange(len(log_sigmas)))
+        self.timesteps = torch.from_numpy(t.astype(np.float32)).to(device)
+        self._index, self._begin, self._x = None, 0, None
+
+    def set_timesteps(self, steps: int, device: Any = None) -> None:  # pragma: no cover - guard
+        raise RuntimeError("use samplers.set_timesteps, which computes the sigma list")
+
+    def set_begin_index(self, begin_index: int = 0) -> None:
+        self._begin = begin_index
+
+    @property
+    def init_noise_sigma(self) -> Any:
+        return self.sigmas[0]
+
+    def _ancestral(self, i: int) -> tuple[Any, Any]:
+        """k-diffusion ``get_ancestral_step(sigmas[i], sigmas[i + 1], eta=1)``: (sigma_down, sigma_up)."""
+        s_from, s_to = self.sigmas[i], self.sigmas[i + 1]
+        up = min(s_to, (s_to ** 2 * (s_from ** 2 - s_to ** 2) / s_from ** 2) ** 0.5)
+        return (s_to ** 2 - up ** 2) ** 0.5, up
+
+    @staticmethod
+    def _midpoint(sigma: Any, sigma_down: Any) -> Any:
+        t, t_next = sigma.log().neg(), sigma_down.log().neg()
+        return (t + 0.5 * (t_next - t)).neg().exp()
+
+    def _call(self) -> tuple[int, bool, Any]:
+        if self._index is None:
+            self._index = self._begin
+        return self._calls[self._index]
+
+    def scale_model_input(self, sample: Any, timestep: Any = None) -> Any:
+        sigma = self._call()[2]
+        return sample / ((sigma ** 2 + 1) ** 0.5)
+
+    def add_noise(self, original: Any, noise: Any, timesteps: Any) -> Any:
+        hits = (self.timesteps == timesteps.reshape(-1)[0].to(self.timesteps.device)).nonzero()
+        index = int(hits[0]) if len(hits) else self._begin
+        return original + noise * self._calls[index][2].to(original.device)
+
+    def _denoised(self, model_output: Any, sample: Any, sigma: Any) -> Any:
+        if self.prediction_type == "v_prediction":  # k-diffusion CompVisVDenoiser
+            return model_output * (-sigma / (sigma ** 2 + 1) ** 0.5) + sample / (sigma ** 2 + 1)
+        return sample - sigma * model_output  # CompVisDenoiser
+
+    def step(self, model_output: Any, timestep: Any, sample: Any, generator: Any = None,
+             return_dict: bool = True) -> _StepOutput:
+        from diffusers.utils.torch_utils import randn_tensor
+
+        i, second, sigma = self._call()
+        denoised = self._denoised(model_output, sample, sigma)
+        sigma_i, sigma_next = self.sigmas[i], self.sigmas[i + 1]
+        down, up = self._ancestral(i)
+        self._index = (self._index or 0) + 1
+        if down == 0:  # Euler step onto sigma_down = 0
+            x = sample + (sample - denoised) / sigma_i * (down - sigma_i)
+        else:
+            t, t_next = sigma_i.log().neg(), down.log().neg()
+            h = t_next - t
+            if not second:  # DPM-Solver++(2S): the midpoint sample, the model's next input
+                self._x = sample
+                s = t + 0.5 * h
+                return _StepOutput((s.neg().exp() / t.neg().exp()) * sample - (-h * 0.5).expm1() * denoised)
+            x = (t_next.neg().exp() / t.neg().exp()) * self._x - (-h).expm1() * denoised
+            self._x = None
+        if sigma_next > 0:
+            x = x + randn_tensor(x.shape, generator=generator, device=x.device, dtype=x.dtype) * up
+        return _StepOutput(x)
