@@ -249,3 +249,15 @@ def test_dpmpp_2s_a_generates_with_a1111_infotext(engine: Engine) -> None:
     with pytest.raises(BadRequest, match="'Uniform' is not available with sampler 'DPM\\+\\+ 2S a'; available: "
                                          "Automatic, Karras, Exponential"):
         resolve_sampler("DPM++ 2S a", "Uniform")
+
+
+@pytest.mark.parametrize("name", ["Heun", "DPM2", "DPM++ SDE", "DPM++ 2S a"])
+def test_second_order_progress_counts_steps_not_model_calls(engine: Engine, name: str) -> None:
+    seen: list[tuple[int, int]] = []
+    engine.generate(req(sampler_name=name, steps=4), progress=lambda p: seen.append((p.step, p.steps)))
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    seen.clear()
+    init = Image.new("RGB", (64, 64), (200, 80, 40))
+    engine.generate(req(sampler_name=name, steps=4, init_images=[init], denoising_strength=0.5),
+                    progress=lambda p: seen.append((p.step, p.steps)))
+    assert seen == [(1, 2), (2, 2)]

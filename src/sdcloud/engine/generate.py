@@ -260,6 +260,7 @@ class Sampler:
         use_cfg = cfg > 1.0
         added = self._added_cond(p, batch, use_cfg)
         total = len(timesteps)
+        order = int(getattr(scheduler, "order", 1))
         for i, t in enumerate(timesteps):
             self._check_cancel()
             cond = self._cond_at(p.conds, i)
@@ -286,8 +287,10 @@ class Sampler:
                 else:
                     keep = init_latents
                 latents = (1 - latent_mask) * keep + latent_mask * latents
-            self.done_steps += 1
-            self._report(i + 1, latents)
+            # second-order samplers call the model twice a step (once for the last step to 0): count steps
+            if order == 1 or i % order == order - 1 or i == total - 1:
+                self.done_steps += 1
+                self._report(i + 1, latents)
         return latents
 
     def _added_cond(self, p: Pass, batch: int, use_cfg: bool) -> dict[str, Any] | None:
