@@ -16,6 +16,7 @@ from sdcloud.engine.demo import SCHEDULER
 from sdcloud.engine.engine import Engine
 from sdcloud.engine.samplers import (
     DPMPP2SAncestralScheduler,
+    RestartScheduler,
     build_scheduler,
     custom_sigma_samplers,
     resolve_sampler,
@@ -140,7 +141,7 @@ def test_schedule_types_listed_and_unsupported_pairs_are_clear_errors() -> None:
     labels = {s["label"] for s in scheduler_list()}
     assert {"Polyexponential", "KL Optimal", "Align Your Steps"} <= labels
     assert custom_sigma_samplers() == ["DPM++ 2M", "DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 2S a",
-                                       "DPM++ 3M SDE", "Euler a", "Euler", "LMS"]
+                                       "DPM++ 3M SDE", "Euler a", "Euler", "LMS", "Restart"]
     assert resolve_sampler("Euler", "kl_optimal") == ("Euler", "KL Optimal")
     assert resolve_sampler("DPM++ 2M Align Your Steps") == ("DPM++ 2M", "Align Your Steps")
     for sampler in ("Heun", "DPM2", "DPM++ SDE", "DDIM", "UniPC"):
@@ -218,19 +219,103 @@ def test_dpmpp_2s_a_steps_are_kdiffusions(schedule: str) -> None:
     assert sched.sigmas.tolist() == pytest.approx(sigmas.tolist(), rel=1e-5)
     # two model calls a step, one for a last step that ends at 0 (Karras; KL Optimal ends at sigma_min)
     assert len(sched.timesteps) == (7 if schedule == "Karras" else 8)
-    alphas = sched.alphas_cumprod.float()
-    log_sigmas = (((1 - alphas) / alphas) ** 0.5).log().double().numpy()
     start = torch.randn((2, 4, 8, 8), generator=torch.Generator().manual_seed(0))
-    x = start * sched.init_noise_sigma
-    gens = [torch.Generator().manual_seed(s) for s in (1, 2)]
-    for t in sched.timesteps:
-        sigma = torch.tensor(math.exp(np.interp(float(t), np.arange(len(log_sigmas)), log_sigmas)))
-        scaled = sched.scale_model_input(x, t)
-        x_in = scaled * (sigma ** 2 + 1) ** 0.5
-        eps = (x_in - _toy_denoiser(x_in, sigma)) / sigma  # what an epsilon model returns
-        x = sched.step(eps, t, x, generator=gens).prev_sample
+    x = _run_toy(sched, start)
     ref_gens = [torch.Generator().manual_seed(s) for s in (1, 2)]
     ref = _kdiffusion_2s_a(start * sigmas[0], sigmas, ref_gens)
+    assert torch.allclose(x, ref, atol=1e-4), (x - ref).abs().max()
+
+
+def _run_toy(sched: object, start: torch.Tensor) -> torch.Tensor:
+    """Drive a scheduler as Sampler.run_pass does, with an epsilon "model" built on _toy_denoiser."""
+    alphas = sched.alphas_cumprod.float()  # type: ignore[attr-defined]
+    log_sigmas = (((1 - alphas) / alphas) ** 0.5).log().double().numpy()
+    x = start * sched.init_noise_sigma  # type: ignore[attr-defined]
+    gens = [torch.Generator().manual_seed(s) for s in (1, 2)]
+    for t in sched.timesteps:  # type: ignore[attr-defined]
+        sigma = torch.tensor(math.exp(np.interp(float(t), np.arange(len(log_sigmas)), log_sigmas)))
+        x_in = sched.scale_model_input(x, t) * (sigma ** 2 + 1) ** 0.5  # type: ignore[attr-defined]
+        eps = (x_in - _toy_denoiser(x_in, sigma)) / sigma
+        x = sched.step(eps, t, x, generator=gens).prev_sample  # type: ignore[attr-defined]
+    return x
+
+
+def _karras(n: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
+    ramp = torch.linspace(0, 1, n)
+    sigmas = (sigma_max ** (1 / 7) + ramp * (sigma_min ** (1 / 7) - sigma_max ** (1 / 7))) ** 7
+    return torch.cat([sigmas, sigmas.new_zeros([1])])
+
+
+def _a1111_restart(x: torch.Tensor, sigmas: torch.Tensor, gens: list[torch.Generator]) -> tuple[torch.Tensor, int]:
+    """A1111's sd_samplers_extra.restart_sampler (automatic restart list), written out."""
+    calls = 0
+
+    def model(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        nonlocal calls
+        calls += 1
+        return _toy_denoiser(x, sigma)
+
+    def heun_step(x: torch.Tensor, old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+        d = (x - model(x, old)) / old
+        if new == 0:
+            return x + d * (new - old)
+        x_2 = x + d * (new - old)
+        d_2 = (x_2 - model(x_2, new)) / new
+        return x + (d + d_2) / 2 * (new - old)
+
+    steps = len(sigmas) - 1
+    restart_list: dict[float, list[float]] = {}
+    if steps >= 20:
+        restart_steps, restart_times = (steps // 4, 2) if steps >= 36 else (9, 1)
+        sigmas = _karras(steps - restart_steps * restart_times, sigmas[-2].item(), sigmas[0].item())
+        restart_list = {0.1: [restart_steps + 1, restart_times, 2]}
+    by_index = {int(torch.argmin(abs(sigmas - key), dim=0)): value for key, value in restart_list.items()}
+    step_list = []
+    for i in range(len(sigmas) - 1):
+        step_list.append((sigmas[i], sigmas[i + 1]))
+        if i + 1 in by_index:
+            r_steps, r_times, r_max = by_index[i + 1]
+            min_idx, max_idx = i + 1, int(torch.argmin(abs(sigmas - r_max), dim=0))
+            if max_idx < min_idx:
+                s_restart = _karras(int(r_steps), sigmas[min_idx].item(), sigmas[max_idx].item())[:-1]
+                for _ in range(int(r_times)):
+                    step_list.extend(zip(s_restart[:-1], s_restart[1:], strict=True))
+    last = None
+    for old, new in step_list:
+        if last is None:
+            last = old
+        elif last < old:
+            noise = torch.cat([torch.randn((1, *x.shape[1:]), generator=g) for g in gens])
+            x = x + noise * (old ** 2 - last ** 2) ** 0.5
+        x = heun_step(x, old, new)
+        last = new
+    return x, calls
+
+
+def test_restart_generates_with_per_image_noise(engine: Engine) -> None:
+    # 20 steps: 11 Karras steps with one restart (9 more Heun steps from sigma 2, after fresh noise)
+    batch = engine.generate(req(sampler_name="Restart", steps=20, batch_size=2))
+    assert "Sampler: Restart, Schedule type: Karras," in batch.infotexts[0]
+    alone = engine.generate(req(sampler_name="Restart", steps=20, seed=43))
+    assert max_diff(batch.images[1], alone.images[0]) <= 2
+    heun = engine.generate(req(sampler_name="Heun", scheduler="Karras", steps=20))
+    assert max_diff(batch.images[0], heun.images[0]) > 10
+    init = Image.new("RGB", (64, 64), (200, 80, 40))
+    i2i = engine.generate(req(sampler_name="Restart", steps=4, init_images=[init], denoising_strength=0.5))
+    assert max_diff(i2i.images[0], init) > 5
+
+
+@pytest.mark.parametrize("steps", [6, 22, 40])  # plain Heun; one restart; two restarts
+def test_restart_is_a1111s(steps: int) -> None:
+    name, label = resolve_sampler("Restart", "Automatic")
+    sched = build_scheduler(name, label, dict(SCHEDULER))
+    assert isinstance(sched, RestartScheduler)
+    set_timesteps(sched, name, label, steps, "cpu")
+    start = torch.randn((2, 4, 8, 8), generator=torch.Generator().manual_seed(0))
+    x = _run_toy(sched, start)
+    sigmas = schedule_sigmas("Karras", steps, SD_SIGMA_MIN, SD_SIGMA_MAX)
+    ref, calls = _a1111_restart(start * sigmas[0], sigmas, [torch.Generator().manual_seed(s) for s in (1, 2)])
+    assert len(sched.timesteps) == calls == 2 * steps - 1  # Heun steps add up to the requested steps
     assert torch.allclose(x, ref, atol=1e-4), (x - ref).abs().max()
 
 
@@ -251,7 +336,7 @@ def test_dpmpp_2s_a_generates_with_a1111_infotext(engine: Engine) -> None:
         resolve_sampler("DPM++ 2S a", "Uniform")
 
 
-@pytest.mark.parametrize("name", ["Heun", "DPM2", "DPM++ SDE", "DPM++ 2S a"])
+@pytest.mark.parametrize("name", ["Heun", "DPM2", "DPM++ SDE", "DPM++ 2S a", "Restart"])
 def test_second_order_progress_counts_steps_not_model_calls(engine: Engine, name: str) -> None:
     seen: list[tuple[int, int]] = []
     engine.generate(req(sampler_name=name, steps=4), progress=lambda p: seen.append((p.step, p.steps)))

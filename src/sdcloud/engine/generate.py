@@ -241,10 +241,14 @@ class Sampler:
             latents = noise * scheduler.init_noise_sigma
         else:
             init_t = min(int(p.steps * p.denoise), p.steps)
-            start = max(p.steps - init_t, 0) * scheduler.order
-            timesteps = timesteps[start:]
-            if hasattr(scheduler, "set_begin_index"):
-                scheduler.set_begin_index(start)
+            if hasattr(scheduler, "start_at"):  # our k-diffusion samplers lay out the shortened schedule
+                scheduler.start_at(max(p.steps - init_t, 0))
+                timesteps = scheduler.timesteps
+            else:
+                start = max(p.steps - init_t, 0) * scheduler.order
+                timesteps = timesteps[start:]
+                if hasattr(scheduler, "set_begin_index"):
+                    scheduler.set_begin_index(start)
             assert latents is not None
             if len(timesteps) == 0:
                 return latents
