@@ -157,12 +157,13 @@ def resolve_sampler(name: str | None, schedule: str | None = None) -> tuple[str,
 
 # Schedulers whose step() only reads ``sigmas[i]``/``sigmas[i+1]`` (one model call per step), so a sigma
 # list computed here can replace theirs. Heun, DPM2 (a), DPM++ SDE interleave midpoints; DDIM, PLMS,
-# LCM and UniPC run on timesteps (in A1111 too these ignore the schedule type).
-# Our own k-diffusion samplers (DPM++ 2S a, Restart) run on a sigma list only: the schedules computed here.
+# LCM and UniPC run on timesteps (in A1111 too these ignore the schedule type). Our own k-diffusion
+# samplers (DPM++ 2S a, Restart) run on a sigma list only, so only on the schedules computed here.
 _OWN_CLASSES = ("DPMPP2SAncestralScheduler", "RestartScheduler")
 _CUSTOM_SIGMA_CLASSES = frozenset({"EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler",
                                    "LMSDiscreteScheduler", "DPMSolverMultistepScheduler", *_OWN_CLASSES})
 _OWN_SCHEDULES = ("Automatic", "Karras", "Exponential", "Polyexponential", "KL Optimal", "Align Your Steps")
+_LIST_FLAGS = ("use_karras_sigmas", "use_exponential_sigmas")
 
 # Align Your Steps, NVIDIA's published 10-step sigmas (A1111 1.10 sd_schedulers.py).
 AYS_SIGMAS = {
@@ -180,18 +181,16 @@ def _sigma_list_for(sched: ScheduleSpec, init_params: Any) -> bool:
     return bool(flags) and flags[0] not in init_params
 
 
-_LIST_FLAGS = ("use_karras_sigmas", "use_exponential_sigmas")
-
-
 def custom_sigma_samplers() -> list[str]:
     """Samplers that can run the Polyexponential, KL Optimal and Align Your Steps schedules."""
     return [s.name for s in _SPECS if s.scheduler_cls in _CUSTOM_SIGMA_CLASSES]
 
 
 def schedule_sigmas(label: str, n: int, sigma_min: float, sigma_max: float, is_xl: bool = False) -> Any:
-    """The ``n + 1`` sigmas (float32 tensor) of a custom-sigma schedule, computed as A1111 1.10 does:
-    k-diffusion ``get_sigmas_polyexponential`` (rho 1), ``kl_optimal`` (ends at sigma_min, no zero
-    appended) and ``get_align_your_steps_sigmas`` (the 10-step table, log-linearly interpolated)."""
+    """The ``n + 1`` sigmas (float32 tensor) of a schedule computed as A1111 1.10 does: k-diffusion
+    ``get_sigmas_karras`` (rho 7), ``get_sigmas_exponential``, ``get_sigmas_polyexponential`` (rho 1),
+    ``kl_optimal`` (ends at sigma_min, no zero appended) and ``get_align_your_steps_sigmas`` (the
+    10-step table, log-linearly interpolated)."""
     import math
 
     import numpy as np
@@ -230,8 +229,9 @@ def schedule_sigmas(label: str, n: int, sigma_min: float, sigma_max: float, is_x
 
 def set_timesteps(scheduler: Any, sampler: str, schedule_label: str, steps: int, device: Any,
                   is_xl: bool = False) -> None:
-    """``scheduler.set_timesteps`` for a resolved sampler and schedule; for the custom-sigma schedules
-    the scheduler's sigmas (and the matching timesteps, as k-diffusion's ``sigma_to_t``) are replaced."""
+    """``scheduler.set_timesteps`` for a resolved sampler and schedule. For a schedule computed here
+    (``schedule_sigmas``) the scheduler's sigmas and the matching timesteps (k-diffusion's
+    ``sigma_to_t``) are replaced; our own samplers always take such a list."""
     sched = _SCHEDULE_BY_KEY[effective_schedule(sampler, schedule_label).lower()]
     own = isinstance(scheduler, _KSampler)
     if not own and not _sigma_list_for(sched, inspect.signature(type(scheduler).__init__).parameters):
