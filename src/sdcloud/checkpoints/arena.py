@@ -43,16 +43,19 @@ class Arena:
         self._live: deque[Span] = deque()
         self._cond = threading.Condition()
 
-    def take(self, nbytes: int) -> tuple[torch.Tensor, Span] | None:
-        """A ``nbytes`` uint8 view of the ring and its span; blocks while the ring is full."""
+    def take(self, nbytes: int, timeout: float | None = None) -> tuple[torch.Tensor, Span] | None:
+        """A ``nbytes`` uint8 view of the ring and its span; blocks while the ring is full
+        (raises ``TimeoutError`` after ``timeout`` seconds, if given)."""
         import torch
 
         size = -(-nbytes // ALIGN) * ALIGN
         if nbytes <= 0 or size > self.capacity // 2:
             return None
         with self._cond:
-            while (start := self._fit(size)) is None:
-                self._cond.wait()
+            if not self._cond.wait_for(lambda: self._fit(size) is not None, timeout):
+                raise TimeoutError(f"no {size} contiguous bytes free in the ring")
+            start = self._fit(size)
+            assert start is not None
             span = Span(start, start + size)
             self._live.append(span)
             if self._mem is None:

@@ -5,8 +5,9 @@ validated safetensors header, or a lazily mapped tensor from a safe ``.ckpt`` lo
 ``StreamWriter`` computes the whole output header first, then takes the tensors in that order
 and writes each straight to disk (``sink.py``: ``O_DIRECT`` where possible) from a background
 thread while another hashes the bytes, so the caller can compute the next tensor in the
-meantime; computed tensors live in a reusable ring (``arena.py``). The file is written under a temporary name, fsync'd and renamed only when every
-tensor is in: an error or interrupt leaves nothing under the final name.
+meantime; computed tensors live in a reusable ring (``arena.py``). The file is written under
+a temporary name, fsync'd and renamed only when every tensor is in: an error or interrupt
+leaves nothing under the final name.
 """
 
 from __future__ import annotations
