@@ -130,3 +130,37 @@ def test_ckpt_help_does_not_import_torch() -> None:
             "try:\n    main(['ckpt', 'merge', '--help'])\nexcept SystemExit:\n    pass\n"
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_merge_onto_a_full_disk_is_one_line_and_leaves_nothing(tmp_path: Path, capsys, monkeypatch) -> None:
+    """A disk that fills up mid-merge. A full filesystem cannot be made here without mounting
+    one, so the writes answer ENOSPC the way the kernel does once 64 KiB are in: ``os.write``
+    for the ``O_DIRECT`` path, the buffered sink's file write where ``O_DIRECT`` is missing."""
+    import errno
+
+    from sdcloud.checkpoints import sink
+
+    a = write_synthetic(tmp_path / "a.safetensors", seed=1)
+    b = write_synthetic(tmp_path / "b.safetensors", seed=2)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    written = {"n": 0}
+
+    def filling(real):  # type: ignore[no-untyped-def]
+        def write(*args):  # type: ignore[no-untyped-def]
+            if written["n"] + len(args[-1]) > 1 << 16:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            written["n"] += len(args[-1])
+            return real(*args)
+        return write
+
+    monkeypatch.setattr(os, "write", filling(os.write))
+    monkeypatch.setattr(sink.BufferedSink, "write", filling(sink.BufferedSink.write))
+    for buffered in (False, True):
+        if buffered:
+            monkeypatch.delattr(os, "O_DIRECT")
+        written["n"] = 0
+        code, stdout, err = _run(capsys, "ckpt", "merge", str(a), str(b), "-o", str(out_dir / "m.safetensors"))
+        assert code == 1, stdout
+        assert err.startswith("sdcloud: no space left for m.safetensors") and err.count("\n") == 1, err
+        assert list(out_dir.iterdir()) == []  # no final file, no .partial

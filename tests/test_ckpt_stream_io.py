@@ -199,3 +199,43 @@ def test_fp16_weighted_sum_is_computed_in_fp32_and_rounded_once(tmp_path: Path) 
     for k in merged:
         want = torch.lerp(fa[k].float(), fb[k].float(), 0.3).half()
         assert got[k].dtype == torch.float16 and torch.equal(got[k], want), k
+
+
+def test_a_filesystem_refusing_o_direct_gets_the_same_merge(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """FUSE mounts such as Google Drive refuse O_DIRECT with EINVAL, at open or at the first
+    write. No such filesystem can be mounted here, so ``os.open``/``os.write`` are patched to
+    refuse it the way the kernel does; the merge must fall back and write the same bytes."""
+    a = write_synthetic(tmp_path / "a.safetensors", seed=1)
+    b = write_synthetic(tmp_path / "b.safetensors", seed=2)
+    ref = tmp_path / "ref.safetensors"
+    merge_checkpoints(MergeOptions(a=a, b=b, output=ref, alpha=0.3))
+    real_open, real_write = os.open, os.write
+    direct_fds: set[int] = set()
+
+    def refuse_at_write(path, flags, mode=0o777, **kw):  # type: ignore[no-untyped-def]
+        fd = real_open(path, flags, mode, **kw)
+        if flags & os.O_DIRECT:
+            direct_fds.add(fd)
+        return fd
+
+    def write(fd, data):  # type: ignore[no-untyped-def]
+        if fd in direct_fds:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "open", refuse_at_write)
+    monkeypatch.setattr(os, "write", write)
+    out = tmp_path / "m.safetensors"
+    merge_checkpoints(MergeOptions(a=a, b=b, output=out, alpha=0.3))
+    assert direct_fds, "the merge did not try O_DIRECT"
+    assert out.read_bytes() == ref.read_bytes()
+
+    def refuse_at_open(path, flags, mode=0o777, **kw):  # type: ignore[no-untyped-def]
+        if flags & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_open(path, flags, mode, **kw)
+
+    monkeypatch.setattr(os, "open", refuse_at_open)
+    out2 = tmp_path / "m2.safetensors"
+    merge_checkpoints(MergeOptions(a=a, b=b, output=out2, alpha=0.3))
+    assert out2.read_bytes() == ref.read_bytes()

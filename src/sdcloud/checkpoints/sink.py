@@ -92,7 +92,8 @@ class DirectSink:
     def _flush(self, length: int) -> None:
         done = 0
         while done < length:
-            n = os.write(self._fd, self._view[done:length])
+            with self._view[done:length] as chunk:  # released even when the write raises
+                n = os.write(self._fd, chunk)
             if n <= 0 or n % BLOCK:  # a short write to a regular file means it is full
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             done += n

@@ -320,9 +320,15 @@ class StreamWriter:
         self.hashes: FileHashes | None = None
 
     def __enter__(self) -> StreamWriter:
-        self.dest.parent.mkdir(parents=True, exist_ok=True)
-        self._sink = open_sink(self._tmp, self.direct)
-        self._sink.write(self._prefix)
+        try:
+            self.dest.parent.mkdir(parents=True, exist_ok=True)
+            self._sink = open_sink(self._tmp, self.direct)
+            self._sink.write(self._prefix)
+        except OSError as err:
+            if self._sink is not None:
+                self._sink.close()
+            self._tmp.unlink(missing_ok=True)
+            raise self._io_error(err) from None
         self._hash(self._prefix)
         for q, work in zip(self._queues, (self._write, self._hash), strict=True):
             t = threading.Thread(target=self._drain, args=(q, work), name="ckpt-write", daemon=True)
@@ -376,7 +382,10 @@ class StreamWriter:
 
     def _write(self, data: memoryview) -> None:
         assert self._sink is not None
-        self._sink.write(data)
+        try:
+            self._sink.write(data)
+        except OSError as err:
+            raise self._io_error(err) from None
         self._written += len(data)
         if self._progress:
             self._progress(self._written, self.total_bytes)
@@ -401,9 +410,12 @@ class StreamWriter:
                     f"internal: only {self._next} of {len(self.entries)} tensors written")
             if exc_type is None and self._error is None:
                 self._closed = True
-                self._sink.finish()
-                os.replace(self._tmp, self.dest)
-                fsync_dir(self.dest.parent)
+                try:
+                    self._sink.finish()
+                    os.replace(self._tmp, self.dest)
+                    fsync_dir(self.dest.parent)
+                except OSError as err:
+                    raise self._io_error(err) from None
                 self.hashes = FileHashes(
                     sha256=self._sha.hexdigest(),
                     autov1=self._v1.hexdigest()[:8] if self._pos >= 0x100000 else "NOFILE",
@@ -417,6 +429,15 @@ class StreamWriter:
                 self._tmp.unlink()
         if exc_type is None and self._error is not None:
             raise self._error
+
+
+    def _io_error(self, err: OSError) -> SdcloudError:
+        """One line for a failed write: a full disk says how much room the file needs."""
+        if err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", 122)):
+            return SdcloudError(f"no space left for {self.dest.name} in {self.dest.parent} (it needs "
+                                f"{(len(self._prefix) + self.total_bytes) / 1e9:.2f} GB); free some space "
+                                "or choose another folder. Nothing was written")
+        return SdcloudError(f"cannot write {self.dest}: {err.strerror or err}. Nothing was written")
 
 
 class _Countdown:
