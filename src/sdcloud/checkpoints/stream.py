@@ -173,7 +173,10 @@ class SafetensorsSource:
         view = memoryview(buf.numpy())
         got = 0
         while got < nbytes:
-            n = os.preadv(self._fd, [view[got:]], start + got)
+            try:
+                n = os.preadv(self._fd, [view[got:]], start + got)
+            except OSError as err:  # e.g. a network mount that dropped
+                raise SdcloudError(f"cannot read {self.path}: {err.strerror or err}") from None
             if n <= 0:
                 raise CorruptFile(f"{self.path.name}: file ended inside tensor '{name}' (truncated?)")
             got += n
