@@ -1,12 +1,14 @@
 """Sampler behaviour A1111 users rely on, on the demo model at 64x64: per-image step noise for
-ancestral and SDE samplers (image i of a batch = seed+i alone) and the sigma-list schedule types
-(Polyexponential, KL Optimal, Align Your Steps)."""
+ancestral and SDE samplers (image i of a batch = seed+i alone), the sigma-list schedule types
+(Karras, Exponential, Polyexponential, KL Optimal, Align Your Steps) and A1111's img2img / hires
+step counts."""
 
 from __future__ import annotations
 
 import math
 import re
 
+import diffusers
 import numpy as np
 import pytest
 import torch
@@ -150,22 +152,119 @@ def test_schedule_types_listed_and_unsupported_pairs_are_clear_errors() -> None:
 
 
 @pytest.mark.parametrize("schedule", ["Polyexponential", "KL Optimal", "Align Your Steps"])
-def test_generation_with_each_schedule_differs_from_karras(engine: Engine, schedule: str) -> None:
-    karras = engine.generate(req(sampler_name="Euler", scheduler="Karras"))
+def test_generation_with_each_schedule_differs_from_automatic(engine: Engine, schedule: str) -> None:
+    # Euler's Automatic is diffusers' "leading" timesteps (from t 667 at 3 steps), the others start at sigma_max
+    # 14.61; on the random demo model that start dominates the image (Karras is as close to these as they are
+    # to each other, so it cannot serve as the contrast)
+    auto = engine.generate(req(sampler_name="Euler", scheduler="Automatic"))
     r = engine.generate(req(sampler_name="Euler", scheduler=schedule, batch_size=2))
-    assert max_diff(r.images[0], karras.images[0]) > 20
+    assert max_diff(r.images[0], auto.images[0]) > 20
     assert f"Sampler: Euler, Schedule type: {schedule}," in r.infotexts[0]
     alone = engine.generate(req(sampler_name="Euler", scheduler=schedule, seed=43))
     assert max_diff(r.images[1], alone.images[0]) <= 2
 
 
 @pytest.mark.parametrize("sampler", ["Euler", "DPM++ 2M"])
-def test_polyexponential_equals_diffusers_exponential(engine: Engine, sampler: str) -> None:
-    # rho 1 makes Polyexponential the same formula as Exponential, which diffusers computes itself:
-    # equal images show our sigma list and timesteps drive the scheduler exactly as its own do
+def test_polyexponential_equals_exponential(engine: Engine, sampler: str) -> None:
+    # rho 1 makes Polyexponential the same formula as Exponential (two branches of schedule_sigmas)
     poly = engine.generate(req(sampler_name=sampler, scheduler="Polyexponential"))
     expo = engine.generate(req(sampler_name=sampler, scheduler="Exponential"))
     assert max_diff(poly.images[0], expo.images[0]) <= 2
+
+
+@pytest.mark.parametrize("schedule,flag", [("Karras", "use_karras_sigmas"), ("Exponential", "use_exponential_sigmas")])
+def test_our_lists_equal_diffusers_formulas_over_the_full_range(schedule: str, flag: str) -> None:
+    # diffusers' Euler computes the same formulas itself when its timesteps span 999..0 (linspace spacing),
+    # with unrounded timesteps: an independent check of our sigmas and of our sigma -> timestep mapping
+    ref = diffusers.EulerDiscreteScheduler.from_config(dict(SCHEDULER), **{flag: True}, timestep_spacing="linspace")
+    ref.set_timesteps(7)
+    name, label = resolve_sampler("Euler", schedule)
+    sched = build_scheduler(name, label, dict(SCHEDULER))
+    set_timesteps(sched, name, label, 7, "cpu")
+    assert sched.sigmas.tolist() == pytest.approx(ref.sigmas.tolist(), rel=1e-4)
+    assert sched.timesteps.tolist() == pytest.approx(ref.timesteps.tolist(), abs=1e-2)
+
+
+# -- Karras / Exponential as A1111 computes them -----------------------------------------------------
+
+def _model_sigmas() -> np.ndarray:
+    """k-diffusion's model sigmas for SD's scaled_linear betas 0.00085..0.012, by training step."""
+    betas = np.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000) ** 2
+    alphas = np.cumprod(1 - betas)
+    return ((1 - alphas) / alphas) ** 0.5
+
+
+def _kdiffusion(schedule: str, n: int) -> list[float]:
+    """k-diffusion get_sigmas_karras (rho 7) / get_sigmas_exponential from sigma_max down to sigma_min, then 0."""
+    lo, hi = _model_sigmas()[0], _model_sigmas()[-1]
+    ramp = np.linspace(0, 1, n)
+    if schedule == "Karras":
+        sigmas = (hi ** (1 / 7) + ramp * (lo ** (1 / 7) - hi ** (1 / 7))) ** 7
+    else:
+        sigmas = np.exp(np.log(hi) + ramp * (np.log(lo) - np.log(hi)))
+    return [*sigmas.tolist(), 0.0]
+
+
+def _sigma_at(t: float) -> float:
+    """The model sigma of a (fractional) timestep: k-diffusion's t_to_sigma."""
+    return math.exp(np.interp(t, np.arange(1000), np.log(_model_sigmas())))
+
+
+def test_model_sigma_range_is_a1111s() -> None:
+    s = _model_sigmas()
+    assert s[-1] == pytest.approx(14.6146, abs=1e-4) and s[0] == pytest.approx(0.0292, abs=1e-4)
+
+
+@pytest.mark.parametrize("sampler", ["DPM++ 2M", "Euler", "LMS", "DPM++ 2M SDE", "Euler a"])
+@pytest.mark.parametrize("schedule", ["Karras", "Exponential"])
+def test_karras_and_exponential_sigmas_are_kdiffusions(sampler: str, schedule: str) -> None:
+    # diffusers' own use_karras_sigmas started Euler/LMS at sigma 11.03 (the first "leading" timestep, 951)
+    # and rounded DPM++ 2M's timesteps; A1111 spans the model's whole range with fractional timesteps
+    name, label = resolve_sampler(sampler, schedule)
+    sched = build_scheduler(name, label, dict(SCHEDULER))
+    set_timesteps(sched, name, label, 20, "cpu")
+    want = _kdiffusion(schedule, 20)
+    assert sched.sigmas.tolist() == pytest.approx(want, abs=1e-4)
+    assert sched.sigmas[0].item() == pytest.approx(14.6146, abs=1e-4)
+    assert sched.sigmas[-2].item() == pytest.approx(0.0292, abs=1e-4)
+    t = sched.timesteps.tolist()
+    assert len(t) == 20 and t[0] == pytest.approx(999, abs=1e-3)
+    assert [_sigma_at(x) for x in t] == pytest.approx(want[:-1], rel=1e-4)
+
+
+def test_dpmpp_2m_karras_default_sigmas_and_generation(engine: Engine) -> None:
+    # A1111's default sampler: DPM++ 2M, Automatic = Karras
+    name, label = resolve_sampler("DPM++ 2M", "Automatic")
+    sched = build_scheduler(name, label, dict(SCHEDULER))
+    set_timesteps(sched, name, label, 20, "cpu")
+    assert sched.sigmas.tolist() == pytest.approx(_kdiffusion("Karras", 20), abs=1e-4)
+    assert sched.sigmas[1].item() == pytest.approx(11.7254, abs=1e-3)  # diffusers' flag gave 11.72 after 14.61,
+    auto = engine.generate(req(sampler_name="DPM++ 2M", steps=20))    # but on rounded timesteps 999, 962, 921
+    assert "Sampler: DPM++ 2M, Schedule type: Karras," in auto.infotexts[0]
+    legacy = engine.generate(req(sampler_name="DPM++ 2M Karras", steps=20))
+    assert "Sampler: DPM++ 2M, Schedule type: Karras," in legacy.infotexts[0]
+    assert np.array_equal(arr(auto.images[0]), arr(legacy.images[0]))
+    assert arr(auto.images[0]).std() > 5  # a real image came out, not a blank
+
+
+def test_dpmpp_3m_sde_karras_discards_the_next_to_last_sigma() -> None:
+    name, label = resolve_sampler("DPM++ 3M SDE", "Karras")
+    sched = build_scheduler(name, label, dict(SCHEDULER))
+    set_timesteps(sched, name, label, 20, "cpu")
+    full = _kdiffusion("Karras", 21)
+    assert sched.sigmas.tolist() == pytest.approx(full[:-2] + full[-1:], abs=1e-4)
+
+
+@pytest.mark.parametrize("sampler", ["Heun", "DPM2", "DPM++ SDE"])
+def test_flag_only_samplers_span_the_model_sigma_range(sampler: str) -> None:
+    # no sigma list here (two model calls a step): diffusers' Karras flag, over the model's whole range
+    name, label = resolve_sampler(sampler, "Karras")
+    sched = build_scheduler(name, label, dict(SCHEDULER))
+    set_timesteps(sched, name, label, 20, "cpu")
+    # was 11.03, 8.98 (Karras from the first "leading" timestep, 951)
+    assert sched.sigmas[:2].tolist() == pytest.approx(_kdiffusion("Karras", 20)[:2], abs=1e-3)
+    if sampler != "DPM2":  # DPM2 steps to 0 through interpolated sigmas instead
+        assert sched.sigmas[sched.sigmas > 0].min().item() == pytest.approx(0.0292, abs=1e-4)
 
 
 def test_euler_a_takes_karras_and_exponential(engine: Engine) -> None:
@@ -345,4 +444,80 @@ def test_second_order_progress_counts_steps_not_model_calls(engine: Engine, name
     init = Image.new("RGB", (64, 64), (200, 80, 40))
     engine.generate(req(sampler_name=name, steps=4, init_images=[init], denoising_strength=0.5),
                     progress=lambda p: seen.append((p.step, p.steps)))
-    assert seen == [(1, 2), (2, 2)]
+    assert seen == [(1, 3), (2, 3), (3, 3)]  # A1111: t_enc = int(0.5 * 4) = 2, t_enc + 1 steps
+
+
+# -- img2img and hires step counts (A1111 setup_img2img_steps + sample_img2img) -------------------
+
+class _Calls:
+    """Records the timestep of every UNet call of a generation."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.unet = engine._ctx.pipe.unet  # type: ignore[union-attr]
+        self.t: list[float] = []
+
+    def __enter__(self) -> _Calls:
+        self.handle = self.unet.register_forward_pre_hook(
+            lambda _m, args: self.t.append(float(torch.as_tensor(args[1]).reshape(-1)[0])))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.handle.remove()
+
+
+_INIT = Image.new("RGB", (64, 64), (200, 80, 40))
+
+
+@pytest.mark.parametrize("sampler,calls_per_step", [("DPM++ 2M", 1), ("Euler", 1), ("Heun", 2), ("DPM++ 2S a", 2)])
+def test_img2img_runs_a1111s_steps_from_a1111s_sigma(engine: Engine, sampler: str, calls_per_step: int) -> None:
+    # d 0.75, 20 steps: t_enc = int(0.75 * 20) = 15; A1111 computes the 20-step schedule and samples
+    # sigmas[20 - 15 - 1:] = sigmas[4:]: 16 steps, the first from the 5th sigma (was 15 steps from the 6th)
+    schedule = "Karras"
+    seen: list[tuple[int, int]] = []
+    with _Calls(engine) as calls:
+        engine.generate(req(sampler_name=sampler, scheduler=schedule, steps=20, init_images=[_INIT],
+                            denoising_strength=0.75), progress=lambda p: seen.append((p.step, p.steps)))
+    assert seen == [(i, 16) for i in range(1, 17)]
+    assert len(calls.t) == (16 if calls_per_step == 1 else 31)  # two calls a step, one for the last step to 0
+    assert _sigma_at(calls.t[0]) == pytest.approx(_kdiffusion(schedule, 20)[4], rel=1e-3)  # 5.7894
+
+
+def test_img2img_timestep_sampler_starts_at_the_same_step(engine: Engine) -> None:
+    # DDIM runs on diffusers' 20 timesteps 951, 901, ... 1: A1111's offset gives 16 steps from 751
+    with _Calls(engine) as calls:
+        engine.generate(req(sampler_name="DDIM", steps=20, init_images=[_INIT], denoising_strength=0.75))
+    assert calls.t == [751.0 - 50 * i for i in range(16)]
+
+
+def test_img2img_at_strength_0_runs_one_step_at_the_smallest_sigma(engine: Engine) -> None:
+    with _Calls(engine) as calls:  # A1111: t_enc = 0, sigmas[N - 1:] = [sigma_min, 0]
+        engine.generate(req(sampler_name="DPM++ 2M", steps=5, init_images=[_INIT], denoising_strength=0.0))
+    assert len(calls.t) == 1 and _sigma_at(calls.t[0]) == pytest.approx(0.0292, abs=1e-4)
+
+
+@pytest.mark.parametrize("hr_steps,denoise,total,first", [(4, 0.5, 8, 4), (5, 0.7, 7, 2), (0, 0.75, 4, 1)])
+def test_hires_pass_runs_hr_steps_of_a_longer_schedule(engine: Engine, hr_steps: int, denoise: float, total: int,
+                                                       first: int) -> None:
+    # A1111 passes the hires steps to sample_img2img: a schedule of int(hr_steps / d) steps, of which the
+    # last hr_steps run (0 hires steps = the first pass's 3 steps)
+    seen: list[tuple[int, int]] = []
+    with _Calls(engine) as calls:
+        r = engine.generate(req(sampler_name="DPM++ 2M", steps=3, enable_hr=True, hr_scale=1.5, hr_upscaler="Latent",
+                                hr_second_pass_steps=hr_steps, denoising_strength=denoise),
+                            progress=lambda p: seen.append((p.step, p.steps)))
+    runs = hr_steps or 3
+    assert r.images[0].size == (96, 96)
+    assert seen == [(i, 3 + runs) for i in range(1, 4 + runs)]
+    hires = calls.t[3:]
+    assert len(hires) == runs
+    assert [_sigma_at(t) for t in hires] == pytest.approx(_kdiffusion("Karras", total)[first:-1], rel=1e-3)
+
+
+@pytest.mark.parametrize("sampler,denoise", [("DPM++ 2M", 0.001), ("DDIM", 0.001), ("Euler a", 1e-300)])
+def test_hires_at_tiny_strength_stays_within_the_training_steps(engine: Engine, sampler: str, denoise: float) -> None:
+    # int(2 / 0.001) = 2000 schedule steps (2 / 1e-300 would not fit in memory): capped at 1000, the last 2 run
+    with _Calls(engine) as calls:
+        r = engine.generate(req(sampler_name=sampler, steps=2, enable_hr=True, hr_scale=1.5, hr_upscaler="Latent",
+                                hr_second_pass_steps=2, denoising_strength=denoise))
+    assert r.images[0].size == (96, 96)
+    assert len(calls.t) == 4 and all(0 <= t < 5 for t in calls.t[2:])

@@ -36,6 +36,7 @@ LATENT_UPSCALE_MODES = {
     "Latent (nearest-exact)": ("nearest-exact", False),
 }
 PIXEL_UPSCALERS = {"Lanczos": Image.LANCZOS, "Nearest": Image.NEAREST}
+MAX_SCHEDULE_STEPS = 1000  # the longest schedule a hires pass computes (SD's training steps)
 # Cheap latent → RGB projection for live previews (A1111's "Approx cheap").
 _PREVIEW_FACTORS = {
     "sd": [[0.3512, 0.2297, 0.3227], [0.3250, 0.4974, 0.2350], [-0.2829, 0.1762, 0.2721], [-0.2120, -0.2616, -0.7177]],
@@ -78,6 +79,24 @@ class Pass:
     conds: list[tuple[int, Conditioning]]  # (end step, cond) schedule
     unconds: list[tuple[int, Conditioning]]
     denoise: float | None = None  # None = txt2img from pure noise
+    fixed_steps: bool = False  # hires pass: run exactly ``steps`` (A1111 passes its steps to sample_img2img)
+
+
+def img2img_steps(steps: int, denoise: float, fixed_steps: bool = False) -> tuple[int, int]:
+    """A1111 1.10 ``sd_samplers_common.setup_img2img_steps`` (``img2img_fix_steps`` off, its default):
+    ``(schedule steps, t_enc)``. The whole schedule is computed and the sampler runs its last
+    ``t_enc + 1`` steps, from ``sigmas[schedule steps - t_enc - 1]``. img2img: ``t_enc =
+    int(min(denoise, 0.999) * steps)`` (20 steps at 0.75: 16 steps from the 5th sigma). The hires
+    pass: a schedule of ``int(steps / min(denoise, 0.999))`` steps, of which it runs ``steps``
+    (none at denoise 0). Unlike A1111, that schedule stops at SD's 1000 training steps (a tiny
+    strength would ask for millions, or overflow)."""
+    if fixed_steps:
+        if denoise <= 0:
+            return 0, steps - 1
+        d = min(denoise, 0.999)
+        total = int(steps / d) if steps < d * MAX_SCHEDULE_STEPS else MAX_SCHEDULE_STEPS
+        return max(total, steps), steps - 1
+    return steps, int(min(denoise, 0.999) * steps)
 
 
 @dataclass
@@ -230,8 +249,14 @@ class Sampler:
         noise that ancestral and SDE samplers add at each step."""
         ctx, unet = self.ctx, self.ctx.pipe.unet
         device, dtype = ctx.device, ctx.dtype
+        sched_steps, t_enc = (p.steps, p.steps - 1) if p.denoise is None else \
+            img2img_steps(p.steps, p.denoise, p.fixed_steps)
+        if sched_steps == 0:  # hires at denoising 0: nothing to sample
+            assert latents is not None
+            return latents
         scheduler = build_scheduler(p.sampler, p.schedule, dict(ctx.pipe.scheduler.config))
-        set_timesteps(scheduler, p.sampler, p.schedule, p.steps, device, ctx.is_xl)
+        sched_steps = set_timesteps(scheduler, p.sampler, p.schedule, sched_steps, device, ctx.is_xl)
+        t_enc = min(t_enc, sched_steps - 1)
         seeds = list(seeds) if seeds is not None else list(range(len(noise)))
         if hasattr(scheduler, "noise_sampler_seed"):
             scheduler.noise_sampler_seed = seeds  # DPM++ SDE: one Brownian tree per image, as A1111
@@ -239,13 +264,13 @@ class Sampler:
         noise = noise.to(device=device, dtype=torch.float32)
         if p.denoise is None:
             latents = noise * scheduler.init_noise_sigma
-        else:
-            init_t = min(int(p.steps * p.denoise), p.steps)
+        else:  # A1111: sample over sigmas[sched_steps - t_enc - 1:], t_enc + 1 steps
+            first = sched_steps - t_enc - 1
             if hasattr(scheduler, "start_at"):  # our k-diffusion samplers lay out the shortened schedule
-                scheduler.start_at(max(p.steps - init_t, 0))
+                scheduler.start_at(first)
                 timesteps = scheduler.timesteps
-            else:
-                start = max(p.steps - init_t, 0) * scheduler.order
+            else:  # diffusers: a step's model calls are ``order`` timesteps (Heun-like: first-order call first)
+                start = first * scheduler.order
                 timesteps = timesteps[start:]
                 if hasattr(scheduler, "set_begin_index"):
                     scheduler.set_begin_index(start)
@@ -465,8 +490,8 @@ def generate_images(ctx: ModelContext, req: GenerationRequest, limits: Any,
     hires = req.enable_hr and not is_img2img
     first_steps = req.steps
     hr_steps = (req.hr_second_pass_steps or req.steps) if hires else 0
-    run_first = min(int(first_steps * denoise), first_steps) if is_img2img else first_steps
-    run_hr = min(int(hr_steps * denoise), hr_steps) if hires else 0
+    run_first = img2img_steps(first_steps, denoise)[1] + 1 if is_img2img else first_steps
+    run_hr = hr_steps if hires and img2img_steps(hr_steps, denoise, True)[0] > 0 else 0
     total = (run_first + run_hr) * req.n_iter
     s = Sampler(ctx, req, progress, cancel, preview, total)
     try:
@@ -481,7 +506,7 @@ def generate_images(ctx: ModelContext, req: GenerationRequest, limits: Any,
         tw, th = hires_target(req)
         hr_conds = s.schedule_conds(req.hr_prompt or req.prompt, first_steps, hr_steps)
         hr_unconds = s.schedule_conds(req.hr_negative_prompt or req.negative_prompt, first_steps, hr_steps)
-        hr_pass = Pass(hr_sampler, hr_schedule, hr_steps, tw, th, hr_conds, hr_unconds, denoise)
+        hr_pass = Pass(hr_sampler, hr_schedule, hr_steps, tw, th, hr_conds, hr_unconds, denoise, fixed_steps=True)
     images: list[Image.Image] = []
     out_seeds: list[int] = []
     out_subseeds: list[int] = []

@@ -74,7 +74,9 @@ class ScheduleSpec:
 _SCHEDULES: tuple[ScheduleSpec, ...] = (
     ScheduleSpec("automatic", "Automatic", None, -1, False, ()),
     ScheduleSpec("uniform", "Uniform", None, -1, True, (("timestep_spacing", "linspace"),)),
-    ScheduleSpec("karras", "Karras", None, 7.0, False, (("use_karras_sigmas", True),)),
+    # Karras/Exponential: a sigma list computed here where the scheduler takes one (``_sigma_list_for``);
+    # diffusers' flag elsewhere, with linspace spacing so its range is the model's whole sigma_min..sigma_max
+    ScheduleSpec("karras", "Karras", None, 7.0, False, (("use_karras_sigmas", True), ("timestep_spacing", "linspace"))),
     ScheduleSpec("exponential", "Exponential", None, -1, False,
                  (("use_exponential_sigmas", True), ("timestep_spacing", "linspace"))),
     ScheduleSpec("polyexponential", "Polyexponential", None, 1.0, False, (), True),
@@ -172,13 +174,15 @@ AYS_SIGMAS = {
 }
 
 
-def _sigma_list_for(sched: ScheduleSpec, init_params: Any) -> bool:
-    """Whether the schedule is computed here: the custom-sigma ones, and Karras/Exponential for a
-    scheduler without diffusers' flag for them (Euler a)."""
+def _sigma_list_for(sched: ScheduleSpec, scheduler_cls: str | None) -> bool:
+    """Whether the schedule is computed here as a sigma list: the custom-sigma ones, and Karras and
+    Exponential for every scheduler that takes a list. diffusers' own ``use_karras_sigmas`` is not
+    A1111's schedule: with SD's "leading" spacing it spans only the chosen timesteps (sigma_max about
+    11 instead of 14.61 at 20 steps for Euler/LMS), DPM++ 2M rounds its timesteps to integers, and
+    DPM++ 3M SDE would miss A1111's discarded next-to-last sigma."""
     if sched.custom_sigmas:
         return True
-    flags = [k for k, _ in sched.kwargs or () if k in _LIST_FLAGS]
-    return bool(flags) and flags[0] not in init_params
+    return scheduler_cls in _CUSTOM_SIGMA_CLASSES and any(k in _LIST_FLAGS for k, _ in sched.kwargs or ())
 
 
 def custom_sigma_samplers() -> list[str]:
@@ -228,19 +232,22 @@ def schedule_sigmas(label: str, n: int, sigma_min: float, sigma_max: float, is_x
 
 
 def set_timesteps(scheduler: Any, sampler: str, schedule_label: str, steps: int, device: Any,
-                  is_xl: bool = False) -> None:
-    """``scheduler.set_timesteps`` for a resolved sampler and schedule. For a schedule computed here
-    (``schedule_sigmas``) the scheduler's sigmas and the matching timesteps (k-diffusion's
-    ``sigma_to_t``) are replaced; our own samplers always take such a list."""
+                  is_xl: bool = False) -> int:
+    """``scheduler.set_timesteps`` for a resolved sampler and schedule; returns the number of steps laid
+    out (``steps``, or the scheduler's training steps where diffusers allows no more). For a schedule
+    computed here (``schedule_sigmas``: A1111's sigma_min/sigma_max, the model's whole range) the
+    scheduler's sigmas and the matching timesteps (k-diffusion's ``sigma_to_t``, not rounded) are
+    replaced; our own samplers always take such a list."""
     sched = _SCHEDULE_BY_KEY[effective_schedule(sampler, schedule_label).lower()]
     own = isinstance(scheduler, _KSampler)
-    if not own and not _sigma_list_for(sched, inspect.signature(type(scheduler).__init__).parameters):
+    spec = _BY_NAME[sampler]
+    if not own and not _sigma_list_for(sched, spec.scheduler_cls):
+        steps = min(steps, int(scheduler.config.num_train_timesteps))
         scheduler.set_timesteps(steps, device=device)
-        return
+        return steps
     import numpy as np
     import torch
 
-    spec = _BY_NAME[sampler]
     discard = dict(spec.options).get("discard_next_to_last_sigma") == "True"
     alphas = scheduler.alphas_cumprod.to("cpu", torch.float32)
     model_sigmas = ((1 - alphas) / alphas) ** 0.5  # k-diffusion's model_wrap.sigmas (float32)
@@ -251,12 +258,14 @@ def set_timesteps(scheduler: Any, sampler: str, schedule_label: str, steps: int,
     log_sigmas = model_sigmas.log().double().numpy()
     if own:
         scheduler.set_sigmas(sigmas, log_sigmas, device)
-        return
-    scheduler.set_timesteps(steps, device=device)  # resets the scheduler's per-run state
+        return steps
+    # resets the scheduler's per-run state (at most its training steps: diffusers refuses more)
+    scheduler.set_timesteps(min(steps, int(scheduler.config.num_train_timesteps)), device=device)
     t = np.interp(np.log(sigmas[:-1].double().numpy()), log_sigmas, np.arange(len(log_sigmas)))
     scheduler.timesteps = torch.from_numpy(t.astype(np.float32)).to(device)
     scheduler.sigmas = sigmas.to(scheduler.sigmas.device, torch.float32)
     scheduler.num_inference_steps = steps
+    return steps
 
 
 def effective_schedule(sampler: str, schedule_label: str) -> str:
@@ -280,12 +289,10 @@ def build_scheduler(sampler: str, schedule_label: str, base_config: dict[str, An
     sched = _SCHEDULE_BY_KEY[label.lower()]
     params = inspect.signature(cls.__init__).parameters
     kwargs: dict[str, Any] = dict(spec.kwargs)
-    for key, value in sched.kwargs or ():
-        if key not in params:
+    for key, value in () if _sigma_list_for(sched, spec.scheduler_cls) else sched.kwargs or ():
+        if key not in params:  # (a sigma-list schedule takes none: set_timesteps replaces the sigmas)
             if key == "timestep_spacing":
                 continue  # the scheduler has a fixed spacing; nothing to change
-            if key in _LIST_FLAGS and spec.scheduler_cls in _CUSTOM_SIGMA_CLASSES:
-                continue  # computed as a sigma list in set_timesteps
             raise BadRequest(f"schedule type '{label}' is not available with sampler '{sampler}'")
         kwargs[key] = value
     config = {k: v for k, v in base_config.items() if not k.startswith("_")}
