@@ -155,7 +155,7 @@ def test_img2img_strength_and_resize_modes(engine: Engine) -> None:
     init = Image.new("RGB", (96, 64), (200, 30, 30))
     low = engine.generate(req(init_images=[init], denoising_strength=0.0))
     assert low.images[0].size == (64, 64)
-    # strength 0 runs no step: the output is the init image through the VAE only
+    # strength 0 runs one step at the smallest sigma (A1111: t_enc = 0)
     assert "Denoising strength: 0.0" in low.infotexts[0]
     high = engine.generate(req(init_images=[init], denoising_strength=0.9))
     assert not np.array_equal(arr(low.images[0]), arr(high.images[0]))
