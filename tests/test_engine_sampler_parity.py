@@ -16,16 +16,15 @@ from PIL import Image
 
 from sdcloud.engine.demo import SCHEDULER
 from sdcloud.engine.engine import Engine
+from sdcloud.engine.ksamplers import DPMPP2SAncestralScheduler, RestartScheduler
 from sdcloud.engine.samplers import (
-    DPMPP2SAncestralScheduler,
-    RestartScheduler,
     build_scheduler,
     custom_sigma_samplers,
     resolve_sampler,
-    schedule_sigmas,
     scheduler_list,
     set_timesteps,
 )
+from sdcloud.engine.sigmas import schedule_sigmas
 from sdcloud.engine.types import GenerationRequest
 from sdcloud.errors import BadRequest
 from sdcloud.settings import Settings
