@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import random
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,10 @@ from sdcloud.engine.conditioning import Conditioning, PromptEncoder, pad_to_same
 from sdcloud.engine.samplers import build_scheduler, effective_schedule, resolve_sampler, set_timesteps
 from sdcloud.engine.types import CancelToken, GenerationRequest, Progress, ProgressCallback
 from sdcloud.errors import BadRequest, GenerationFailed
+
+# DPM++ SDE's Brownian tree starts at the schedule's sigma_min as diffusers rounds it; the last
+# query can sit a float rounding below it, which torchsde clamps after warning on every image.
+warnings.filterwarnings("ignore", message=r"Should have (ta|tb)>=t0", category=UserWarning, module=r"torchsde")
 
 LATENT_UPSCALE_MODES = {
     "Latent": ("bilinear", False),
