@@ -4,6 +4,7 @@ for our sampling loop: ``set_sigmas`` takes a sigma list from ``sigmas.schedule_
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,7 @@ class _StepOutput:
     prev_sample: Any
 
 
-class KSampler:
+class KSampler(ABC):
     """A k-diffusion sampler as a diffusers-style scheduler for our loop. ``set_sigmas`` lays out the
     model calls as ``(sigma of the call, data)``; their timesteps (k-diffusion ``sigma_to_t``) form
     ``timesteps``, and ``step`` returns the model's next input (for a second-order method, the
@@ -64,8 +65,9 @@ class KSampler:
         self.timesteps = torch.from_numpy(t.astype(np.float32)).to(self._device)
         self._index, self._begin, self._x = None, 0, None
 
+    @abstractmethod
     def _layout(self) -> list[tuple[Any, Any]]:
-        raise NotImplementedError
+        """The model calls of the whole schedule, as ``(sigma of the call, data for _step)``."""
 
     def set_timesteps(self, steps: int, device: Any = None) -> None:
         raise RuntimeError("use samplers.set_timesteps, which computes the sigma list")
@@ -108,8 +110,9 @@ class KSampler:
         self._index = (self._index or 0) + 1
         return _StepOutput(self._step(self._denoised(model_output, sample, sigma), sample, data, generator))
 
+    @abstractmethod
     def _step(self, denoised: Any, sample: Any, data: Any, generator: Any) -> Any:
-        raise NotImplementedError
+        """The model's next input, from this call's denoised prediction."""
 
 
 class DPMPP2SAncestralScheduler(KSampler):
