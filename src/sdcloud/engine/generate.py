@@ -185,12 +185,17 @@ def _slerp(t: float, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def make_noise(seeds: list[int], subseeds: list[int], strength: float, shape: tuple[int, int, int],
-               resize_from: tuple[int, int] | None = None) -> torch.Tensor:
-    """Per-image noise from each image's seed on the CPU (device-independent, like RNG: CPU)."""
-    out = []
+               resize_from: tuple[int, int] | None = None) -> tuple[torch.Tensor, list[torch.Generator]]:
+    """Per-image noise from each image's seed on the CPU (device-independent, like RNG: CPU), and
+    each image's generator for the noise ancestral/SDE samplers add at each step (A1111's
+    ImageRNG): the seed's generator, advanced past the initial noise drawn from it (A1111 draws
+    resized-seed noise from a fresh generator, so in that case it starts from the seed). Image i
+    of a batch thus gets exactly the noise it gets when generated alone."""
+    out, gens = [], []
     for seed, subseed in zip(seeds, subseeds, strict=True):
         gen_shape = shape if not resize_from else (shape[0], resize_from[1] // 8, resize_from[0] // 8)
-        noise = torch.randn(gen_shape, generator=torch.Generator("cpu").manual_seed(seed))
+        gen = torch.Generator("cpu").manual_seed(seed)
+        noise = torch.randn(gen_shape, generator=gen)
         if strength > 0:
             sub = torch.randn(gen_shape, generator=torch.Generator("cpu").manual_seed(subseed))
             noise = _slerp(strength, noise, sub)
@@ -201,22 +206,10 @@ def make_noise(seeds: list[int], subseeds: list[int], strength: float, shape: tu
             sy, sx = (gen_shape[1] - h) // 2, (gen_shape[2] - w) // 2
             full[:, ty:ty + h, tx:tx + w] = noise[:, sy:sy + h, sx:sx + w]
             noise = full
+            gen = torch.Generator("cpu").manual_seed(seed)
         out.append(noise)
-    return torch.stack(out)
-
-
-def step_generators(seeds: list[int], shape: tuple[int, int, int], resized: bool = False) -> list[torch.Generator]:
-    """One CPU generator per image for the noise ancestral/SDE samplers add at each step (A1111's
-    ImageRNG): seeded with the image's seed and advanced past the initial noise ``make_noise`` drew
-    from it (A1111 draws resized-seed noise from a fresh generator, so that case is not advanced).
-    Image i of a batch thus gets exactly the step noise it gets when generated alone."""
-    gens = []
-    for seed in seeds:
-        gen = torch.Generator("cpu").manual_seed(seed)
-        if not resized:
-            torch.randn(shape, generator=gen)
         gens.append(gen)
-    return gens
+    return torch.stack(out), gens
 
 
 class Sampler:
@@ -250,7 +243,7 @@ class Sampler:
                  init_latents: torch.Tensor | None = None, latent_mask: torch.Tensor | None = None,
                  image_cond: torch.Tensor | None = None, seeds: list[int] | None = None,
                  generators: list[torch.Generator] | None = None) -> torch.Tensor:
-        """One pass. ``seeds`` and ``generators`` (one per image, see ``step_generators``) drive the
+        """One pass. ``seeds`` and ``generators`` (one per image, from ``make_noise``) drive the
         noise that ancestral and SDE samplers add at each step."""
         ctx, unet = self.ctx, self.ctx.pipe.unet
         device, dtype = ctx.device, ctx.dtype
@@ -286,7 +279,7 @@ class Sampler:
         step_params = inspect.signature(scheduler.step).parameters
         step_kwargs: dict[str, Any] = {}
         if "generator" in step_params:
-            step_kwargs["generator"] = generators or step_generators(seeds, tuple(noise.shape[1:]))
+            step_kwargs["generator"] = generators or [torch.Generator("cpu").manual_seed(s) for s in seeds]
         if "eta" in step_params and self.req.eta is not None:
             step_kwargs["eta"] = self.req.eta
         batch = latents.shape[0]
@@ -398,9 +391,7 @@ def run_batch(sampler: Sampler, req: GenerationRequest, seeds: list[int], subsee
     shape = (4, first.height // 8, first.width // 8)
     resize_from = (req.seed_resize_from_w, req.seed_resize_from_h) \
         if req.seed_resize_from_w > 0 and req.seed_resize_from_h > 0 else None
-    noise = make_noise(seeds, subseeds, req.subseed_strength, shape, resize_from)
-    resized = resize_from is not None and (resize_from[1] // 8, resize_from[0] // 8) != shape[1:]
-    gens = step_generators(seeds, shape, resized=resized)
+    noise, gens = make_noise(seeds, subseeds, req.subseed_strength, shape, resize_from)
     device = sampler.ctx.device
     if init is None:
         latents = sampler.run_pass(first, None, noise, seeds=seeds, generators=gens)
@@ -431,9 +422,8 @@ def run_batch(sampler: Sampler, req: GenerationRequest, seeds: list[int], subsee
         else:
             pics = [p.resize((hires.width, hires.height), PIXEL_UPSCALERS[up]) for p in sampler.decode(latents)]
             latents = sampler.encode(pics)
-        hr_noise = make_noise(seeds, subseeds, req.subseed_strength, (4, *size))
-        latents = sampler.run_pass(hires, latents, hr_noise, seeds=seeds,
-                                   generators=step_generators(seeds, (4, *size)))
+        hr_noise, hr_gens = make_noise(seeds, subseeds, req.subseed_strength, (4, *size))
+        latents = sampler.run_pass(hires, latents, hr_noise, seeds=seeds, generators=hr_gens)
     images = sampler.decode(latents)
     if init is not None and init.get("overlay_mask") is not None:
         images = [im.overlay(orig, gen, init["overlay_mask"], init.get("box"))
