@@ -30,7 +30,6 @@ from sdcloud.checkpoints.stream import (
     output_dtype,
     prefetch,
     single_intraop_thread,
-    torch_dtype,
 )
 from sdcloud.errors import BadRequest, Unsupported
 
@@ -343,15 +342,12 @@ def _run(opts: MergeOptions, steps: list[_Step], a: TensorSource, b: TensorSourc
             StreamWriter(opts.output, [s.entry for s in steps], metadata, progress,
                          direct=opts.direct_io) as w:
         for step, tensors in prefetch(reader(s) for s in steps):
-            out_dtype = torch_dtype(step.entry.dtype)
             if step.action == "merge":
                 result = _merge_one(opts, step, tensors, device, w.buffer(step.entry))
             elif step.action == "position_ids":
                 n = step.entry.shape[-1] if step.entry.shape else 77
                 result = torch.arange(n, dtype=torch.int64).reshape(step.entry.shape)
-            elif tensors[0].dtype != out_dtype:
-                result = w.buffer(step.entry).copy_(tensors[0])
-            else:
+            else:  # copied (the writer casts it to the output dtype)
                 result = tensors[0]
             w.write(step.entry.name, result)
     assert w.hashes is not None

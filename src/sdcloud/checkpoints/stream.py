@@ -353,15 +353,17 @@ class StreamWriter:
         return tensor
 
     def write(self, name: str, tensor: torch.Tensor) -> None:
-        """Queue the next tensor (must follow the header order, dtype and shape)."""
+        """Queue the next tensor (in the header order and shape; cast to the planned dtype)."""
         if self._error is not None:
             raise self._error
         if self._next >= len(self.entries):
             raise SdcloudError(f"internal: extra tensor '{name}' written")
         e = self.entries[self._next]
-        if name != e.name or tuple(tensor.shape) != e.shape or st_dtype(tensor.dtype) != e.dtype:
-            raise SdcloudError(f"internal: tensor '{name}' {tuple(tensor.shape)} {tensor.dtype} does not "
-                               f"match planned '{e.name}' {e.shape} {e.dtype}")
+        if name != e.name or tuple(tensor.shape) != e.shape:
+            raise SdcloudError(f"internal: tensor '{name}' {tuple(tensor.shape)} does not match planned "
+                               f"'{e.name}' {e.shape}")
+        if st_dtype(tensor.dtype) != e.dtype:  # cast into the ring, not into fresh memory
+            tensor = self.buffer(e).copy_(tensor)
         self._next += 1
         span = self._spans.pop(tensor.data_ptr(), None) if tensor.numel() else None
         item = (_as_bytes(tensor), _Countdown(len(self._queues), self._arena, span) if span else None)
@@ -494,8 +496,6 @@ def rewrite(source: TensorSource, dest: Path, steps: list[CopyStep], metadata: M
                 tensor = torch.arange(n, dtype=torch.int64).reshape(step.entry.shape)
             elif transform is not None and tensor.is_floating_point():
                 tensor = transform(step.entry.name, tensor)
-            if tensor.dtype != torch_dtype(step.entry.dtype):
-                tensor = w.buffer(step.entry).copy_(tensor)
             w.write(step.entry.name, tensor)
     assert w.hashes is not None
     return w.hashes
