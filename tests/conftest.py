@@ -126,3 +126,15 @@ def start_server(tmp_path: Path) -> Iterator[object]:
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> object:
+    """An in-process engine with the demo model loaded, shared by one test module (modules that
+    need another kind of engine define their own ``engine`` fixture, which takes precedence)."""
+    from sdcloud.engine.engine import Engine
+    from sdcloud.settings import Settings
+
+    eng = Engine(Settings(data_dir=tmp_path_factory.mktemp("engine")))
+    eng.load_model("demo")
+    return eng

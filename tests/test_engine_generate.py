@@ -15,14 +15,6 @@ from sdcloud.infotext import parse_infotext
 from sdcloud.settings import Settings
 
 
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
-    settings = Settings(data_dir=tmp_path_factory.mktemp("engine"))
-    eng = Engine(settings)
-    eng.load_model("demo")
-    return eng
-
-
 def req(**kw: object) -> GenerationRequest:
     base: dict[str, object] = dict(prompt="a cat in a hat", negative_prompt="blurry", width=64, height=64,
                                    steps=3, seed=42, sampler_name="Euler")

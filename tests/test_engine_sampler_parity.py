@@ -27,27 +27,15 @@ from sdcloud.engine.samplers import (
 from sdcloud.engine.sigmas import schedule_sigmas
 from sdcloud.engine.types import GenerationRequest
 from sdcloud.errors import BadRequest
-from sdcloud.settings import Settings
+from test_engine_generate import arr
+from test_engine_generate import req as base_req
 
 SD_SIGMA_MIN, SD_SIGMA_MAX = 0.0291675, 14.614647  # SD 1.x/XL scaled_linear betas, k-diffusion model sigmas
 
 
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
-    eng = Engine(Settings(data_dir=tmp_path_factory.mktemp("engine")))
-    eng.load_model("demo")
-    return eng
-
-
 def req(**kw: object) -> GenerationRequest:
-    base: dict[str, object] = dict(prompt="a cat in a hat", negative_prompt="blurry", width=64, height=64,
-                                   steps=3, seed=42, sampler_name="Euler a")
-    base.update(kw)
-    return GenerationRequest(**base)  # type: ignore[arg-type]
-
-
-def arr(image: Image.Image) -> np.ndarray:
-    return np.asarray(image).astype(np.int16)
+    """The engine tests' request, with an ancestral sampler by default."""
+    return base_req(**{"sampler_name": "Euler a", **kw})
 
 
 def max_diff(a: Image.Image, b: Image.Image) -> int:
