@@ -70,12 +70,6 @@ class Arena:
                 self._live.popleft()
             self._cond.notify_all()
 
-    @property
-    def in_use(self) -> int:
-        """Spans not yet released (for tests and progress)."""
-        with self._cond:
-            return sum(1 for s in self._live if not s.done)
-
     def _fit(self, size: int) -> int | None:
         if not self._live:
             return 0
