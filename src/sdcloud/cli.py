@@ -11,9 +11,38 @@ import importlib
 import pkgutil
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from sdcloud import __version__
 from sdcloud.errors import SdcloudError
+
+# Options every command takes, before or after its name (``sdcloud serve --data-dir X``).
+GLOBAL_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("--data-dir", {"help": "data folder (A1111 layout); env SDCLOUD_DATA_DIR"}),
+    ("--config", {"help": "TOML config file; env SDCLOUD_CONFIG"}),
+    ("--lang", {"metavar": "ja|en", "help": "language of messages and of the web UI (default: "
+                "LANGUAGE/LC_ALL/LANG; the UI follows the browser); env SDCLOUD_LANG"}),
+)
+
+
+def _add_global_options(parser: argparse.ArgumentParser, *, after_command: bool) -> None:
+    """On a command's parser the defaults are suppressed, so a value given before the command
+    name is not reset by the command's own (absent) copy of the option."""
+    for flag, kwargs in GLOBAL_OPTIONS:
+        if any(flag in a.option_strings for a in parser._actions):
+            continue
+        extra = {"default": argparse.SUPPRESS} if after_command else {}
+        parser.add_argument(flag, **kwargs, **extra)
+
+
+def _command_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every parser below ``parser`` (commands and their actions), each once."""
+    found: list[argparse.ArgumentParser] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                found += [child, *_command_parsers(child)]
+    return found
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,8 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Stable Diffusion on rented GPUs: generate, serve, store, merge, plan.",
     )
     parser.add_argument("--version", action="version", version=f"sdcloud {__version__}")
-    parser.add_argument("--data-dir", help="data folder (A1111 layout); env SDCLOUD_DATA_DIR")
-    parser.add_argument("--config", help="TOML config file; env SDCLOUD_CONFIG")
+    _add_global_options(parser, after_command=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     import sdcloud.commands as commands_pkg
 
@@ -32,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         module = importlib.import_module(f"sdcloud.commands.{info.name}")
         module.register(sub)
+    for child in _command_parsers(parser):
+        _add_global_options(child, after_command=True)
     return parser
 
 
