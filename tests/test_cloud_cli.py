@@ -93,6 +93,7 @@ def test_user_catalog_in_data_dir_is_merged(tmp_path):
                         "billing": "hourly",
                         "gpus": {"RTX 3090": {"price": {"USD": 0.05}}},
                         "source": "electricity bill",
+                        "date": "2026-11",
                     }
                 ]
             }
@@ -107,7 +108,7 @@ def test_user_catalog_in_data_dir_is_merged(tmp_path):
     ("args", "message"),
     [
         (["plan", "--currency", "EUR"], "unknown currency 'EUR'"),
-        (["plan", "--provider", "azure"], "unknown provider 'azure'"),
+        (["plan", "--provider", "lambda"], "unknown provider 'lambda'"),
         (["plan", "--gpu", "H900"], "unknown GPU 'H900'"),
         (["plan", "--images", "-5"], "--images must be between 0"),
         (["plan", "--train-hours", "nan"], "--train-hours must be a finite number"),

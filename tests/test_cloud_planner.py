@@ -208,7 +208,7 @@ def test_user_catalog_overrides_extends_and_removes(tmp_path):
         ({"width": 10}, {}, "--size width"),
         ({"family": "sd3"}, {}, "unknown model family 'sd3'"),
         ({}, {"currency": "EUR"}, "unknown currency 'EUR'"),
-        ({}, {"providers": ["azure"]}, "unknown provider 'azure'"),
+        ({}, {"providers": ["lambda"]}, "unknown provider 'lambda'"),
         ({}, {"gpus": ["H900"]}, "unknown GPU 'H900'"),
         ({}, {"budget": -3}, "--budget"),
     ],

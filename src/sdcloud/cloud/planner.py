@@ -22,6 +22,8 @@ MAX_IMAGES = 10_000_000
 MAX_STEPS = 1000
 MAX_SIDE = 8192
 MAX_STORAGE_GB = 1_000_000
+# ``plan --store NAME``: short names for the stores sdcloud writes to (any storage id works too)
+STORE_ALIASES = {"drive": "google-drive", "gdrive": "google-drive", "hf": "hf-hub", "hub": "hf-hub"}
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,7 @@ class Plan:
     budget: float | None
     rows: list[PlanRow]
     notes: list[str]
+    store: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -107,6 +110,7 @@ class Plan:
             "budget": self.budget,
             "rows": [asdict(r) for r in self.rows],
             "notes": self.notes,
+            "store": self.store,
         }
 
 
@@ -114,6 +118,7 @@ class Planner:
     def __init__(self, catalog: PriceCatalog, throughput: ThroughputTable) -> None:
         self.catalog = catalog
         self.throughput = throughput
+        self._store: str | None = None
 
     def plan(
         self,
@@ -123,8 +128,10 @@ class Planner:
         budget: float | None = None,
         providers: list[str] | None = None,
         gpus: list[str] | None = None,
+        store: str | None = None,
     ) -> Plan:
         work.check()
+        self._store = self._check_store(store)
         currency = self.catalog.rates.check(currency)
         self.throughput.check_family(work.family)
         if budget is not None:
@@ -157,7 +164,18 @@ class Planner:
         if currency != "USD":
             rate = self.catalog.rates.per_usd[currency]
             notes.append(f"Dollar prices converted at {rate:g} {currency}/USD (--jpy-per-usd to change).")
-        return Plan(currency, work, budget, rows, notes)
+        if self._store:
+            notes.append(f"Storage priced as {self._store} for every row (--store).")
+        return Plan(currency, work, budget, rows, notes, store=self._store)
+
+    def _check_store(self, store: str | None) -> str | None:
+        if store is None:
+            return None
+        sid = STORE_ALIASES.get(store.lower(), store.lower())
+        if sid not in self.catalog.storage:
+            known = sorted({*STORE_ALIASES, *self.catalog.storage})
+            raise BadRequest(f"unknown --store {store!r}; use one of {', '.join(known)}")
+        return sid
 
     def _check_providers(self, providers: list[str] | None) -> set[str]:
         known = set(self.catalog.providers)
@@ -263,9 +281,10 @@ class Planner:
 
     def _storage(self, offer: Offer, gb: float, cur: str) -> tuple[float | None, bool, str]:
         """(monthly cost or None if unpriced, fits, note)."""
-        if offer.storage is None:
+        sid = self._store or offer.storage
+        if sid is None:
             return 0.0, True, ""
-        opt: StorageOption = self.catalog.storage[offer.storage]
+        opt: StorageOption = self.catalog.storage[sid]
         rates = self.catalog.rates
         if opt.max_gb is not None and gb > opt.max_gb:
             return None, False, f"needs {gb:g} GB of storage; this plan has at most {opt.max_gb:g} GB"
@@ -274,8 +293,85 @@ class Planner:
                 if gb <= size:
                     return rates.convert(price, cur), True, ""
             return None, False, f"needs {gb:g} GB; the largest {opt.id} tier is {opt.tiers[-1][0]:g} GB"
-        if opt.kind == "per_gb_month":
-            return gb * rates.convert(opt.price, cur), True, ""
+        over = max(0.0, gb - opt.included_gb)
+        if opt.kind == "per_gb_month" or (opt.kind == "included" and opt.price):
+            return over * rates.convert(opt.price, cur), True, ""
         if opt.kind == "included":
             return 0.0, True, ""
         return None, True, opt.note if gb > 0 else ""
+
+
+# --explain ---------------------------------------------------------------------------------
+def explain(plan: Plan, catalog: PriceCatalog, offer_id: str) -> list[str]:
+    """How each row of one offer was computed, figure by figure, with dates and sources."""
+    offers = {o.id: o for o in catalog.offers}
+    offer = offers.get(offer_id) or offers.get(offer_id.lower())
+    if offer is None:
+        raise BadRequest(f"unknown offer {offer_id!r} for --explain; offers: {', '.join(sorted(offers))}")
+    rows = [r for r in plan.rows if r.offer == offer.id]
+    if not rows:
+        raise BadRequest(f"offer {offer.id!r} has no row under this --provider/--gpu filter")
+    cur, w = plan.currency, plan.workload
+    rates = catalog.rates
+    money = _money_fmt(cur)
+    out = [f"{offer.id}: {offer.provider} {offer.plan} ({offer.billing}; {offer.source or '?'}, "
+           f"{offer.date or 'undated'})"]
+    sid = plan.store or offer.storage
+    for r in rows:
+        gpu = next(g for g in offer.gpus if g.gpu == r.gpu)
+        out.append(f"\n  {r.gpu}" + (f" ({gpu.instance})" if gpu.instance else "") + f": total {money(r.total)}")
+        if r.seconds_per_image is None:
+            out.append(f"    time per image: unknown (no {w.family} figure for {r.gpu})")
+        else:
+            out.append(f"    time per image: {r.seconds_per_image:.2f} s = {w.steps} steps at {w.width}x{w.height} "
+                       f"from the {w.family} table ({r.throughput_source})")
+        if r.gpu_hours is not None:
+            per = "?" if r.seconds_per_image is None else f"{r.seconds_per_image:.2f}"
+            out.append(f"    GPU-hours: {w.images:,} images x {per} s / 3600 + {w.train_hours:g} h training "
+                       f"= {r.gpu_hours:,.2f} h")
+        if offer.billing == "compute_units":
+            pack = rates.convert(offer.cu_pack_price, cur)
+            out.append(f"    price/h: {gpu.cu_per_hour:g} CU/h x {money(pack)} / {offer.cu_pack_size:g} CU "
+                       f"= {money(r.price_per_hour)}")
+            if r.gpu_hours is not None:
+                need = r.gpu_hours * float(gpu.cu_per_hour or 0)
+                out.append(f"    compute: {need:,.1f} CU needed, {offer.included_cu:g} included, extra in packs "
+                           f"of {offer.cu_pack_size:g} = {money(r.compute_cost)}")
+        else:
+            out.append(f"    price/h: {money(r.price_per_hour)} ({gpu.source or offer.source or '?'}, "
+                       f"{gpu.date or offer.date or 'undated'})")
+            if r.gpu_hours is not None:
+                out.append(f"    compute: {r.gpu_hours:,.2f} h x {money(r.price_per_hour)} = {money(r.compute_cost)}")
+        out.append(f"    monthly fee: {money(r.fee)}")
+        out.append("    storage: " + _explain_storage(catalog, sid, w.storage_gb, r.storage_cost, money))
+        parts = [money(r.fee), money(r.compute_cost), money(r.storage_cost)]
+        fits = "" if r.fits else " (does not fit)"
+        out.append(f"    total: fee + compute + storage = {' + '.join(parts)} = {money(r.total)}{fits}")
+    if offer.notes:
+        out.append("\n  notes: " + "; ".join(offer.notes))
+    return out
+
+
+def _explain_storage(catalog: PriceCatalog, sid: str | None, gb: float, cost: float | None,
+                     money: Any) -> str:
+    if sid is None:
+        return "none needed"
+    opt = catalog.storage[sid]
+    how = {
+        "tiers": "smallest tier that holds it",
+        "per_gb_month": f"({gb:g} GB - {opt.included_gb:g} GB free) x price per GB-month",
+        "included": f"{opt.included_gb:g} GB included" + (", more per GB-month" if opt.price else ""),
+        "unpriced": "not priced (varies)",
+    }[opt.kind]
+    return f"{gb:g} GB on {sid}: {how} = {money(cost)} ({opt.source or '?'}, {opt.date or 'undated'})"
+
+
+def _money_fmt(cur: str) -> Any:
+    def fmt(value: float | None) -> str:
+        if value is None or not math.isfinite(value):
+            return "-"
+        if cur == "JPY":
+            return f"¥{value:,.0f}"
+        return f"${value:,.2f}" if cur == "USD" else f"{value:,.2f} {cur}"
+
+    return fmt

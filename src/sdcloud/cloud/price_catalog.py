@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import datetime
 import json
+import json.decoder
+import json.scanner
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -82,6 +86,7 @@ class GpuOffer:
     cu_per_hour: float | None = None
     date: str = ""
     source: str = ""
+    instance: str = ""  # the machine type behind the price (g4dn.xlarge), where one is named
 
 
 @dataclass(frozen=True)
@@ -151,9 +156,123 @@ def _norm(name: str) -> str:
 
 
 # Loading --------------------------------------------------------------------------------
-def _packaged(name: str) -> dict[str, Any]:
+def _packaged(name: str, *, lined: bool = False) -> dict[str, Any]:
     text = resources.files("sdcloud.cloud").joinpath("data", name).read_text(encoding="utf-8")
-    return json.loads(text)
+    return _lined_decoder().decode(text) if lined else json.loads(text)
+
+
+# Every figure dated and sourced ----------------------------------------------------------
+_DATE_RE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$")
+
+
+def check_date(value: Any) -> str | None:
+    """Why ``value`` is not a usable catalog date (YYYY, YYYY-MM or YYYY-MM-DD, not in the
+    future), or None when it is."""
+    if not isinstance(value, str):
+        return f"must be a string like 2026-09-20, got {value!r}"
+    m = _DATE_RE.match(value.strip())
+    if not m:
+        return f"bad date {value!r}; use YYYY, YYYY-MM or YYYY-MM-DD"
+    year, month, day = int(m.group(1)), int(m.group(2) or 1), int(m.group(3) or 1)
+    try:
+        when = datetime.date(year, month, day)
+    except ValueError:
+        return f"bad date {value!r}: no such day"
+    if when > datetime.date.today() + datetime.timedelta(days=1):
+        return f"bad date {value!r}: it is in the future"
+    return None
+
+
+def _line(obj: Any, key: str) -> str:
+    lines = getattr(obj, "lines", None)
+    return f" line {lines[key]}" if lines and key in lines else ""
+
+
+def check_figures(data: Mapping[str, Any], base: Mapping[str, Any], where: str) -> None:
+    """Refuse a catalog file whose figures lack a price, a date or a source, naming the line
+    and the field. ``base`` is the catalog the file is merged over: a GPU or offer already
+    there keeps its price, date and source unless the file changes them."""
+    _check_dates(data, where, "")
+    base_offers = {o.get("id"): o for o in base.get("offers", []) if isinstance(o, Mapping)}
+    offers = data.get("offers", [])
+    for entry in offers if isinstance(offers, list) else []:
+        if not isinstance(entry, Mapping) or entry.get("remove"):
+            continue
+        oid = entry.get("id")
+        old = base_offers.get(oid, {})
+        field = f"offers[{oid}]"
+        dated = bool(entry.get("date") or old.get("date"))
+        sourced = bool(entry.get("source") or old.get("source"))
+        gpus = entry.get("gpus")
+        billing = entry.get("billing", old.get("billing"))
+        if isinstance(gpus, Mapping) and billing != "compute_units":
+            old_gpus = old.get("gpus", {})
+            for gpu, g in gpus.items():
+                if not isinstance(g, Mapping):
+                    continue
+                if "price" not in g and gpu not in old_gpus:
+                    raise BadRequest(f"{where}{_line(gpus, gpu)}: {field}.gpus.{gpu}.price is missing "
+                                     '(e.g. "price": {"USD": 0.39})')
+                if "price" in g and not isinstance(g["price"], Mapping):
+                    raise BadRequest(f"{where}{_line(g, 'price')}: {field}.gpus.{gpu}.price must be an object "
+                                     f'like {{"USD": 0.39}}, got {g["price"]!r}')
+                if not (dated or g.get("date")):
+                    raise BadRequest(f"{where}{_line(gpus, gpu)}: {field}.gpus.{gpu}.date is missing: every "
+                                     "price needs the date it was read (on the GPU or on the offer)")
+                if not (sourced or g.get("source")):
+                    raise BadRequest(f"{where}{_line(gpus, gpu)}: {field}.gpus.{gpu}.source is missing: every "
+                                     "price needs where it was read (on the GPU or on the offer)")
+        elif oid not in base_offers and not (dated and sourced):
+            missing = "date" if not dated else "source"
+            raise BadRequest(f"{where}{_line(entry, 'id')}: {field}.{missing} is missing: every price needs "
+                             "its date and source")
+
+
+def _check_dates(node: Any, where: str, path: str) -> None:
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            field = f"{path}.{key}" if path else str(key)
+            if key == "date":
+                why = check_date(value)
+                if why:
+                    raise BadRequest(f"{where}{_line(node, key)}: {field}: {why}")
+            else:
+                _check_dates(value, where, field)
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            label = item.get("id", i) if isinstance(item, Mapping) else i
+            _check_dates(item, where, f"{path}[{label}]")
+
+
+class LinedDict(dict):
+    """A JSON object that remembers the line each of its keys is on (for error messages)."""
+
+    lines: dict[str, int]
+
+
+def _lined_decoder() -> json.JSONDecoder:
+    """A decoder whose objects are :class:`LinedDict` (the pure-Python scanner, which lets us
+    see where each object starts; the catalog is small, so speed does not matter)."""
+    decoder = json.JSONDecoder()
+
+    def parse_object(s_and_end: tuple[str, int], *args: Any, **kwargs: Any) -> tuple[Any, int]:
+        text, start = s_and_end
+        obj, end = json.decoder.JSONObject(s_and_end, *args, **kwargs)
+        lined = LinedDict(obj)
+        lined.lines = {}
+        pos = start
+        for key in obj:
+            found = text.find(json.dumps(key, ensure_ascii=False), pos, end)
+            if found < 0:
+                found = text.find(json.dumps(key), pos, end)
+            if found >= 0:
+                pos = found
+            lined.lines[key] = text.count("\n", 0, pos) + 1
+        return lined, end
+
+    decoder.parse_object = parse_object  # type: ignore[method-assign]
+    decoder.scan_once = json.scanner.py_make_scanner(decoder)  # type: ignore[attr-defined]
+    return decoder
 
 
 def read_json_file(path: Path) -> dict[str, Any]:
@@ -164,7 +283,7 @@ def read_json_file(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise BadRequest(f"catalog file {path} cannot be read: {exc.strerror}") from None
     try:
-        data = json.loads(text)
+        data = _lined_decoder().decode(text)
     except json.JSONDecodeError as exc:
         raise BadRequest(
             f"catalog file {path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
@@ -216,6 +335,7 @@ def load_price_catalog(
     sources = ["packaged"]
     for path in extra_files:
         user = read_json_file(Path(path))
+        check_figures(user, data, f"catalog file {path}")
         data = merge(data, user, where=f"catalog file {path}")
         sources.append(str(path))
     if rates:
@@ -306,7 +426,8 @@ def _parse_storage(sid: str, raw: Any, what: str, rates: Rates) -> StorageOption
                 )
             )
         tiers.sort(key=lambda t: t[0])
-    price = _price(s.get("price"), f"{what}.price", rates) if kind == "per_gb_month" else {}
+    priced = kind == "per_gb_month" or (kind == "included" and s.get("price") is not None)
+    price = _price(s.get("price"), f"{what}.price", rates) if priced else {}
     max_gb = s.get("max_gb")
     return StorageOption(
         id=sid,
@@ -353,6 +474,7 @@ def _parse_offer(raw: Any, what: str, rates: Rates, storage: Mapping[str, Storag
                     price=_price(g.get("price"), f"{what}.gpus.{gpu}.price", rates),
                     date=str(g.get("date", o.get("date", ""))),
                     source=str(g.get("source", o.get("source", ""))),
+                    instance=str(g.get("instance", "")),
                 )
             )
         pack_size, pack_price = 0.0, {}

@@ -44,6 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"a JSON file overriding/extending prices (repeatable; <data-dir>/{USER_CATALOG} "
         "and env SDCLOUD_CATALOG are read too)",
     )
+    p.add_argument("--store", help="price storage on this store for every row: gdrive, hf, s3, r2 (or any "
+                   "storage id in the catalog); default: each offer's own disk or plan storage")
+    p.add_argument("--explain", metavar="OFFER", help="show how the rows of one offer (an id such as "
+                   "aws-spot, shown after each offer's notes) were computed, figure by figure")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_plan)
 
@@ -97,9 +101,19 @@ def cmd_plan(args: argparse.Namespace) -> int:
         storage_gb=args.storage_gb,
     )
     plan = Planner(catalog, table).plan(
-        work, currency=args.currency, budget=args.budget, providers=args.provider, gpus=args.gpu
+        work, currency=args.currency, budget=args.budget, providers=args.provider, gpus=args.gpu,
+        store=args.store,
     )
     elapsed = time.perf_counter() - started
+    if args.explain:
+        from sdcloud.cloud.planner import explain
+
+        lines = explain(plan, catalog, args.explain)
+        if args.json:
+            print(json.dumps({"offer": args.explain, "explain": lines}, indent=2, ensure_ascii=False))
+        else:
+            print("\n".join(lines))
+        return 0
     if args.json:
         out = plan.to_dict()
         out["elapsed_s"] = round(elapsed, 3)
@@ -166,7 +180,7 @@ def _print_plan(plan: Plan, elapsed: float) -> None:
     for nums in numbers.values():
         offer_rows = [plan.rows[i - 1] for i in nums]
         r = offer_rows[0]
-        print(f"[{', '.join(map(str, nums))}] {r.provider} {r.plan}: " + "; ".join(r.notes))
+        print(f"[{', '.join(map(str, nums))}] {r.provider} {r.plan} ({r.offer}): " + "; ".join(r.notes))
         cited = dict.fromkeys(f"{x.source or '?'} ({x.date or 'undated'})" for x in offer_rows)
         print(f"    sources: {'; '.join(cited)}")
     for note in plan.notes:
