@@ -65,8 +65,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _lang_flag(argv: Sequence[str]) -> str | None:
+    """``--lang X`` / ``--lang=X`` anywhere on the line (read before the parser, whose help
+    texts are in that language)."""
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            break
+        if arg == "--lang" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--lang="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def setup_language(argv: Sequence[str]) -> str:
+    """Pick and activate the language; say so in one line when the one asked for is missing."""
+    from sdcloud.i18n import activate, resolve_language
+
+    language, warning = resolve_language(_lang_flag(argv))
+    if warning:
+        print(warning, file=sys.stderr)
+    activate(language)
+    return language
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    setup_language(argv)
+    from sdcloud.i18n import _, translate_parser
+
     parser = build_parser()
+    translate_parser(parser)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
@@ -77,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sdcloud: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("sdcloud: interrupted", file=sys.stderr)
+        print(_("sdcloud: interrupted"), file=sys.stderr)
         return 130
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from sdcloud.commands._common import load_settings
 from sdcloud.errors import BadRequest
+from sdcloud.i18n import _
 
 if TYPE_CHECKING:
     from sdcloud.cloud.planner import Plan
@@ -135,11 +136,23 @@ def _money(value: float | None, currency: str) -> str:
     )
 
 
+def _width(text: str) -> int:
+    """Columns ``text`` takes in a terminal (CJK characters take two)."""
+    import unicodedata
+
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def _pad(text: str, width: int, right: bool) -> str:
+    fill = " " * (width - _width(text))
+    return fill + text if right else text + fill
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     """A plain text table (rich would add a fifth of a second to the start-up)."""
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    widths = [max(_width(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = [
-        "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+        "  ".join(_pad(c, w, right=i >= 3) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
         for r in [header, *rows]
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -149,13 +162,14 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def _print_plan(plan: Plan, elapsed: float) -> None:
     w = plan.workload
     cur = plan.currency
-    print(
-        f"{w.images:,} {w.family} images/month ({w.width}x{w.height}, {w.steps} steps)"
-        f" + {w.train_hours:g} h training, {w.storage_gb:g} GB storage: cost per month in {cur}\n"
-    )
-    header = ["#", "provider / plan", "GPU", "price/h", "GPU-h", "fee", "compute", "storage", "total"]
+    print(_("{images} {family} images/month ({width}x{height}, {steps} steps) + {train} h training, "
+            "{storage} GB storage: cost per month in {currency}").format(
+        images=f"{w.images:,}", family=w.family, width=w.width, height=w.height, steps=w.steps,
+        train=f"{w.train_hours:g}", storage=f"{w.storage_gb:g}", currency=cur) + "\n")
+    header = ["#", _("provider / plan"), "GPU", _("price/h"), _("GPU-h"), _("fee"), _("compute"), _("storage"),
+              _("total")]
     if plan.budget is not None:
-        header.append(f"images for {_money(plan.budget, cur)}")
+        header.append(_("images for {budget}").format(budget=_money(plan.budget, cur)))
     rows = []
     for i, r in enumerate(plan.rows, 1):
         cells = [
@@ -173,7 +187,7 @@ def _print_plan(plan: Plan, elapsed: float) -> None:
             cells.append("-" if r.images_for_budget is None else f"{r.images_for_budget:,}")
         rows.append(cells)
     print(_table(header, rows))
-    print("\nx = does not fit this plan, or its terms forbid it (see its notes).")
+    print("\n" + _("x = does not fit this plan, or its terms forbid it (see its notes)."))
     numbers: dict[str, list[int]] = {}
     for i, r in enumerate(plan.rows, 1):
         numbers.setdefault(r.offer, []).append(i)
@@ -182,10 +196,12 @@ def _print_plan(plan: Plan, elapsed: float) -> None:
         r = offer_rows[0]
         print(f"[{', '.join(map(str, nums))}] {r.provider} {r.plan} ({r.offer}): " + "; ".join(r.notes))
         cited = dict.fromkeys(f"{x.source or '?'} ({x.date or 'undated'})" for x in offer_rows)
-        print(f"    sources: {'; '.join(cited)}")
+        print("    " + _("sources: {list}").format(list="; ".join(cited)))
     for note in plan.notes:
         print(f"* {note}")
-    print(f"planned in {elapsed:.3f} s")
+    print(_("planned in {seconds} s").format(seconds=f"{elapsed:.3f}"))
+    if plan.rows:
+        print(_("how a row was computed: sdcloud plan ... --explain {offer}").format(offer=plan.rows[0].offer))
 
 
 # doctor --------------------------------------------------------------------------------------
@@ -205,7 +221,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         print(f"[{marks[f.level]}] {f.topic}: {f.detail}")
         if f.fix and f.level in ("warn", "error"):
             print(f"       -> {f.fix}")
-    print(f"doctor finished in {elapsed:.3f} s (worst finding: {report.worst})")
+    print(_("doctor finished in {seconds} s (worst finding: {worst})").format(seconds=f"{elapsed:.3f}",
+                                                                              worst=report.worst))
     return 1 if report.worst == "error" else 0
 
 

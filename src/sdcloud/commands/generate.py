@@ -10,6 +10,7 @@ from pathlib import Path
 
 from sdcloud.commands._common import load_settings
 from sdcloud.errors import BadRequest, NotFound
+from sdcloud.i18n import _
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -102,12 +103,12 @@ def run(args: argparse.Namespace) -> int:
     from sdcloud.outputs import save_result
 
     engine = Engine(settings)
-    print(f"loading model {req.model} ...", file=sys.stderr)
+    print(_("loading model {model} ...").format(model=req.model), file=sys.stderr)
     info = engine.load_model(req.model or "demo")
     if info.is_demo:
-        print("note: the demo model has random weights; its images are noise", file=sys.stderr)
+        print(_("note: the demo model has random weights; its images are noise"), file=sys.stderr)
     cancel = CancelToken()
-    bar = tqdm(total=1, unit="step", desc="generating", file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(total=1, unit="step", desc=_("generating"), file=sys.stderr, dynamic_ncols=True)
 
     def on_progress(p) -> None:  # noqa: ANN001
         bar.total = p.steps
@@ -118,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         result = engine.generate(req, progress=on_progress, cancel=cancel)
     except KeyboardInterrupt:
         bar.close()
-        print("sdcloud: interrupted; nothing was saved for the unfinished batch", file=sys.stderr)
+        print(_("sdcloud: interrupted; nothing was saved for the unfinished batch"), file=sys.stderr)
         return 130
     finally:
         bar.close()
@@ -130,5 +131,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         for path in paths:
             print(path)
-        print(f"{len(paths)} image(s) in {Path(paths[0]).parent}" if paths else "no images", file=sys.stderr)
+        print(_("{n} image(s) in {folder}").format(n=len(paths), folder=Path(paths[0]).parent) if paths
+              else _("no images"), file=sys.stderr)
     return 0

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from sdcloud.commands._common import load_settings
 from sdcloud.errors import BadRequest
+from sdcloud.i18n import _
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -113,20 +114,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
         detected = detect()
         port = required_port(detected, settings.port)
         if port != settings.port:
-            print(f"sdcloud: {detected.profile.name} publishes port {port}; serving there", flush=True)
+            print(_("sdcloud: {platform} publishes port {port}; serving there").format(
+                platform=detected.profile.name, port=port), flush=True)
             settings = settings.replace(port=port)
     settings, password = exposure_auth(settings, public_url=args.public)
     if password:
         print(
-            f"sdcloud: this server is reachable beyond this machine and no --auth was given.\n"
-            f"  Log in as user 'sdcloud' with password: {password}\n"
-            f"  (shown once; pass --auth user:pass or --api-token to choose your own)",
+            _("sdcloud: this server is reachable beyond this machine and no --auth was given.\n"
+              "  Log in as user 'sdcloud' with password: {password}\n"
+              "  (shown once; pass --auth user:pass or --api-token to choose your own)").format(password=password),
             flush=True,
         )
     elif settings.insecure and not (settings.auth or settings.api_token):
         print(
-            f"sdcloud: WARNING: serving on {settings.host} without auth (--insecure): anyone who can reach "
-            "this port can use your GPU and read your images",
+            _("sdcloud: WARNING: serving on {host} without auth (--insecure): anyone who can reach "
+              "this port can use your GPU and read your images").format(host=settings.host),
             file=sys.stderr,
             flush=True,
         )
@@ -151,7 +153,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         app.state.services.stop()
         raise
     shown = "localhost" if settings.host in ("127.0.0.1", "::1") else settings.host
-    print(f"sdcloud: serving on http://{shown}:{settings.port}/ (API docs at /docs)", flush=True)
+    print(_("sdcloud: serving on {url} (API docs at /docs)").format(url=f"http://{shown}:{settings.port}/"),
+          flush=True)
     public = None
     if detected is not None:
         import os

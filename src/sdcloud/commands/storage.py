@@ -13,6 +13,7 @@ from typing import Any
 
 from sdcloud.commands._common import load_settings
 from sdcloud.errors import BadRequest, SdcloudError
+from sdcloud.i18n import _
 
 
 def _store_args(p: argparse.ArgumentParser) -> None:
@@ -126,10 +127,10 @@ def cmd_drain(args: argparse.Namespace) -> int:
     box = Outbox(settings, _need_store(settings), backoff=(1.0, 15.0))
     total = box.pending_count()
     if not total:
-        print("nothing to upload")
+        print(_("nothing to upload"))
         box.close()
         return 0
-    with tqdm(total=total, unit="file", file=sys.stderr, desc="uploading") as bar:
+    with tqdm(total=total, unit="file", file=sys.stderr, desc=_("uploading")) as bar:
         box.on_change = lambda st: bar.update(total - st["pending"] - bar.n)
         box.start()
         done = box.wait_idle(args.timeout)
