@@ -7,6 +7,11 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; 
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
     || echo "warning: could not install chromium; the browser test will be skipped"
 fi
+# a Japanese font, so the Japanese UI screenshot shows text rather than empty boxes
+if [ ! -e /usr/share/fonts/opentype/ipafont-gothic/ipag.ttf ] && command -v apt-get >/dev/null 2>&1; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-ipafont-gothic >/dev/null) \
+    || echo "warning: could not install fonts-ipafont-gothic; the Japanese UI screenshot will show boxes"
+fi
 bash scripts/setup.sh --dev
 . .venv/bin/activate
 ruff check src tests bench

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from sdcloud.api.app import create_app
 from sdcloud.settings import Settings
+from sdcloud.ui.i18n import english
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def test_ui_page_is_served(client: tuple[TestClient, Settings]) -> None:
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     config = c.get("/config").json()
     assert config["title"] == "sdcloud"
-    labels = {comp.get("props", {}).get("label") for comp in config["components"]}
+    labels = {english(comp.get("props", {}).get("label")) for comp in config["components"]}
     assert {"txt2img", "img2img", "PNG Info", "Queue", "Settings", "Stable Diffusion checkpoint"} <= labels
 
 

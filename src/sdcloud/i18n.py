@@ -58,6 +58,15 @@ def resolve_language(explicit: str | None = None,
     return DEFAULT, None
 
 
+def explicit_language(asked: str | None) -> str | None:
+    """The language a ``--lang`` / ``SDCLOUD_LANG`` value means: a supported one, English for
+    any other (the CLI has said so in one line), None when nothing was asked."""
+    if not asked or not asked.strip():
+        return None
+    lang = normalize(asked)
+    return lang if lang in SUPPORTED else DEFAULT
+
+
 def activate(language: str) -> None:
     """Use ``language``'s catalog for :func:`_` (English: the messages as written)."""
     global _active, _language

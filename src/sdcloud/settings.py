@@ -65,6 +65,9 @@ class Settings:
     price_per_hour: float | None = None
     budget: float | None = None
     max_hours: float | None = None
+    lang: str | None = None  # the web UI's language (ja | en); None: the browser's
+    model_copy: str = "auto"  # auto (copy checkpoints from slow mounts to local disk) | always | off
+    local_cache_dir: Path | None = None  # where those copies go (default ~/.cache/sdcloud)
     limits: Limits = field(default_factory=Limits)
 
     # A1111 folder layout -------------------------------------------------------------
@@ -91,6 +94,15 @@ class Settings:
     @property
     def outputs_path(self) -> Path:
         return self.outputs_dir or self.data_dir / "outputs"
+
+    @property
+    def local_cache_path(self) -> Path:
+        """Local disk for copies of checkpoints that live on slow mounts (never the data dir,
+        which may itself be on Drive)."""
+        if self.local_cache_dir is not None:
+            return self.local_cache_dir
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+        return Path(base) / "sdcloud" / "models"
 
     @property
     def state_path(self) -> Path:
@@ -148,7 +160,7 @@ class Settings:
         return settings
 
 
-_PATH_FIELDS = {"data_dir", "ckpt_dir", "lora_dir", "vae_dir", "embeddings_dir", "outputs_dir"}
+_PATH_FIELDS = {"data_dir", "ckpt_dir", "lora_dir", "vae_dir", "embeddings_dir", "outputs_dir", "local_cache_dir"}
 _BOOL_FIELDS = {"insecure", "allow_url_images", "vae_tiling", "compile"}
 _FLOAT_FIELDS = {"price_per_hour", "budget", "max_hours"}
 _INT_FIELDS = {"port"}
@@ -156,6 +168,7 @@ _CHOICES = {
     "device": ("auto", "cuda", "mps", "cpu"),
     "dtype": ("auto", "fp16", "bf16", "fp32"),
     "memory": ("none", "medvram", "lowvram"),
+    "model_copy": ("auto", "always", "off"),
 }
 
 
@@ -184,6 +197,10 @@ def _convert(key: str, raw: Any) -> Any:
         return _coerce(key, raw, float)
     if key in _INT_FIELDS:
         return _coerce(key, raw, int)
+    if key == "lang":
+        from sdcloud.i18n import explicit_language
+
+        return explicit_language(str(raw))
     if key == "auth":
         if isinstance(raw, str):
             return tuple(a for a in (s.strip() for s in raw.split(",")) if a)

@@ -10,7 +10,7 @@ from sdcloud.settings import Settings
 
 def load_settings(args: argparse.Namespace, **overrides: Any) -> Settings:
     """Settings from config file < env < the global flags < ``overrides``."""
-    values: dict[str, Any] = {"data_dir": getattr(args, "data_dir", None)}
+    values: dict[str, Any] = {"data_dir": getattr(args, "data_dir", None), "lang": getattr(args, "lang", None)}
     values.update(overrides)
     config = getattr(args, "config", None)
     from pathlib import Path

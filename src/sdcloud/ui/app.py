@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from sdcloud.errors import SdcloudError
 from sdcloud.ui.choices import Choices, load_choices
 from sdcloud.ui.controls import GenerationPanel
+from sdcloud.ui.i18n import SHOW_CHOICE_JS, UiLanguageMiddleware, language_switch, translate_ui, ui_i18n
 from sdcloud.ui.img2img import img2img_tab
 from sdcloud.ui.merge_tab import merge_tab, status_line
 from sdcloud.ui.params import fit_choices, infotext_to_txt2img
@@ -134,8 +135,10 @@ def _wire_png_info(tabs: gr.Tabs, png: PngInfoTab, txt2img: GenerationPanel, cho
     png.send_to_txt2img.click(send, inputs=png.params_state, outputs=txt2img.inputs + [tabs])
 
 
-def build_ui(services: Any) -> gr.Blocks:
-    """The whole UI as one ``gr.Blocks`` (mount it with :func:`mount_ui`)."""
+def build_ui(services: Any, translations: gr.I18n | None = None) -> gr.Blocks:
+    """The whole UI as one ``gr.Blocks`` (mount it with :func:`mount_ui`, which passes the
+    same ``translations`` to Gradio). Texts are written in English; see :mod:`sdcloud.ui.i18n`."""
+    translations = translations or ui_i18n()
     choices = load_choices(services)
     with gr.Blocks(title="sdcloud", analytics_enabled=False) as blocks:
         model, vae = _model_bar(services, choices)
@@ -152,6 +155,7 @@ def build_ui(services: Any) -> gr.Blocks:
             with gr.Tab("Merge", id="merge") as m_tab:
                 merge_tab(services)
             with gr.Tab("Settings", id="settings") as s_tab:
+                lang = language_switch()
                 settings = settings_tab(services)
         for tab in (t2i_tab, i2i_tab, png_tab, m_tab, s_tab):
             tab.select(lambda: gr.Timer(active=False), outputs=timer, show_progress="hidden")
@@ -165,6 +169,8 @@ def build_ui(services: Any) -> gr.Blocks:
                     outputs=[model, vae, txt2img.lora, img2img.lora, *settings.outputs],
                     show_progress="hidden").then(
             None, js="() => { document.body.dataset.sdcloudReady = '1'; }")
+        blocks.load(None, outputs=lang, js=SHOW_CHOICE_JS, show_progress="hidden")
+        translate_ui(blocks, translations)  # before the with block ends: Gradio builds the config then
     return blocks
 
 
@@ -174,8 +180,10 @@ def mount_ui(app: FastAPI, services: Any, path: str = "/", **mount_kwargs: Any) 
     ``mount_kwargs`` go to ``gr.mount_gradio_app`` (e.g. ``auth_dependency``). The footer keeps
     only Gradio's display settings: the HTTP API to use is A1111's, documented at ``/docs``.
     """
+    translations = ui_i18n()
+    app.add_middleware(UiLanguageMiddleware, default=getattr(services.settings, "lang", None), path=path)
     return gr.mount_gradio_app(
-        app, build_ui(services), path=path, css=UI_CSS, head=UI_HEAD, ssr_mode=False, run_history=False,
-        footer_links=["settings"], allowed_paths=[str(services.settings.outputs_path)],
-        **mount_kwargs,
+        app, build_ui(services, translations), path=path, css=UI_CSS, head=UI_HEAD, ssr_mode=False,
+        run_history=False, footer_links=["settings"], allowed_paths=[str(services.settings.outputs_path)],
+        i18n=translations, **mount_kwargs,
     )

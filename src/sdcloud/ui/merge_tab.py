@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from sdcloud.api.ckpt_tools import MergeRequest
 from sdcloud.errors import SdcloudError
+from sdcloud.ui.i18n import DATA_CLASS
 
 METHODS = ["weighted_sum", "add_difference", "train_difference", "ties", "dare"]
 STATUS_EVERY_S = 10.0
@@ -79,7 +80,7 @@ def merge_tab(services: Any) -> None:
 
 def status_line(services: Any) -> None:
     """Session time, spend and the next limit; the store and its upload queue; any warning."""
-    line = gr.Markdown(_status_text(services), elem_id="session_status")
+    line = gr.Markdown(_status_text(services), elem_id="session_status", elem_classes=[DATA_CLASS])
     gr.Timer(STATUS_EVERY_S).tick(lambda: _status_text(services), outputs=line, show_progress="hidden")
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import gradio as gr
 
 from sdcloud.errors import BadRequest, SdcloudError
+from sdcloud.ui.i18n import DATA_CLASS
 
 
 def changed_options(current: Mapping[str, Any], edited_json: str) -> dict[str, Any]:
@@ -57,10 +58,13 @@ _CONTROLS: dict[str, Callable[[Any], gr.components.Component]] = {
 }
 
 
+LIMITS_HEADING = "**Input limits** (set with `SDCLOUD_MAX_*` environment variables or the config file)"
+
+
 def limits_markdown(limits: Any) -> str:
+    """The limits as a table (setting names and numbers: data, not translated)."""
     rows = "\n".join(f"| {name.replace('_', ' ')} | {value} |" for name, value in vars(limits).items())
-    return ("**Input limits** (set with `SDCLOUD_MAX_*` environment variables or the config file)\n\n"
-            "| limit | value |\n|---|---|\n" + rows)
+    return "| limit | value |\n|---|---|\n" + rows
 
 
 def _options_json(services: Any) -> str:
@@ -91,7 +95,8 @@ def settings_tab(services: Any) -> SettingsTab:
         editor = gr.Code(value=_options_json(services), language="json", label="Options",
                          lines=12, max_lines=40, elem_id="settings_json")
         apply_json = gr.Button("Apply JSON", elem_id="settings_apply_json")
-    gr.Markdown(limits_markdown(services.settings.limits))
+    gr.Markdown(LIMITS_HEADING)
+    gr.Markdown(limits_markdown(services.settings.limits), elem_classes=[DATA_CLASS])
 
     def current_values() -> list[Any]:
         options = services.options_get()
