@@ -24,6 +24,7 @@ from sdcloud.api.security import (
 )
 from sdcloud.api.services import Services
 from sdcloud.settings import Settings
+from sdcloud.startup import StartupTimeline
 
 
 class ProcessTimeMiddleware:
@@ -48,12 +49,13 @@ class ProcessTimeMiddleware:
 
 
 def create_app(
-    settings: Settings, services: Services | None = None, *, ui: bool = True, public_url: bool = False
+    settings: Settings, services: Services | None = None, *, ui: bool = True, public_url: bool = False,
+    startup: StartupTimeline | None = None,
 ) -> FastAPI:
     """The server app. It starts the services (model load, job worker) on start-up and stops
     them on shutdown. Refuses to build an exposed server without auth."""
     check_exposure(settings, public_url=public_url)
-    services = services or Services(settings)
+    services = services or Services(settings, startup=startup)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

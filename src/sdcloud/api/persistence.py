@@ -96,6 +96,31 @@ class Persistence:
                                              daemon=True)
         self._pull_thread.start()
 
+    def restore_summary(self) -> str:
+        """A few words on what the store restore did (for the start-up timeline)."""
+        if self.store is None:
+            return "no store"
+        r = self.restore
+        if r.get("state") == "failed":
+            return f"failed: {r.get('error')}"
+        return (f"{r.get('restored', 0)} file(s), {r.get('hashes_restored', 0)} hash(es) from {self.store.url}; "
+                "checkpoints follow in the background")
+
+    def save_to_session(self, local: Path, label: str) -> None:
+        """Copy one state file (torch.compile's cache) into the store's session, in the
+        background; a failure is a warning, the next push tries again."""
+        if self.store is None:
+            return
+        from sdcloud.storage.base import join_key
+
+        def upload() -> None:
+            try:
+                self.store.put(local, join_key("session", label, local.name))
+            except (OSError, SdcloudError) as err:
+                _say(f"WARNING: could not copy {local.name} to {self.store.url}: {err}")
+
+        threading.Thread(target=upload, name="sdcloud-session-file", daemon=True).start()
+
     def add(self, paths: Iterable[str | Path]) -> None:
         """Journal saved images for upload (their infotext is inside the PNG); returns once the
         journal rows are durable. Without a store the images are already durable: nothing to do."""

@@ -12,6 +12,7 @@ import contextlib
 import csv
 import json
 import secrets
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from sdcloud.jobs.ckpt import KINDS as CKPT_KINDS
 from sdcloud.jobs.ckpt import CheckpointRunner
 from sdcloud.jobs.generation import EngineHost, GenerationRunner, image_bytes
 from sdcloud.settings import Settings
+from sdcloud.startup import StartupTimeline
 
 LATENT_UPSCALE_MODES = (
     "Latent",
@@ -69,11 +71,15 @@ class JobError(SdcloudError):
 
 
 class Services:
-    def __init__(self, settings: Settings, engine: Any = None, queue: JobQueue | None = None) -> None:
+    def __init__(self, settings: Settings, engine: Any = None, queue: JobQueue | None = None,
+                 startup: StartupTimeline | None = None) -> None:
         settings.ensure_dirs()
         self.settings = settings
-        self.persistence = Persistence(settings)  # checks --store now: a bad one is a one-line error
-        self.persistence.pull_session()  # before the catalog and options read the restored files
+        self.startup = startup or StartupTimeline()
+        with self.startup.phase("store_restore") as phase:
+            self.persistence = Persistence(settings)  # checks --store now: a bad one is a one-line error
+            self.persistence.pull_session()  # before the catalog and options read the restored files
+            phase["detail"] = self.persistence.restore_summary()
         self.catalog = Catalog(settings)
         self.options = OptionsStore(settings.state_path / "options.json")
         if engine is None:
@@ -82,7 +88,7 @@ class Services:
             engine = Engine(settings)
         self.host = EngineHost(engine)
         self.hashes: HashCache = engine.hashes  # one cache, so hashes the engine computes show up here
-        runner = GenerationRunner(settings, self.host, on_saved=self.persistence.add)
+        runner = GenerationRunner(settings, self.host, on_saved=self._on_saved)
         ckpt_runner = CheckpointRunner(settings, self.catalog, self.hashes, on_output=self.refresh)
         self.queue = queue or LocalJobQueue(
             settings.state_path,
@@ -90,7 +96,8 @@ class Services:
         )
         self.ckpt = CheckpointTools(settings, self.catalog, self.queue, self.hashes)
         self.selected_model: str | None = None  # the key new jobs use (A1111's sd_model_checkpoint)
-        self.session = SessionControl(settings, self.queue, self.persistence)  # cost meter, limits
+        self.session = SessionControl(settings, self.queue, self.persistence,  # cost meter, limits
+                                      startup=self.startup)
         self._started = False
 
     # lifecycle ---------------------------------------------------------------------------
@@ -104,11 +111,31 @@ class Services:
         if wanted is None and self.catalog.checkpoints():
             wanted = self.catalog.checkpoints()[0].name
         if wanted is not None:
-            self.set_model(wanted)
+            key = self.resolve_model(wanted)
+            fetch = getattr(self.host.engine, "fetch_local", None)
+            if fetch is not None:
+                with self.startup.phase("model_fetch") as phase:
+                    phase["detail"] = f"{key}: {fetch(key)}"
+            with self.startup.phase("model_load", detail=key):
+                self.set_model(key)
         self.persistence.start(on_checkpoints=self.refresh)
         self.queue.start()
         self.session.start()
         self._started = True
+
+    def _on_saved(self, paths: list[Path]) -> None:
+        """Every saved image: into the outbox; the first one also closes the start-up timeline
+        (and, with ``compile``, saves torch.compile's cache for the next machine)."""
+        self.persistence.add(paths)
+        if paths and self.startup.mark_first_image(Path(paths[0]).name):
+            first = self.startup.to_dict()["first_image_s"]
+            print(f"sdcloud: first image ready {first:.1f} s after start", file=sys.stderr, flush=True)
+            if self.settings.compile and self.host.engine.current is not None:
+                from sdcloud.engine.compile_cache import save_artifacts
+
+                saved = save_artifacts(self.settings.state_path)
+                if saved is not None:
+                    self.persistence.save_to_session(saved, "compile-cache")
 
     def stop(self) -> None:
         """Finish the running job, then try to get every saved image into the store."""

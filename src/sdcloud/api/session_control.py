@@ -26,10 +26,12 @@ def _say(message: str) -> None:
 
 
 class SessionControl:
-    def __init__(self, settings: Settings, queue: JobQueue, persistence: Persistence) -> None:
+    def __init__(self, settings: Settings, queue: JobQueue, persistence: Persistence,
+                 startup: Any = None) -> None:
         from sdcloud.cloud.session import session_guard_for
 
         self.queue = queue
+        self.startup = startup
         self.on_exit: Callable[[int], None] | None = None
         self.exit_code: int | None = None
         self.guard = session_guard_for(
@@ -59,8 +61,12 @@ class SessionControl:
             thread.join(timeout=POLL_S * 2)
 
     def snapshot(self) -> dict[str, Any]:
-        """``/api/session``: elapsed time, spend, price and its source, the next limit, warning."""
-        return self.guard.snapshot()
+        """``/api/session``: elapsed time, spend, price and its source, the next limit, warning,
+        and the start-up timeline under ``startup``."""
+        out = dict(self.guard.snapshot())
+        if self.startup is not None:
+            out["startup"] = self.startup.to_dict()
+        return out
 
     def _drain(self, timeout: float) -> bool:
         self.queue.stop(timeout)

@@ -78,11 +78,14 @@ class HashCache:
     def __init__(self, cache_file: Path) -> None:
         self.cache_file = cache_file
         self._lock = threading.Lock()
-        self._data: dict[str, dict] = {}
+        self._data: dict[str, dict] = self._read()
+
+    def _read(self) -> dict[str, dict]:
         try:
-            self._data = json.loads(cache_file.read_text())
+            data = json.loads(self.cache_file.read_text())
         except (FileNotFoundError, ValueError):
-            self._data = {}
+            return {}
+        return data if isinstance(data, dict) else {}
 
     def get(self, path: str | Path, *, compute: bool = True,
             progress: Callable[[int], None] | None = None) -> FileHashes | None:
@@ -91,6 +94,12 @@ class HashCache:
         key = str(path)
         with self._lock:
             entry = self._data.get(key)
+        if not (entry and entry.get("size") == st.st_size and entry.get("mtime") == st.st_mtime_ns):
+            # another writer (a session restore, a merge in another process) may have it
+            with self._lock:
+                entry = self._read().get(key) or entry
+                if entry:
+                    self._data[key] = entry
         if entry and entry.get("size") == st.st_size and entry.get("mtime") == st.st_mtime_ns:
             return FileHashes(**entry["hashes"])
         if not compute:
@@ -112,5 +121,7 @@ class HashCache:
     def _save(self) -> None:
         self.cache_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.cache_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self._data, indent=1, sort_keys=True))
+        merged = {**self._read(), **self._data}  # keep what other writers added meanwhile
+        self._data = merged
+        tmp.write_text(json.dumps(merged, indent=1, sort_keys=True))
         os.replace(tmp, self.cache_file)

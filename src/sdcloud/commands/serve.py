@@ -82,7 +82,20 @@ def _check_port_free(host: str, port: int) -> None:
             raise BadRequest(f"cannot listen on {host}:{port} ({err.strerror}); pick another --port") from None
 
 
+def _timeline_text(timeline: object) -> str:
+    from sdcloud.startup import LABELS
+
+    return " · ".join(f"{_(LABELS[p.name])} {p.seconds:.2f} s" for p in timeline.phases()  # type: ignore[attr-defined]
+                      if p.name in LABELS)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    from sdcloud.startup import StartupTimeline, check_install, import_heavy
+
+    timeline = StartupTimeline()
+    with timeline.phase("install_check") as phase:
+        versions = check_install(ui=not args.nowebui)
+        phase["detail"] = ", ".join(f"{k} {v}" for k, v in versions.items() if k in ("torch", "diffusers", "gradio"))
     from sdcloud.api.security import exposure_auth, read_auth_file
 
     auth: list[str] = [e.strip() for entry in args.auth or () for e in entry.split(",") if e.strip()]
@@ -133,12 +146,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
             flush=True,
         )
 
+    _check_port_free(settings.host, settings.port)
+    with timeline.phase("imports") as phase:
+        phase["detail"] = import_heavy(ui=not args.nowebui)
     import uvicorn
 
     from sdcloud.api.app import create_app
 
-    _check_port_free(settings.host, settings.port)
-    app = create_app(settings, ui=not args.nowebui, public_url=args.public)
+    app = create_app(settings, ui=not args.nowebui, public_url=args.public, startup=timeline)
     server = uvicorn.Server(
         uvicorn.Config(
             app, host=settings.host, port=settings.port, log_level=args.log_level, timeout_graceful_shutdown=10
@@ -152,6 +167,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except BaseException:
         app.state.services.stop()
         raise
+    print(_("sdcloud: ready {seconds} s after start: {phases}").format(
+        seconds=f"{timeline.to_dict()['ready_s']:.1f}", phases=_timeline_text(timeline)), flush=True)
     shown = "localhost" if settings.host in ("127.0.0.1", "::1") else settings.host
     print(_("sdcloud: serving on {url} (API docs at /docs)").format(url=f"http://{shown}:{settings.port}/"),
           flush=True)

@@ -19,6 +19,7 @@ import torch
 from sdcloud import __version__
 from sdcloud.catalog import Catalog
 from sdcloud.checkpoints.hashing import HashCache
+from sdcloud.checkpoints.local_copy import local_copy
 from sdcloud.engine import loader
 from sdcloud.engine.conditioning import PromptEncoder
 from sdcloud.engine.demo import build_demo_pipeline
@@ -72,6 +73,20 @@ class Engine:
         self._ctx: ModelContext | None = None
         self._networks: NetworkManager | None = None
         self._lock = threading.RLock()
+        self._local: dict[Path, tuple[Path, str]] = {}  # checkpoint -> (the file read, how it got there)
+        self.compile_cache_status: str | None = None
+
+    def fetch_local(self, name: str) -> str:
+        """Make checkpoint ``name`` readable from local disk (a copy from a slow mount, made
+        once and reused); says what happened. Demo models are built in memory."""
+        if name in DEMO_KINDS:
+            return "built in memory"
+        return self._local_path(self.resolve_model_path(name))[1]
+
+    def _local_path(self, path: Path) -> tuple[Path, str]:
+        if path not in self._local or not self._local[path][0].is_file():
+            self._local[path] = local_copy(path, self.settings.local_cache_path, mode=self.settings.model_copy)
+        return self._local[path]
 
     # -- models ----------------------------------------------------------------------------
     def resolve_model_path(self, name: str) -> Path:
@@ -93,8 +108,9 @@ class Engine:
                 return self._install(build_demo_pipeline(kind),
                                      ModelInfo(name, name, None, None, "sdxl" if kind == "sdxl" else "sd1",
                                                "inpaint" if kind.endswith("inpaint") else "base", "epsilon", True))
-            pipe, arch, prediction = loader.load_any(path, self.dtype)
-            sha = self.hashes.get(path).sha256 if path.is_file() else None
+            read_path, _how = self._local_path(path) if path.is_file() else (path, "local")
+            pipe, arch, prediction = loader.load_any(read_path, self.dtype)
+            sha = self._sha256(path, read_path) if path.is_file() else None
             stem = path.stem if path.is_file() else path.name
             try:
                 rel = path.resolve().relative_to(self.settings.checkpoints_path.resolve()).as_posix()
@@ -102,6 +118,16 @@ class Engine:
                 rel = path.name
             title = f"{rel} [{sha[:10]}]" if sha else rel
             return self._install(pipe, ModelInfo(stem, title, str(path), sha, arch.family, arch.variant, prediction))
+
+    def _sha256(self, path: Path, read_path: Path) -> str:
+        """The checkpoint's hash, from the cache (restored from the store on a new machine),
+        else computed from the local copy and recorded for the original file."""
+        cached = self.hashes.get(path, compute=False)
+        if cached is None:
+            cached = self.hashes.get(read_path)
+            if read_path != path:
+                self.hashes.put(path, cached)
+        return cached.sha256
 
     def _install(self, pipe: Any, info: ModelInfo) -> ModelInfo:
         pipe.set_progress_bar_config(disable=True)
@@ -117,6 +143,9 @@ class Engine:
         if self.settings.vae_tiling:
             pipe.vae.enable_tiling()
         if self.settings.compile:
+            from sdcloud.engine.compile_cache import load_artifacts
+
+            self.compile_cache_status = load_artifacts(self.settings.state_path)
             pipe.unet = torch.compile(pipe.unet)
         self._pipe = pipe
         self._ctx = ModelContext(pipe, info.family, info.variant, self.device, self.dtype,

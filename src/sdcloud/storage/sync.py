@@ -30,7 +30,57 @@ Report = Callable[[str], None]
 
 
 def _small_folders(settings: Any) -> dict[str, Path]:
-    return {"Lora": settings.lora_path, "embeddings": settings.embeddings_path, "VAE": settings.vae_path}
+    return {"Lora": settings.lora_path, "embeddings": settings.embeddings_path, "VAE": settings.vae_path,
+            "compile-cache": settings.state_path / "compile-cache"}  # torch.compile's artifacts
+
+
+def _hashed_files(settings: Any) -> dict[str, Path]:
+    """Model files whose hashes travel in the manifest, by a key that is the same on every machine."""
+    folders = {"checkpoints": settings.checkpoints_path, "Lora": settings.lora_path, "VAE": settings.vae_path,
+               "embeddings": settings.embeddings_path}
+    return {f"{label}/{p.relative_to(folder).as_posix()}": p for label, folder in folders.items()
+            for p in _files(folder) if p.name.lower().endswith(MODEL_EXTS)}
+
+
+def _hash_cache(settings: Any) -> Any:
+    from sdcloud.checkpoints.hashing import HashCache
+
+    return HashCache(settings.state_path / "hashes.json")
+
+
+def known_hashes(settings: Any) -> dict[str, dict[str, Any]]:
+    """The hashes already computed for this machine's model files (none is computed here)."""
+    from dataclasses import asdict
+
+    cache = _hash_cache(settings)
+    out = {}
+    for key, path in _hashed_files(settings).items():
+        hashes = cache.get(path, compute=False)
+        if hashes is not None:
+            out[key] = {"size": path.stat().st_size, "hashes": asdict(hashes)}
+    return out
+
+
+def restore_hashes(settings: Any, manifest: dict[str, Any]) -> int:
+    """Give files that have the size the manifest recorded their hashes, so a new machine does
+    not read gigabytes to hash them again; returns how many."""
+    from sdcloud.checkpoints.hashing import FileHashes
+
+    recorded = manifest.get("hashes") or {}
+    if not recorded:
+        return 0
+    cache = _hash_cache(settings)
+    restored = 0
+    for key, path in _hashed_files(settings).items():
+        entry = recorded.get(key)
+        if not entry or path.stat().st_size != entry.get("size") or cache.get(path, compute=False):
+            continue
+        try:
+            cache.put(path, FileHashes(**entry["hashes"]))
+        except (TypeError, OSError):
+            continue
+        restored += 1
+    return restored
 
 
 def _files(folder: Path) -> list[Path]:
@@ -73,6 +123,7 @@ def push_session(settings: Any, store: Store, *, checkpoints: bool = False,
             {"name": p.relative_to(settings.checkpoints_path).as_posix(), "size": p.stat().st_size,
              **_known_source(sources, p.name)}
             for p in ckpts if p.name.lower().endswith(MODEL_EXTS)],
+        "hashes": known_hashes(settings),
     }
     with tempfile.TemporaryDirectory() as tmp:
         mpath = Path(tmp) / "manifest.json"
@@ -100,10 +151,12 @@ def pull_session(settings: Any, store: Store, *, checkpoints: str = "auto", forc
         fetched += 1
     missing: list[str] = []
     ckpt_fetched = 0
+    manifest = _read_manifest(store)
     if checkpoints != "none":
-        ckpt_fetched, missing = _pull_checkpoints(settings, store, checkpoints, report, progress)
+        ckpt_fetched, missing = _pull_checkpoints(settings, store, checkpoints, report, progress, manifest)
+    hashes = restore_hashes(settings, manifest)
     return {"restored": fetched, "skipped": skipped, "checkpoints_fetched": ckpt_fetched,
-            "checkpoints_missing": missing}
+            "checkpoints_missing": missing, "hashes_restored": hashes}
 
 
 def _known_source(sources: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
@@ -121,11 +174,11 @@ def _read_manifest(store: Store) -> dict[str, Any]:
 
 
 def _pull_checkpoints(settings: Any, store: Store, how: str, report: Report,
-                      progress: bool) -> tuple[int, list[str]]:
+                      progress: bool, manifest: dict[str, Any]) -> tuple[int, list[str]]:
     from sdcloud.storage.model_pull import pull
 
     fetched, missing = 0, []
-    for entry in _read_manifest(store).get("checkpoints", []):
+    for entry in manifest.get("checkpoints", []):
         name = entry["name"]
         dest = settings.checkpoints_path.joinpath(*name.split("/"))
         if dest.exists():
