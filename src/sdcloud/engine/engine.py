@@ -25,9 +25,10 @@ from sdcloud.engine.demo import build_demo_pipeline
 from sdcloud.engine.loader import DEMO_KINDS, ModelInfo
 from sdcloud.engine.networks import NetworkManager
 from sdcloud.engine.sampling_loop import ModelContext, generate_images
-from sdcloud.engine.types import CancelToken, GenerationRequest, GenerationResult, ProgressCallback
+from sdcloud.engine.types import GenerationRequest, GenerationResult
 from sdcloud.errors import NotFound
 from sdcloud.infotext import build_infotext, generation_params
+from sdcloud.jobs.control import CancelToken, ProgressCallback
 from sdcloud.prompt_syntax import extract_extra_networks
 from sdcloud.settings import Settings
 
