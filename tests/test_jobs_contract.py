@@ -239,3 +239,17 @@ def test_a_resumable_job_finds_its_state_after_a_crash(backend: Harness, tmp_pat
     done = q.wait(job.id, timeout=20)
     assert done.state == DONE and done.attempts == 2
     assert done.result == {"resumed_from": 2, "attempt": 2, "steps": 4}
+
+
+def test_a_job_cut_off_more_often_than_its_kind_allows_fails_with_the_reason(backend: Harness, tmp_path: Path,
+                                                                              gate: Path) -> None:
+    marker = tmp_path / "started"
+    backend.crash_while_running([("echo", {"value": "x", "gate": str(gate), "marker": str(marker)})], marker)
+    marker.unlink()
+    backend.crash_while_running([], marker)  # the restarted process runs it again and is killed again
+    gate.touch()
+    q = backend.open()
+    (job,) = q.list(finished_limit=5)
+    job = q.wait(job.id, timeout=20)
+    assert job.state == FAILED and job.attempts == 2  # echo's kind allows 2 runs
+    assert "stopped while this job was running, 2 times" in job.error
