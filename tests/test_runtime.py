@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from sdcloud.engine.types import GenerationRequest
-from sdcloud.jobs import DONE, JobKind
+from sdcloud.jobs import DONE, JobKind, LocalJobQueue
 from sdcloud.jobs.generation import generation_payload
 from sdcloud.jobs.registry import builtin_kinds
 from sdcloud.runtime import Runtime
@@ -50,3 +50,17 @@ def test_a_job_runs_through_the_runtime_and_reaches_the_store(tmp_path: Path, en
         runtime.stop()  # flushes the outbox
     for key, path in zip(keys, files, strict=True):
         assert (store / "outputs" / key).read_bytes() == path.read_bytes()
+
+
+def test_a_queue_backend_gets_the_handlers_the_registry_built(tmp_path: Path, engine: object) -> None:
+    settings = Settings.load({"data_dir": tmp_path / "data"}, env={})
+    made: list = []
+
+    def backend(runtime: Runtime) -> LocalJobQueue:  # what a Celery backend's factory looks like
+        made.append(sorted(runtime.handlers))
+        return LocalJobQueue(tmp_path / "elsewhere", runtime.handlers)
+
+    runtime = Runtime(settings, engine=engine, queue=backend, restore_session=False)
+    assert made == [sorted(builtin_kinds().names())]
+    assert isinstance(runtime.queue, LocalJobQueue) and runtime.queue.root == tmp_path / "elsewhere" / "jobs"
+    assert runtime.handlers["txt2img"] is runtime.handlers["img2img"]  # one runner for both kinds

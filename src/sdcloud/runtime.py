@@ -30,7 +30,8 @@ from sdcloud.storage.persistence import Persistence
 
 class Runtime:
     """``engine``/``queue``/``kinds`` replace the defaults (tests, a worker with its own queue
-    backend); ``restore_session=False`` skips pulling the session from the store (a one-shot
+    backend; ``queue`` may be a callable that gets this runtime, handlers built, and returns
+    the queue); ``restore_session=False`` skips pulling the session from the store (a one-shot
     command that only adds images); ``queue_dir`` puts the local queue's journal elsewhere than
     the state folder (``sdcloud generate`` keeps its one job apart from a server's queue);
     ``clock`` (monotonic seconds) drives the session guard's cost meter (tests)."""
@@ -40,7 +41,7 @@ class Runtime:
         settings: Settings,
         *,
         engine: Any = None,
-        queue: JobQueue | None = None,
+        queue: JobQueue | Callable[[Runtime], JobQueue] | None = None,
         kinds: JobKinds | None = None,
         restore_session: bool = True,
         queue_dir: Path | None = None,
@@ -63,9 +64,12 @@ class Runtime:
 
         self.generation_observers: list[GenerationObserver] = [SpeedRecorder(settings)]
         self.kinds = kinds or builtin_kinds()
+        self.handlers = self.kinds.build(self)  # kind -> handler, what any queue backend runs
         self.queue_dir = queue_dir or settings.state_path
-        self.queue = queue or LocalJobQueue(self.queue_dir, self.kinds.build(self),
-                                            kinds={k.name: k for k in self.kinds})
+        if queue is None:
+            self.queue: JobQueue = LocalJobQueue(self.queue_dir, self.handlers, kinds={k.name: k for k in self.kinds})
+        else:
+            self.queue = queue if isinstance(queue, JobQueue) else queue(self)
         from sdcloud.cloud.session_control import SessionControl
 
         self.session = SessionControl(settings, self.queue, self.persistence, clock)  # cost meter, limits
