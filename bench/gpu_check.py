@@ -737,9 +737,12 @@ def finish(args: argparse.Namespace, head: dict[str, Any], rows: list[Row], seco
             print("no batch-1 engine row succeeded: nothing written to the throughput data")
         else:
             gpu = args.gpu_name or head["gpu"]
-            write_throughput(args.write_throughput, gpu, speeds,
-                             f"bench/gpu_check.py {head['date']} ({head['device']}, random weights, torch "
-                             f"{head['torch']}, diffusers {head['diffusers']}, Euler, {head['steps']} steps)")
+            try:
+                write_throughput(args.write_throughput, gpu, speeds,
+                                 f"bench/gpu_check.py {head['date']} ({head['device']}, random weights, torch "
+                                 f"{head['torch']}, diffusers {head['diffusers']}, Euler, {head['steps']} steps)")
+            except (OSError, ValueError, AttributeError) as exc:
+                raise SystemExit(f"gpu_check: cannot update {args.write_throughput}: {exc}") from None
             print(f"throughput for {gpu} ({', '.join(f'{k} {v:.2f} it/s' for k, v in speeds.items())}) written "
                   f"to {args.write_throughput}")
     return 1 if any(r.status == "failed" for r in rows) else 0
@@ -757,6 +760,11 @@ def load_json(path: Path) -> tuple[dict[str, Any], list[Row]]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    for path, what in ((args.json, "--json"), (args.write_throughput, "--write-throughput")):
+        if path is not None and not path.parent.is_dir():
+            raise SystemExit(f"gpu_check: {what} {path}: folder {path.parent} does not exist")
+    if args.workdir is not None and not args.workdir.is_dir():
+        raise SystemExit(f"gpu_check: --workdir {args.workdir} is not a folder")
     if args.from_json:
         return finish(args, *load_json(args.from_json), None)
     with tempfile.TemporaryDirectory(prefix="sdcloud-gpu-check-", dir=args.workdir) as tmp:

@@ -93,6 +93,28 @@ def test_saved_json_renders_as_markdown_and_refuses_tiny_throughput(smoke, gpu_c
     assert not target.exists()
 
 
+def test_saved_gpu_run_feeds_the_throughput_data(smoke, gpu_check, tmp_path, capsys):
+    """What follows a lent-GPU run: its JSON comes back and feeds the planner here."""
+    _, data, _ = smoke
+    gpu_run = dict(data, tiny=False, quick=True, device="NVIDIA H100 80GB HBM3", gpu="H100")
+    saved = tmp_path / "gpu_check.json"
+    saved.write_text(json.dumps(gpu_run))
+    catalog = tmp_path / "catalog.json"
+    assert gpu_check.main(["--from-json", str(saved), "--write-throughput", str(catalog)]) == 0
+    assert "throughput for H100" in capsys.readouterr().out
+    written = json.loads(catalog.read_text())["throughput"]["families"]
+    rows = _rows(data)
+    for family in ("sd15", "sdxl"):
+        entry = written[family]["gpus"]["H100"]
+        assert entry["it_s"] == round(rows[f"{family}.engine.b1"]["ours"], 2)
+        assert "bench/gpu_check.py" in entry["source"] and "H100" in entry["source"]
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(SystemExit, match="cannot update"):
+        gpu_check.main(["--from-json", str(saved), "--write-throughput", str(broken)])
+    assert broken.read_text() == "{not json"
+
+
 def test_help_and_bad_sections():
     help_ = subprocess.run([sys.executable, str(SCRIPT), "--help"], env=ENV, capture_output=True, text=True,
                            timeout=60)
