@@ -312,7 +312,7 @@ def raw_call(pipe: Any, req: Any) -> Callable[[StepClock], None]:
     """The bare diffusers pipeline call a user would write, with the engine's scheduler."""
     import torch
 
-    from sdcloud.engine.samplers import build_scheduler
+    from sdcloud.engine.sampler_names import build_scheduler
 
     pipe.scheduler = build_scheduler("Euler", "Automatic", dict(pipe.scheduler.config))
 
