@@ -506,9 +506,10 @@ def run_family(plan: Plan, report: Report, family: str) -> None:
     timings: dict[int, Timing] = {}
     try:
         for batch in (1, 4) if "engine" in want else (1,) if "bf16" in want else ():
-            guarded(report, f"{family}.engine.b{batch}", f"{family} b{batch} engine vs diffusers",
-                    lambda b=batch: timings.__setitem__(b, engine_vs_raw(plan, report, engine, pipe, family, b,
-                                                                         plan.dtype)))
+            timing = guarded(report, f"{family}.engine.b{batch}", f"{family} b{batch} engine vs diffusers",
+                             lambda b=batch: engine_vs_raw(plan, report, engine, pipe, family, b, plan.dtype))
+            if timing is not None:
+                timings[batch] = timing
         if "vae" in want:
             guarded(report, f"{family}.vae_fallback", f"{family} fp16 VAE NaN fallback",
                     lambda: check_vae_fallback(plan, report, engine, pipe, family))
@@ -588,13 +589,15 @@ def run_merge(plan: Plan, report: Report, family: str) -> None:
         folder.rmdir()
 
 
-def guarded(report: Report, key: str, check: str, fn: Callable[[], Any]) -> None:
-    """Run one check; an error (OOM, a missing kernel) becomes a failed row, not the end of the run."""
+def guarded(report: Report, key: str, check: str, fn: Callable[[], Any]) -> Any:
+    """Run one check and return what it returns; an error (OOM, a missing kernel) becomes a failed
+    row and ``None``, not the end of the run."""
     try:
-        fn()
+        return fn()
     except Exception as exc:  # noqa: BLE001 - every failure is reported and the run goes on
         msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
         report.add(Row(key, check, status="failed", note=f"{type(exc).__name__}: {msg}"))
+        return None
 
 
 # ---- the planner's throughput data ----------------------------------------------------------
