@@ -335,16 +335,20 @@ def raw_call(pipe: Any, req: Any) -> Callable[[StepClock], None]:
 
 def engine_vs_raw(plan: Plan, report: Report, engine: Any, pipe: Any, family: str, batch: int,
                   label: str) -> Timing:
-    """Adds the row; returns our engine's timing (the reference for the bf16 and offload rows)."""
+    """Adds the row; returns our engine's timing (the reference for the bf16 row)."""
+    from torch._dynamo.utils import counters
+
     size = plan.size[family]
     req = _request(family, size, batch, plan.steps)
+    graphs = counters["stats"]["unique_graphs"]
     started = time.perf_counter()
     t = measure({"ours": ours_call(engine, req), "raw": raw_call(pipe, req)}, plan.device, plan.runs)
     wall = time.perf_counter() - started
     ours, raw = t["ours"], t["raw"]
     note = f"e2e ratio {ours.seconds / raw.seconds:.3f} ({ours.seconds:.2f}/{raw.seconds:.2f} s per call)"
-    if "compile" in label:
-        note += f"; {wall:.0f} s with compile warm-up"
+    if "compile" in label:  # many graphs for one shape would mean a recompile per step
+        note += (f"; {wall:.0f} s with compile warm-up, {counters['stats']['unique_graphs'] - graphs} graphs "
+                 "compiled")
     report.add(Row(
         f"{family}.{'compile' if 'compile' in label else 'engine'}.b{batch}",
         f"{family} {size}x{size} b{batch} {label}: engine vs diffusers", "it/s",
