@@ -104,6 +104,13 @@ class Engine:
             title = f"{rel} [{sha[:10]}]" if sha else rel
             return self._install(pipe, ModelInfo(stem, title, str(path), sha, arch.family, arch.variant, prediction))
 
+    def load_pipeline(self, pipe: Any, info: ModelInfo) -> ModelInfo:
+        """Use a diffusers pipeline built elsewhere (benches build real-size random ones) with
+        this engine's device, dtype, ``--medvram``/``--lowvram``, VAE tiling and compile settings."""
+        with self._lock:
+            self.unload()
+            return self._install(pipe, info)
+
     def _install(self, pipe: Any, info: ModelInfo) -> ModelInfo:
         pipe.set_progress_bar_config(disable=True)
         memory = self.settings.memory if self.device.type == "cuda" else "none"
