@@ -16,7 +16,10 @@ from sdcloud.ui.i18n import JA, english, ui_i18n, ui_texts
 
 @pytest.fixture(scope="module")
 def services(tmp_path_factory: pytest.TempPathFactory) -> Services:
-    return Services(Settings.load({"data_dir": tmp_path_factory.mktemp("ui-i18n"), "model": "demo"}, env={}))
+    from sdcloud.runtime import Runtime
+
+    settings = Settings.load({"data_dir": tmp_path_factory.mktemp("ui-i18n"), "model": "demo"}, env={})
+    return Services(Runtime(settings))
 
 
 def test_every_ui_string_has_a_japanese_entry(services: Services) -> None:

@@ -21,10 +21,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from sdcloud.errors import SdcloudError
+from sdcloud.i18n import N_
 
 PHASES = ("install_check", "imports", "store_restore", "model_fetch", "model_load", "first_image")
-LABELS = {"install_check": "install check", "imports": "imports", "store_restore": "store restore",
-          "model_fetch": "model fetch", "model_load": "model load", "first_image": "first image ready"}
+LABELS = {"install_check": N_("install check"), "imports": N_("imports"), "store_restore": N_("store restore"),
+          "model_fetch": N_("model fetch"), "model_load": N_("model load"), "first_image": N_("first image ready")}
 # what `serve` needs installed (distribution names), checked without importing them
 REQUIRED = ("torch", "diffusers", "transformers", "safetensors", "fastapi", "uvicorn", "gradio", "pydantic")
 

@@ -23,13 +23,14 @@ from sdcloud.checkpoints.local_copy import local_copy
 from sdcloud.engine import loader
 from sdcloud.engine.conditioning import PromptEncoder
 from sdcloud.engine.demo import build_demo_pipeline
-from sdcloud.engine.generate import ModelContext, generate_images
 from sdcloud.engine.loader import DEMO_KINDS, ModelInfo
 from sdcloud.engine.networks import NetworkManager
-from sdcloud.engine.prompt_parser import extract_extra_networks
-from sdcloud.engine.types import CancelToken, GenerationRequest, GenerationResult, ProgressCallback
+from sdcloud.engine.sampling_loop import ModelContext, generate_images
+from sdcloud.engine.types import GenerationRequest, GenerationResult
 from sdcloud.errors import NotFound
 from sdcloud.infotext import build_infotext, generation_params
+from sdcloud.jobs.control import CancelToken, ProgressCallback
+from sdcloud.prompt_syntax import extract_extra_networks
 from sdcloud.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,13 @@ class Engine:
             if read_path != path:
                 self.hashes.put(path, cached)
         return cached.sha256
+
+    def load_pipeline(self, pipe: Any, info: ModelInfo) -> ModelInfo:
+        """Use a diffusers pipeline built elsewhere (benches build real-size random ones) with
+        this engine's device, dtype, ``--medvram``/``--lowvram``, VAE tiling and compile settings."""
+        with self._lock:
+            self.unload()
+            return self._install(pipe, info)
 
     def _install(self, pipe: Any, info: ModelInfo) -> ModelInfo:
         pipe.set_progress_bar_config(disable=True)
