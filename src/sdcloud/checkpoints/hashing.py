@@ -78,14 +78,22 @@ class HashCache:
     def __init__(self, cache_file: Path) -> None:
         self.cache_file = cache_file
         self._lock = threading.Lock()
+        self._seen_mtime: int | None = None
         self._data: dict[str, dict] = self._read()
 
     def _read(self) -> dict[str, dict]:
         try:
+            self._seen_mtime = self.cache_file.stat().st_mtime_ns
             data = json.loads(self.cache_file.read_text())
         except (FileNotFoundError, ValueError):
             return {}
         return data if isinstance(data, dict) else {}
+
+    def _changed_on_disk(self) -> bool:
+        try:
+            return self.cache_file.stat().st_mtime_ns != self._seen_mtime
+        except FileNotFoundError:
+            return False
 
     def get(self, path: str | Path, *, compute: bool = True,
             progress: Callable[[int], None] | None = None) -> FileHashes | None:
@@ -94,7 +102,8 @@ class HashCache:
         key = str(path)
         with self._lock:
             entry = self._data.get(key)
-        if not (entry and entry.get("size") == st.st_size and entry.get("mtime") == st.st_mtime_ns):
+        valid = entry and entry.get("size") == st.st_size and entry.get("mtime") == st.st_mtime_ns
+        if not valid and self._changed_on_disk():
             # another writer (a session restore, a merge in another process) may have it
             with self._lock:
                 entry = self._read().get(key) or entry
@@ -121,7 +130,8 @@ class HashCache:
     def _save(self) -> None:
         self.cache_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.cache_file.with_suffix(".tmp")
-        merged = {**self._read(), **self._data}  # keep what other writers added meanwhile
+        merged = {**self._read(), **self._data}  # keep the files other writers added meanwhile
         self._data = merged
         tmp.write_text(json.dumps(merged, indent=1, sort_keys=True))
         os.replace(tmp, self.cache_file)
+        self._seen_mtime = self.cache_file.stat().st_mtime_ns
