@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from sdcloud import __version__
 from sdcloud.api import routes_ckpt, routes_jobs, routes_sdapi, routes_server
 from sdcloud.api.errors import install_error_handlers
+from sdcloud.api.heavy import HeavyPool
 from sdcloud.api.security import (
     ASGIApp,
     AuthMiddleware,
@@ -55,6 +56,8 @@ def create_app(
     check_exposure(settings, public_url=public_url)
     services = services or Services(settings)
 
+    heavy = HeavyPool(settings.limits.heavy_workers, settings.limits.heavy_queue)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         services.start()
@@ -62,6 +65,7 @@ def create_app(
             yield
         finally:
             services.stop()
+            heavy.shutdown()
 
     app = FastAPI(
         title="sdcloud",
@@ -70,6 +74,7 @@ def create_app(
         description="AUTOMATIC1111-compatible API (/sdapi/v1) and sdcloud's queue API (/api).",
     )
     app.state.services = services
+    app.state.heavy = heavy
     install_error_handlers(app)
     app.include_router(routes_sdapi.router, prefix="/sdapi/v1")
     app.include_router(routes_jobs.router, prefix="/api")

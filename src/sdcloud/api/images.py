@@ -36,27 +36,56 @@ def decode_image(text: str, settings: Settings, what: str = "image") -> Any:
     return open_image(data, settings, what)
 
 
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
+"""What a client may send: the formats A1111 users send; Pillow's other decoders (TIFF, PSD,
+ICO, ...) are attack surface with no use here."""
+
+
+def _bomb_filter() -> None:
+    """Pillow's DecompressionBombWarning is an error here (a process-wide filter, set once)."""
+    from PIL import Image
+
+    warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
+
+
 def open_image(data: bytes, settings: Settings, what: str = "image") -> Any:
+    """A fully loaded, EXIF-transposed PIL image from client bytes. The pixel count is checked
+    from the header, before any pixel memory is allocated; text chunks are bounded."""
     from PIL import Image, ImageOps, UnidentifiedImageError
+
+    from sdcloud.infotext import bound_pillow_text, text_chunks_too_large
 
     if len(data) > settings.limits.max_body_bytes:
         raise BadRequest(f"{what} is larger than {settings.limits.max_body_bytes} bytes")
-    max_pixels = 4 * settings.limits.max_width * settings.limits.max_height
+    max_pixels = settings.limits.image_pixels
+    too_many = (
+        f"{what} has more than {max_pixels} pixels (setting limits.max_image_pixels); "
+        "send a smaller image"
+    )
+    bound_pillow_text()
+    _bomb_filter()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            if img.width * img.height > max_pixels:
-                raise BadRequest(
-                    f"{what} is {img.width}x{img.height}; at most {max_pixels} pixels are accepted"
-                )
-            img.load()
-            return ImageOps.exif_transpose(img)
+        img = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+        if img.width * img.height > max_pixels:
+            raise BadRequest(
+                f"{what} is {img.width}x{img.height} = {img.width * img.height} pixels; at most "
+                f"{max_pixels} are accepted (setting limits.max_image_pixels)"
+            )
+        img.load()
+        return ImageOps.exif_transpose(img)
     except BadRequest:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise BadRequest(f"{what} is not a readable image (PNG, JPEG or WEBP, base64-encoded)") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as err:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise BadRequest(too_many) from None
+    except UnidentifiedImageError:
+        raise BadRequest(
+            f"{what} is not a readable image ({', '.join(IMAGE_FORMATS)}, base64-encoded)"
+        ) from None
+    except ValueError as err:
+        if "text" in str(err).lower() or "MAX_TEXT" in str(err):
+            raise text_chunks_too_large(what) from None
+        raise BadRequest(f"{what} is a broken image: {err}") from None
+    except (OSError, SyntaxError, EOFError, MemoryError) as err:
         raise BadRequest(f"{what} is a broken image: {err}") from None
 
 
