@@ -24,6 +24,7 @@ from sdcloud.api.security import (
     check_exposure,
 )
 from sdcloud.api.services import Services
+from sdcloud.api.ui_guard import UIFileURLGuard
 from sdcloud.settings import Settings
 
 
@@ -84,6 +85,8 @@ def create_app(
         from sdcloud.ui import mount_ui
 
         mount_ui(app, services, path="/")
+    if ui:
+        app.add_middleware(UIFileURLGuard, settings=settings)
     app.add_middleware(ProcessTimeMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_body_bytes)
     if settings.auth or settings.api_token:

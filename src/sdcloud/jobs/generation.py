@@ -24,6 +24,7 @@ from sdcloud.jobs.base import JobContext
 from sdcloud.settings import Settings
 
 SAVED_RECORD = "saved.json"  # in the job's output folder once its images are in the outputs folder
+PLANNED_RECORD = "planned.json"  # the outputs-folder names chosen, written before the first image
 
 
 class EngineHost:
@@ -137,9 +138,17 @@ class GenerationRunner:
         the job's own folder in ``samples_format``, for the answer."""
         kind = "img2img" if ctx.job.kind == "img2img" else "txt2img"
         if p.get("save_images"):
+            from sdcloud.durable import write_text_durable
             from sdcloud.outputs import output_dir, save_result, write_png_atomic
 
-            saved = save_result(result, self.settings, kind=kind)
+            plan = ctx.output_dir / PLANNED_RECORD
+            planned = None
+            if plan.is_file():  # an earlier attempt chose these names: write them again, no copies
+                planned = [Path(x) for x in json.loads(plan.read_text(encoding="utf-8"))]
+            saved = save_result(
+                result, self.settings, kind=kind, paths=planned,
+                on_plan=lambda chosen: write_text_durable(plan, json.dumps([str(x) for x in chosen])),
+            )
             if grid is None:
                 return list(saved)
             grids = self.settings.outputs_path / f"{kind}-grids" / output_dir(self.settings, kind).name
