@@ -31,10 +31,11 @@ import pytest
 from PIL import Image
 
 from conftest import ServerProcess, launch
-from sdcloud.api.images import _forbidden_address, decode_image, fetch_url_image
+from sdcloud.api.image_input import _forbidden_address, decode_image, fetch_url_image
 from sdcloud.api.services import check_client_value
 from sdcloud.errors import BadRequest, redact_paths
-from sdcloud.infotext import MAX_INFOTEXT_CHARS, parse_infotext, read_image_infotext
+from sdcloud.image_files import read_image_infotext
+from sdcloud.infotext import MAX_INFOTEXT_CHARS, parse_infotext
 from sdcloud.jobs import DONE, FAILED, JobContext, LocalJobQueue
 from sdcloud.settings import Limits, Settings
 from sdcloud.storage.stores import parse_store_url, redact_url
@@ -81,11 +82,11 @@ def test_infotext_parsing_is_linear_on_the_worst_texts() -> None:
     for text in ("a" * n, "ab:" * (n // 3), 'a: "x, ' * (n // 7), "\\" * n, "a " * (n // 2)):
         started = time.perf_counter()
         parse_infotext(text[:MAX_INFOTEXT_CHARS])  # the most that can reach it
-        assert time.perf_counter() - started < 1.0, text[:10]
+        assert time.perf_counter() - started < 3.0, text[:10]  # A1111's regex: 40 s and more
     started = time.perf_counter()
     for text in ("(a" * 32768 + ")" * 16384, "[[[[:" * 13000):  # quadratic in A1111's attention parser
         parse_infotext(text + "\nSteps: 1, Seed: 2, Size: 8x8")
-    assert time.perf_counter() - started < 2.0
+    assert time.perf_counter() - started < 3.0  # 30 s and 60 s before
 
 
 @pytest.mark.parametrize("compressed", [False, True])
@@ -240,7 +241,7 @@ def test_url_fetches_check_the_connected_address_and_obey_deadline_and_size(
     small = Settings(data_dir=tmp_path, allow_url_images=True, limits=Limits(max_body_bytes=1000))
     with pytest.raises(BadRequest, match="larger than 1000 bytes"):
         fetch_url_image(f"{base}/x.png", small, "image", address_ok=anywhere)
-    monkeypatch.setattr("sdcloud.api.images.URL_DEADLINE_S", 1.5)
+    monkeypatch.setattr("sdcloud.api.image_input.URL_DEADLINE_S", 1.5)
     started = time.monotonic()
     with pytest.raises(BadRequest, match="took longer than"):
         fetch_url_image(f"{base}/slow", allowed, "image", address_ok=anywhere)

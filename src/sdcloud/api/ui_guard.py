@@ -45,7 +45,7 @@ def url_files(data: Any) -> list[dict[str, Any]]:
 def _fetch_into_uploads(item: dict[str, Any], settings: Settings) -> None:
     from gradio.utils import get_upload_folder
 
-    from sdcloud.api.images import fetch_url_image
+    from sdcloud.api.image_input import fetch_url_image
 
     url = str(item["path"]).strip()
     data = fetch_url_image(url, settings, "file")

@@ -1,21 +1,18 @@
-"""Images in and out of the API: base64 / data URL / (opt-in) http(s) URL decoding with the
-checks a public server needs, and raw-base64 encoding with the infotext kept."""
+"""Images into the API: base64 / data URL / (opt-in) http(s) URL decoding with the checks a
+public server needs (no local or private addresses, size limits). Encoding and the plain
+decoding live in ``sdcloud.image_files``."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import io
 import ipaddress
 import socket
 import time
-import warnings
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 from sdcloud.errors import BadRequest
-from sdcloud.jobs.generation import image_bytes
+from sdcloud.image_files import base64_payload, open_image
 from sdcloud.settings import Settings
 
 URL_TIMEOUT_S = 5.0
@@ -25,73 +22,17 @@ URL_DEADLINE_S = 20.0
 
 
 def decode_image(text: str, settings: Settings, what: str = "image") -> Any:
-    """A PIL image (EXIF-transposed, fully loaded) from what A1111 clients send."""
+    """A PIL image (EXIF-transposed, fully loaded) from what A1111 clients send: raw base64,
+    a ``data:`` URL or (opt-in) an http(s) URL, within the server's size limits."""
     if not isinstance(text, str) or not text.strip():
         raise BadRequest(f"{what} is empty; send a base64-encoded PNG/JPEG/WEBP")
     text = text.strip()
     if text.startswith(("http://", "https://")):
         data = fetch_url_image(text, settings, what)
     else:
-        if text.startswith("data:"):
-            text = text.partition(",")[2]
-        try:
-            data = base64.b64decode(text, validate=False)
-        except (binascii.Error, ValueError):
-            raise BadRequest(f"{what} is not valid base64") from None
-    return open_image(data, settings, what)
-
-
-IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
-"""What a client may send: the formats A1111 users send; Pillow's other decoders (TIFF, PSD,
-ICO, ...) are attack surface with no use here."""
-
-
-def _bomb_filter() -> None:
-    """Pillow's DecompressionBombWarning is an error here (a process-wide filter, set once)."""
-    from PIL import Image
-
-    warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
-
-
-def open_image(data: bytes, settings: Settings, what: str = "image") -> Any:
-    """A fully loaded, EXIF-transposed PIL image from client bytes. The pixel count is checked
-    from the header, before any pixel memory is allocated; text chunks are bounded."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    from sdcloud.infotext import bound_pillow_text, text_chunks_too_large
-
-    if len(data) > settings.limits.max_body_bytes:
-        raise BadRequest(f"{what} is larger than {settings.limits.max_body_bytes} bytes")
-    max_pixels = settings.limits.image_pixels
-    too_many = (
-        f"{what} has more than {max_pixels} pixels (setting limits.max_image_pixels); "
-        "send a smaller image"
-    )
-    bound_pillow_text()
-    _bomb_filter()
-    try:
-        img = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
-        if img.width * img.height > max_pixels:
-            raise BadRequest(
-                f"{what} is {img.width}x{img.height} = {img.width * img.height} pixels; at most "
-                f"{max_pixels} are accepted (setting limits.max_image_pixels)"
-            )
-        img.load()
-        return ImageOps.exif_transpose(img)
-    except BadRequest:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise BadRequest(too_many) from None
-    except UnidentifiedImageError:
-        raise BadRequest(
-            f"{what} is not a readable image ({', '.join(IMAGE_FORMATS)}, base64-encoded)"
-        ) from None
-    except ValueError as err:
-        if "text" in str(err).lower() or "MAX_TEXT" in str(err):
-            raise text_chunks_too_large(what) from None
-        raise BadRequest(f"{what} is a broken image: {err}") from None
-    except (OSError, SyntaxError, EOFError, MemoryError) as err:
-        raise BadRequest(f"{what} is a broken image: {err}") from None
+        data = base64_payload(text, what)
+    lim = settings.limits
+    return open_image(data, what, max_bytes=lim.max_body_bytes, max_pixels=lim.image_pixels)
 
 
 _NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
@@ -229,9 +170,3 @@ def fetch_url_image(url: str, settings: Settings, what: str,
     except (httpcore.ProtocolError, httpcore.NetworkError, httpcore.UnsupportedProtocol) as err:
         raise BadRequest(f"{what} URL could not be fetched: {type(err).__name__}") from None
     return b"".join(chunks)
-
-
-def encode_image(img: Any, fmt: str = "png", jpeg_quality: int = 80) -> str:
-    """Raw base64 (no ``data:`` prefix) of ``img`` in ``fmt``; the ``parameters`` infotext goes into
-    a PNG text chunk or, for JPEG/WEBP, the EXIF UserComment, as A1111 does."""
-    return base64.b64encode(image_bytes(img, fmt, jpeg_quality)).decode("ascii")
