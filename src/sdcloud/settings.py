@@ -37,8 +37,9 @@ class Limits:
     max_body_bytes: int = 50 * 1024 * 1024
     max_image_pixels: int = 0
     """Pixels of one decoded client image; 0: 4 x max_width x max_height (16.7 MP by default)."""
-    max_pixel_steps: int = 2048 * 2048 * 8 * 150
-    """width x height x batch_size x steps of one batch (first and hires pass each)."""
+    max_pixel_steps: int = 1024 * 1024 * 8 * 150
+    """width x height x batch_size x steps of one batch, each pass (the work one request may
+    hold the GPU for; the default allows 1024x1024 x 8 x 150 or 2048x2048 x 2 x 150)."""
     heavy_workers: int = 2
     """Threads that decode images and parse PNG info for requests; more requests wait."""
     heavy_queue: int = 16

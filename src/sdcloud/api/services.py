@@ -493,6 +493,16 @@ class Services:
         for name, value, lo, hi in checks:
             if not lo <= value <= hi:
                 raise BadRequest(f"{name} must be between {lo} and {hi}, got {value}")
+        passes = [(req.width, req.height, req.steps)]
+        if isinstance(req, Txt2ImgRequest) and req.enable_hr:
+            passes.append((w, h, req.hr_second_pass_steps or req.steps))
+        for pw, ph, steps in passes:
+            work = pw * ph * req.batch_size * steps
+            if work > lim.max_pixel_steps:
+                raise BadRequest(
+                    f"width x height x batch_size x steps is {pw}x{ph}x{req.batch_size}x{steps} = {work}; at "
+                    f"most {lim.max_pixel_steps} (setting limits.max_pixel_steps): lower one of them"
+                )
         for name in ("seed", "subseed"):
             value = getattr(req, name)
             if not -1 <= value <= MAX_SEED:
