@@ -440,6 +440,7 @@ def test_schema_fuzzing_with_large_and_nested_bodies_keeps_the_server_responsive
     from schemathesis.openapi import from_dict
 
     rss_start = rss_mb(server.proc.pid)
+    data_dir, home = str(server.data_dir), str(Path.home())
     with server.client() as client:
         spec = client.get("/openapi.json").json()
     schema = from_dict(spec)
@@ -465,6 +466,8 @@ def test_schema_fuzzing_with_large_and_nested_bodies_keeps_the_server_responsive
                 response = case.call(base_url=server.url, auth=AUTH, timeout=60)
                 took = time.perf_counter() - started
                 statuses.append(response.status_code)
+                if response.status_code >= 400 and (data_dir in response.text or home in response.text):
+                    failures.append(f"{case.method} {case.formatted_path} -> a server path in {response.text[:200]}")
                 if response.status_code >= 500 or (took > 2.0 and not case.path.endswith("2img")):
                     failures.append(f"{case.method} {case.formatted_path} -> {response.status_code} "
                                     f"in {took:.1f}s {response.text[:200]}")
