@@ -284,6 +284,32 @@ def test_ui_file_payloads_with_urls_obey_allow_url_images(listener: _Listener, t
     assert listener.hits == 0 and reached == [{"data": ["no files"]}] * 2
 
 
+def test_ui_file_urls_when_allowed_are_fetched_by_us_and_handed_over_as_uploads(
+    listener: _Listener, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from sdcloud.api.ui_guard import UIFileURLGuard
+
+    reached: list[Any] = []
+
+    async def gradio(scope: dict, receive: Any, send: Any) -> None:
+        message = await receive()
+        reached.append(json.loads(message["body"]))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "uploads"))
+    monkeypatch.setattr("sdcloud.api.image_input._forbidden_address", lambda _ip: False)  # reach loopback
+    client = TestClient(UIFileURLGuard(gradio, Settings(data_dir=tmp_path, allow_url_images=True)))
+    url = f"http://127.0.0.1:{listener.port}/cat.png?x=1"
+    assert client.post("/gradio_api/queue/join", json={"data": [_gradio_file(url)]}).status_code == 200
+    handed = reached[0]["data"][0]
+    assert listener.hits == 1 and handed["url"] is None and handed["size"] == 4096
+    local = Path(handed["path"])
+    assert local.name == "cat.png" and local.is_relative_to(tmp_path / "uploads") and local.stat().st_size == 4096
+
+
 # ----------------------------------------------------------------------------- the job worker
 
 
@@ -324,12 +350,34 @@ def test_a_full_disk_fails_one_job_and_the_worker_lives_on(tmp_path: Path) -> No
 # ----------------------------------------------------------------------------- against a server
 
 
+SMALL_DISK_MB = 64
+
+
+def _mount_tmpfs(path: Path, size_mb: int) -> bool:
+    if os.geteuid() != 0:
+        return False
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(path)],
+                       capture_output=True, timeout=30)
+    return r.returncode == 0
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    srv = launch(tmp_path_factory.mktemp("hostile"), "--auth", "me:secret", auth=AUTH,
-                 env={"SDCLOUD_MAX_BODY_BYTES": str(8 * 1024 * 1024)})
-    yield srv
-    srv.stop()
+    """One server for the suite (auth me:secret, 8 MiB bodies). Its data dir is a small tmpfs of
+    its own where this machine lets the test mount one (root), so the last test can fill it."""
+    root = tmp_path_factory.mktemp("hostile")
+    disk = root / "small-disk"
+    disk.mkdir()
+    mounted = _mount_tmpfs(disk, SMALL_DISK_MB)
+    srv = launch(disk, "--auth", "me:secret", auth=AUTH, log_path=root / "server.log",
+                 env={"SDCLOUD_MAX_BODY_BYTES": str(8 * 1024 * 1024), "SDCLOUD_MIN_FREE_MB": str(2 * SMALL_DISK_MB)})
+    srv.small_disk = mounted  # type: ignore[attr-defined]
+    try:
+        yield srv
+    finally:
+        srv.stop()
+        if mounted:
+            subprocess.run(["umount", "-l", str(disk)], capture_output=True, timeout=30)
 
 
 class OptionsProbe:
@@ -485,50 +533,36 @@ def test_schema_fuzzing_with_large_and_nested_bodies_keeps_the_server_responsive
     assert rss_mb(server.proc.pid) < rss_start + 200
 
 
-# ----------------------------------------------------------------------------- a real full disk
-
-
-def _mount_tmpfs(path: Path, size_mb: int) -> bool:
-    path.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() != 0:
-        return False
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(path)],
-                       capture_output=True, timeout=30)
-    return r.returncode == 0
+# ----------------------------------------------------------------------------- a real full disk (last)
 
 
 @pytest.mark.slow
-def test_a_full_filesystem_gives_507_and_the_next_job_runs_after_space_is_freed(tmp_path: Path) -> None:
-    disk = tmp_path / "small-disk"
-    if not _mount_tmpfs(disk, 24):
+def test_a_full_filesystem_gives_507_and_the_next_job_runs_after_space_is_freed(server: ServerProcess) -> None:
+    if not server.small_disk:  # type: ignore[attr-defined]
         pytest.skip("cannot mount a small tmpfs here (needs root); the in-process ENOSPC test covers the worker")
-    try:
-        srv = launch(disk, env={"SDCLOUD_MIN_FREE_MB": "64"}, log_path=tmp_path / "server.log")
+    disk = server.data_dir
+    job = {"prompt": "full", "width": 64, "height": 64, "steps": 1, "save_images": True}
+    with server.client() as client:
+        assert client.post("/sdapi/v1/txt2img", json=job).status_code == 200
+        assert "MB free" in client.get("/api/session").json()["disk_warning"]
+        filler = disk / "filler.bin"
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT)  # unbuffered: fill to the last page
         try:
-            job = {"prompt": "full", "width": 64, "height": 64, "steps": 1, "save_images": True}
-            with srv.client() as client:
-                assert client.post("/sdapi/v1/txt2img", json=job).status_code == 200
-                assert "MB free" in client.get("/api/session").json()["disk_warning"]
-                filler = disk / "filler.bin"
-                fd = os.open(filler, os.O_WRONLY | os.O_CREAT)  # unbuffered: fill to the last page
+            for block in (1 << 20, 4096):
                 try:
-                    for block in (1 << 20, 4096):
-                        try:
-                            while True:
-                                os.write(fd, b"\0" * block)
-                        except OSError:
-                            pass
-                finally:
-                    os.close(fd)
-                full = client.post("/sdapi/v1/txt2img", json=job)
-                assert full.status_code == 507, full.text[:300]
-                assert re.match(r"disk full: \d+ MB free in small-disk", full.json()["detail"]), full.text
-                assert str(disk) not in full.text
-                assert client.get("/sdapi/v1/progress").json()["state"]["job_count"] == 0
-                filler.unlink()
-                after = client.post("/sdapi/v1/txt2img", json=job)
-                assert after.status_code == 200 and len(after.json()["images"]) == 1
+                    while True:
+                        os.write(fd, b"\0" * block)
+                except OSError:
+                    pass
         finally:
-            srv.stop()
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], capture_output=True, timeout=30)
+            os.close(fd)
+        try:
+            full = client.post("/sdapi/v1/txt2img", json=job)
+            assert full.status_code == 507, full.text[:300]
+            assert re.match(r"disk full: \d+ MB free in small-disk", full.json()["detail"]), full.text
+            assert str(disk) not in full.text
+            assert client.get("/sdapi/v1/progress").json()["state"]["job_count"] == 0  # nothing stuck
+        finally:
+            filler.unlink()
+        after = client.post("/sdapi/v1/txt2img", json=job)  # the same server, no restart
+        assert after.status_code == 200 and len(after.json()["images"]) == 1

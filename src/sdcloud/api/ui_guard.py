@@ -43,12 +43,13 @@ def url_files(data: Any) -> list[dict[str, Any]]:
 
 
 def _fetch_into_uploads(item: dict[str, Any], settings: Settings) -> None:
-    from gradio.utils import get_upload_folder
-
     from sdcloud.api.image_input import fetch_url_image
 
     url = str(item["path"]).strip()
     data = fetch_url_image(url, settings, "file")
+    from gradio.utils import get_upload_folder  # only for a fetched file: the UI is loaded then
+
+
     name = Path(url.split("?", 1)[0].rstrip("/")).name or "file"
     name = "".join(c for c in name if c.isalnum() or c in "._-")[:100] or "file"
     folder = Path(get_upload_folder()) / secrets.token_hex(16)
