@@ -566,3 +566,42 @@ def test_a_full_filesystem_gives_507_and_the_next_job_runs_after_space_is_freed(
             filler.unlink()
         after = client.post("/sdapi/v1/txt2img", json=job)  # the same server, no restart
         assert after.status_code == 200 and len(after.json()["images"]) == 1
+
+
+def test_a_retried_job_rewrites_the_same_image_names(engine: Any, tmp_path: Path) -> None:
+    """The server died after the images were written but before the job recorded them: the retry
+    regenerates (same seeds) into the names the first attempt chose, so no second copy appears."""
+    from sdcloud.engine.types import CancelToken
+    from sdcloud.jobs import Job
+    from sdcloud.jobs.generation import SAVED_RECORD, EngineHost, GenerationRunner
+
+    settings = Settings(data_dir=tmp_path)
+    runner = GenerationRunner(settings, EngineHost(engine))
+    payload = {"request": {"prompt": "again", "width": 64, "height": 64, "steps": 1, "seed": 7, "batch_size": 2},
+               "model": "demo", "save_images": True, "return_grid": False}
+    out = tmp_path / "job-out"
+    out.mkdir()
+
+    def attempt() -> list[str]:
+        ctx = JobContext(Job(id="j1", kind="txt2img", payload=payload), tmp_path / "in", out, CancelToken(),
+                         lambda _p: None)
+        return runner(ctx)["paths"]
+
+    first = attempt()
+    (out / SAVED_RECORD).unlink()  # the crash: images on disk, the job's record of them lost
+    second = attempt()
+    written = sorted(p.name for p in (settings.outputs_path / "txt2img-images").rglob("*.png"))
+    assert second == first and len(written) == 2, written
+
+
+def test_doctor_warns_below_the_free_space_threshold(tmp_path: Path) -> None:
+    from sdcloud.cloud.doctor import run_doctor
+    from sdcloud.diskspace import low_space_warning
+
+    low = Settings(data_dir=tmp_path, limits=Limits(min_free_mb=10**9))  # more than any disk has
+    report = run_doctor(low, env={}, root=tmp_path)
+    warnings = [f for f in report.findings if f.level == "warn" and "min_free_mb" in f.detail]
+    assert len(warnings) == 1 and "507" in warnings[0].fix
+    assert "MB free" in (low_space_warning(tmp_path, 10**9) or "")
+    ok = run_doctor(Settings(data_dir=tmp_path, limits=Limits(min_free_mb=1)), env={}, root=tmp_path)
+    assert not [f for f in ok.findings if "min_free_mb" in f.detail]
