@@ -605,3 +605,54 @@ def test_doctor_warns_below_the_free_space_threshold(tmp_path: Path) -> None:
     assert "MB free" in (low_space_warning(tmp_path, 10**9) or "")
     ok = run_doctor(Settings(data_dir=tmp_path, limits=Limits(min_free_mb=1)), env={}, root=tmp_path)
     assert not [f for f in ok.findings if "min_free_mb" in f.detail]
+
+
+def test_the_image_pool_runs_a_bounded_number_and_turns_the_rest_away() -> None:
+    import asyncio
+
+    from sdcloud.api.heavy import HeavyPool
+    from sdcloud.errors import Busy
+
+    pool = HeavyPool(workers=1, queue=1)
+    gate = threading.Event()
+    running: list[int] = []
+
+    def work(n: int) -> int:
+        running.append(n)
+        gate.wait(5)
+        return n
+
+    async def scenario() -> list[Any]:
+        tasks = [asyncio.ensure_future(pool.run(work, n)) for n in range(3)]
+        await asyncio.sleep(0.2)
+        assert running == [0]  # one worker: the second waits, the third is turned away
+        gate.set()
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    try:
+        results = asyncio.run(scenario())
+    finally:
+        pool.shutdown()
+    assert results[:2] == [0, 1] and isinstance(results[2], Busy) and results[2].status == 503
+
+
+@pytest.mark.slow
+def test_an_interrupted_generation_answers_the_image_it_had(server: ServerProcess) -> None:
+    answer: dict[str, Any] = {}
+
+    def generate() -> None:
+        with server.client() as c:
+            r = c.post("/sdapi/v1/txt2img", json={"prompt": "stop me", "width": 64, "height": 64, "steps": 150})
+            answer.update(status=r.status_code, body=r.json())
+
+    worker = threading.Thread(target=generate)
+    worker.start()
+    with server.client() as client:
+        deadline = time.monotonic() + 60
+        while client.get("/sdapi/v1/progress").json()["state"]["sampling_step"] < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert client.post("/sdapi/v1/interrupt").status_code == 200
+    worker.join(60)
+    assert answer["status"] == 200 and len(answer["body"]["images"]) == 1  # A1111 clients read images[0]
+    assert Image.open(io.BytesIO(base64.b64decode(answer["body"]["images"][0]))).size == (64, 64)
