@@ -571,8 +571,8 @@ def test_a_full_filesystem_gives_507_and_the_next_job_runs_after_space_is_freed(
 def test_a_retried_job_rewrites_the_same_image_names(engine: Any, tmp_path: Path) -> None:
     """The server died after the images were written but before the job recorded them: the retry
     regenerates (same seeds) into the names the first attempt chose, so no second copy appears."""
-    from sdcloud.engine.types import CancelToken
     from sdcloud.jobs import Job
+    from sdcloud.jobs.control import CancelToken
     from sdcloud.jobs.generation import SAVED_RECORD, EngineHost, GenerationRunner
 
     settings = Settings(data_dir=tmp_path)
@@ -585,7 +585,7 @@ def test_a_retried_job_rewrites_the_same_image_names(engine: Any, tmp_path: Path
     def attempt() -> list[str]:
         ctx = JobContext(Job(id="j1", kind="txt2img", payload=payload), tmp_path / "in", out, CancelToken(),
                          lambda _p: None)
-        return runner(ctx)["paths"]
+        return runner(ctx)["images"]
 
     first = attempt()
     (out / SAVED_RECORD).unlink()  # the crash: images on disk, the job's record of them lost
