@@ -8,13 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Body, Request
 from starlette.concurrency import run_in_threadpool
 
-from sdcloud.api.extras import html_info, upscale
-from sdcloud.api.images import decode_image, encode_image
 from sdcloud.api.models import (
-    ExtrasBatchRequest,
-    ExtrasBatchResponse,
-    ExtrasSingleRequest,
-    ExtrasSingleResponse,
     GenerationResponse,
     Img2ImgRequest,
     PngInfoRequest,
@@ -65,23 +59,6 @@ def png_info(request: Request, req: PngInfoRequest) -> dict[str, Any]:
     return _services(request).png_info(req.image)
 
 
-@router.post("/extra-single-image", response_model=ExtrasSingleResponse)
-def extra_single_image(request: Request, req: ExtrasSingleRequest) -> dict[str, Any]:
-    settings = _services(request).settings
-    img = upscale(decode_image(req.image, settings, "image"), req, settings)
-    return {"html_info": html_info(req), "image": encode_image(img)}
-
-
-@router.post("/extra-batch-images", response_model=ExtrasBatchResponse)
-def extra_batch_images(request: Request, req: ExtrasBatchRequest) -> dict[str, Any]:
-    settings = _services(request).settings
-    images = [
-        upscale(decode_image(f.data, settings, f"image '{f.name or i}'"), req, settings)
-        for i, f in enumerate(req.imageList)
-    ]
-    return {"html_info": html_info(req), "images": [encode_image(img) for img in images]}
-
-
 @router.get("/progress")
 def progress(request: Request, skip_current_image: bool = False) -> dict[str, Any]:
     return _services(request).progress(skip_current_image)
@@ -123,11 +100,6 @@ def schedulers(request: Request) -> list[dict[str, Any]]:
     return _services(request).schedulers()
 
 
-@router.get("/upscalers")
-def upscalers(request: Request) -> list[dict[str, Any]]:
-    return _services(request).upscalers()
-
-
 @router.get("/latent-upscale-modes")
 def latent_upscale_modes(request: Request) -> list[dict[str, Any]]:
     return _services(request).latent_upscale_modes()
@@ -155,16 +127,6 @@ def embeddings(request: Request) -> dict[str, Any]:
 
 @router.get("/hypernetworks")
 def hypernetworks() -> list[dict[str, Any]]:
-    return []
-
-
-@router.get("/face-restorers")
-def face_restorers() -> list[dict[str, Any]]:
-    return []
-
-
-@router.get("/realesrgan-models")
-def realesrgan_models() -> list[dict[str, Any]]:
     return []
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from sdcloud.api.ckpt_tools import CheckpointTools
+from sdcloud.api.extras import ExtrasService
 from sdcloud.api.images import decode_image, encode_image
 from sdcloud.api.models import Img2ImgRequest, Txt2ImgRequest
 from sdcloud.api.options import OptionsStore, validate
@@ -42,7 +43,6 @@ LATENT_UPSCALE_MODES = (
     "Latent (nearest)",
     "Latent (nearest-exact)",
 )
-PIXEL_UPSCALERS = ("Lanczos", "Nearest")
 MAX_SEED = 2**32 - 1
 _INFO_SKIP = {
     "parameters",
@@ -81,6 +81,7 @@ class Services:
 
             engine = Engine(settings)
         self.host = EngineHost(engine)
+        self.extras = ExtrasService(settings, self.host)  # Extras tab, upscalers, face restorers
         self.hashes: HashCache = engine.hashes  # one cache, so hashes the engine computes show up here
         runner = GenerationRunner(settings, self.host, on_saved=self.persistence.add)
         ckpt_runner = CheckpointRunner(settings, self.catalog, self.hashes, on_output=self.refresh)
@@ -252,10 +253,7 @@ class Services:
         return scheduler_list()
 
     def upscalers(self) -> list[dict[str, Any]]:
-        return [
-            {"name": name, "model_name": None, "model_path": None, "model_url": None, "scale": 4.0}
-            for name in ("None", *PIXEL_UPSCALERS)
-        ]
+        return self.extras.upscaler_list()
 
     def latent_upscale_modes(self) -> list[dict[str, str]]:
         return [{"name": n} for n in LATENT_UPSCALE_MODES]
@@ -567,10 +565,10 @@ class Services:
             elif req.hr_scheduler and req.hr_scheduler != "Use same scheduler":
                 hr_schedule = resolve_sampler(sampler, req.hr_scheduler)[1]
             upscaler = req.hr_upscaler or "Latent"
-            if upscaler not in LATENT_UPSCALE_MODES + PIXEL_UPSCALERS:
+            if upscaler not in LATENT_UPSCALE_MODES and (upscaler == "None" or not self.extras.upscalers.has(upscaler)):
+                names = [n for n in self.extras.upscalers.names() if n != "None"]
                 raise BadRequest(
-                    f"unknown hr_upscaler '{upscaler}'; available: "
-                    f"{', '.join(LATENT_UPSCALE_MODES + PIXEL_UPSCALERS)}"
+                    f"unknown hr_upscaler '{upscaler}'; available: {', '.join(LATENT_UPSCALE_MODES + tuple(names))}"
                 )
             fields.update(
                 {

@@ -30,6 +30,7 @@ from sdcloud.engine.types import CancelToken, GenerationRequest, GenerationResul
 from sdcloud.errors import NotFound
 from sdcloud.infotext import build_infotext, generation_params
 from sdcloud.settings import Settings
+from sdcloud.upscalers import Upscalers
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class Engine:
         self._ctx: ModelContext | None = None
         self._networks: NetworkManager | None = None
         self._lock = threading.RLock()
+        self.upscalers = Upscalers(settings.models_root, self.device, self.dtype)
 
     # -- models ----------------------------------------------------------------------------
     def resolve_model_path(self, name: str) -> Path:
@@ -120,7 +122,7 @@ class Engine:
             pipe.unet = torch.compile(pipe.unet)
         self._pipe = pipe
         self._ctx = ModelContext(pipe, info.family, info.variant, self.device, self.dtype,
-                                 PromptEncoder(pipe, info.family))
+                                 PromptEncoder(pipe, info.family), self.upscalers)
         self._networks = NetworkManager(pipe, self.catalog, self.hashes)
         self._own_vae = pipe.vae
         self.vae_name, self._vae_hash = None, None

@@ -66,6 +66,7 @@ class ModelContext:
     device: Any
     dtype: Any
     encoder: PromptEncoder
+    upscalers: Any = None  # sdcloud.upscalers.Upscalers: model upscalers for hires fix
 
     @property
     def is_xl(self) -> bool:
@@ -111,8 +112,9 @@ class BatchOutput:
     subseeds: list[int]
 
 
-def validate(req: GenerationRequest, limits: Any) -> None:
-    """Reject bad input before any work (typed errors the API maps to 4xx)."""
+def validate(req: GenerationRequest, limits: Any, upscalers: Any = None) -> None:
+    """Reject bad input before any work (typed errors the API maps to 4xx). ``upscalers``
+    knows the model upscalers hires fix may name besides the latent modes and PIL filters."""
     for name in ("width", "height"):
         value = getattr(req, name)
         top = getattr(limits, f"max_{name}")
@@ -138,8 +140,11 @@ def validate(req: GenerationRequest, limits: Any) -> None:
     if req.mask is not None and not req.init_images:
         raise BadRequest("a mask needs an init image")
     if req.enable_hr and not req.is_img2img:
-        if req.hr_upscaler not in LATENT_UPSCALE_MODES and req.hr_upscaler not in PIXEL_UPSCALERS:
-            names = ", ".join([*LATENT_UPSCALE_MODES, *PIXEL_UPSCALERS])
+        known = req.hr_upscaler in LATENT_UPSCALE_MODES or req.hr_upscaler in PIXEL_UPSCALERS or (
+            upscalers is not None and req.hr_upscaler != "None" and upscalers.has(req.hr_upscaler))
+        if not known:
+            models = [n for n in upscalers.names() if n not in ("None", *PIXEL_UPSCALERS)] if upscalers else []
+            names = ", ".join([*LATENT_UPSCALE_MODES, *PIXEL_UPSCALERS, *models])
             raise BadRequest(f"unknown hires upscaler '{req.hr_upscaler}'; available: {names}")
         tw, th = hires_target(req)
         if tw > limits.max_width or th > limits.max_height:
@@ -420,7 +425,11 @@ def run_batch(sampler: Sampler, req: GenerationRequest, seeds: list[int], subsee
             mode, aa = LATENT_UPSCALE_MODES[up]
             latents = _interp(latents, size, mode, aa)
         else:
-            pics = [p.resize((hires.width, hires.height), PIXEL_UPSCALERS[up]) for p in sampler.decode(latents)]
+            if up in PIXEL_UPSCALERS:
+                pics = [p.resize((hires.width, hires.height), PIXEL_UPSCALERS[up]) for p in sampler.decode(latents)]
+            else:  # a model upscaler (ESRGAN, ...), as A1111's images.resize_image
+                pics = [sampler.ctx.upscalers.upscale_to(p, up, hires.width, hires.height)
+                        for p in sampler.decode(latents)]
             latents = sampler.encode(pics)
         hr_noise, hr_gens = make_noise(seeds, subseeds, req.subseed_strength, (4, *size))
         latents = sampler.run_pass(hires, latents, hr_noise, seeds=seeds, generators=hr_gens)
@@ -474,7 +483,7 @@ def generate_images(ctx: ModelContext, req: GenerationRequest, limits: Any,
                     on_batch: Callable[[list[Image.Image], list[int], list[int]], None] | None = None,
                     ) -> tuple[list[Image.Image], list[int], list[int], bool, dict[str, Any]]:
     """Run the whole request. Returns (images, seeds, subseeds, interrupted, resolved values)."""
-    validate(req, limits)
+    validate(req, limits, ctx.upscalers)
     sampler_name, schedule = resolve_sampler(req.sampler_name, req.scheduler)
     hr_sampler, hr_schedule = sampler_name, schedule
     if req.enable_hr and req.hr_sampler_name and req.hr_sampler_name != "Use same sampler":

@@ -1,0 +1,51 @@
+"""``/sdapi/v1`` routes of the Extras tab's world: postprocessing (upscale, face restoration)
+and the upscaler / face-restorer listings (A1111 1.10's paths and fields)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from sdcloud.api.extras import ExtrasService, html_info
+from sdcloud.api.images import decode_image, encode_image
+from sdcloud.api.models import ExtrasBatchRequest, ExtrasBatchResponse, ExtrasSingleRequest, ExtrasSingleResponse
+
+router = APIRouter(tags=["A1111 API"])
+
+
+def _extras(request: Request) -> ExtrasService:
+    return request.app.state.services.extras
+
+
+@router.post("/extra-single-image", response_model=ExtrasSingleResponse)
+def extra_single_image(request: Request, req: ExtrasSingleRequest) -> dict[str, Any]:
+    extras = _extras(request)
+    extras.check(req)
+    img = extras.run(decode_image(req.image, extras.settings, "image"), req)
+    return {"html_info": html_info(req), "image": encode_image(img)}
+
+
+@router.post("/extra-batch-images", response_model=ExtrasBatchResponse)
+def extra_batch_images(request: Request, req: ExtrasBatchRequest) -> dict[str, Any]:
+    extras = _extras(request)
+    extras.check(req)
+    sources = [decode_image(f.data, extras.settings, f"image '{f.name or i}'") for i, f in enumerate(req.imageList)]
+    images = [extras.run(img, req) for img in sources]
+    return {"html_info": html_info(req), "images": [encode_image(img) for img in images]}
+
+
+@router.get("/upscalers")
+def upscalers(request: Request) -> list[dict[str, Any]]:
+    return _extras(request).upscaler_list()
+
+
+@router.get("/face-restorers")
+def face_restorers(request: Request) -> list[dict[str, Any]]:
+    return _extras(request).face_restorer_list()
+
+
+@router.get("/realesrgan-models")
+def realesrgan_models(request: Request) -> list[dict[str, Any]]:
+    return [{"name": u["name"], "path": u["model_path"], "scale": u["scale"]}
+            for u in _extras(request).upscaler_list() if u["model_name"] == "RealESRGAN"]
