@@ -56,3 +56,13 @@ def save_images(images: list[Any], infotexts: list[str], seeds: list[int], setti
 def save_result(result: Any, settings: Settings, kind: str = "txt2img") -> list[Path]:
     """Save a ``GenerationResult``'s images."""
     return save_images(result.images, result.infotexts, result.seeds, settings, kind)
+
+
+def save_extras_image(image: Any, infotext: str | None, settings: Settings) -> Path:
+    """An Extras result as ``extras-images/<date>/NNNNN.png`` (A1111's name for them)."""
+    folder = output_dir(settings, "extras")
+    folder.mkdir(parents=True, exist_ok=True)
+    with _lock:
+        path = folder / f"{_next_number(folder):05d}.png"
+        write_png_atomic(image, path, infotext)
+    return path

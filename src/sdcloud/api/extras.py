@@ -8,6 +8,8 @@ generation for VRAM.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from sdcloud.errors import BadRequest, NotFound
@@ -17,9 +19,10 @@ from sdcloud.upscalers.registry import Upscalers
 
 
 class ExtrasService:
-    def __init__(self, settings: Settings, host: Any) -> None:
+    def __init__(self, settings: Settings, host: Any, on_saved: Callable[[list[Path]], None] | None = None) -> None:
         self.settings = settings
         self.host = host
+        self.on_saved = on_saved
         engine = getattr(host, "engine", None)
         self.upscalers: Upscalers = getattr(engine, "upscalers", None) or Upscalers(settings.models_root)
         self.faces = FaceRestorers(settings.models_root, getattr(engine, "device", None))
@@ -68,6 +71,17 @@ class ExtrasService:
                 lock.release()
         out.info.update(info)
         return out
+
+    def run_and_save(self, img: Any, req: Any) -> tuple[Any, Path, str]:
+        """The Extras tab: run, then save under outputs/extras-images (and into the outbox)."""
+        from sdcloud.outputs import save_extras_image
+
+        out = self.run(img, req)
+        info = html_info(req)[3:-4]  # A1111 keeps the postprocessing text in the PNG
+        path = save_extras_image(out, out.info.get("parameters") or None, self.settings)
+        if self.on_saved is not None:
+            self.on_saved([path])
+        return out, path, info
 
     def _upscale(self, source: Any, req: Any) -> Any:
         from PIL import Image

@@ -81,7 +81,7 @@ class Services:
 
             engine = Engine(settings)
         self.host = EngineHost(engine)
-        self.extras = ExtrasService(settings, self.host)  # Extras tab, upscalers, face restorers
+        self.extras = ExtrasService(settings, self.host, self.persistence.add)  # upscalers, face restorers
         self.hashes: HashCache = engine.hashes  # one cache, so hashes the engine computes show up here
         runner = GenerationRunner(settings, self.host, on_saved=self.persistence.add)
         ckpt_runner = CheckpointRunner(settings, self.catalog, self.hashes, on_output=self.refresh)
@@ -565,7 +565,8 @@ class Services:
             elif req.hr_scheduler and req.hr_scheduler != "Use same scheduler":
                 hr_schedule = resolve_sampler(sampler, req.hr_scheduler)[1]
             upscaler = req.hr_upscaler or "Latent"
-            if upscaler not in LATENT_UPSCALE_MODES and (upscaler == "None" or not self.extras.upscalers.has(upscaler)):
+            known = upscaler in LATENT_UPSCALE_MODES or (upscaler != "None" and self.extras.upscalers.has(upscaler))
+            if not known:
                 names = [n for n in self.extras.upscalers.names() if n != "None"]
                 raise BadRequest(
                     f"unknown hr_upscaler '{upscaler}'; available: {', '.join(LATENT_UPSCALE_MODES + tuple(names))}"

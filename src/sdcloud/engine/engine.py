@@ -196,6 +196,7 @@ class Engine:
             started = time.time()
             images, seeds, subseeds, interrupted, resolved = generate_images(
                 self._ctx, clean, self.settings.limits, progress, cancel, preview)
+            resolved["comments"] = list(self._networks.comments)  # skipped networks (A1111 goes on too)
             return self._result(req, images, seeds, subseeds, interrupted, resolved, lora_hashes, ti_hashes,
                                 started)
 
@@ -230,7 +231,8 @@ class Engine:
                 inpaint_full_res=req.inpaint_full_res, inpaint_full_res_padding=req.inpaint_full_res_padding,
                 inpainting_mask_invert=bool(req.inpainting_mask_invert),
                 lora_hashes=lora_hashes or None, ti_hashes=ti_hashes or None,
-                extra={"RNG": "CPU", **({"Demo model": "random weights"} if info.is_demo else {})},
+                extra={"RNG": "CPU", **({"Demo model": "random weights"} if info.is_demo else {}),
+                       **dict(c.split(": ", 1) for c in resolved.get("comments", []))},
             )
             infotexts.append(build_infotext(req.prompt, req.negative_prompt, params))
         for image, text in zip(images, infotexts, strict=True):
@@ -252,6 +254,7 @@ class Engine:
             "styles": [], "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime(started)),
             "clip_skip": req.clip_skip, "is_using_inpainting_conditioning": info.variant == "inpaint",
             "version": f"sdcloud-{__version__}",
+            "comments": "".join(f"{c}\n" for c in resolved.get("comments", [])),
         }
         return GenerationResult(
             images=images, infotexts=infotexts, seeds=seeds, subseeds=subseeds,
