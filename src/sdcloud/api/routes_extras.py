@@ -8,8 +8,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from sdcloud.api.extras import ExtrasService, html_info
-from sdcloud.api.images import decode_image, encode_image
+from sdcloud.api.image_input import decode_image
 from sdcloud.api.models import ExtrasBatchRequest, ExtrasBatchResponse, ExtrasSingleRequest, ExtrasSingleResponse
+from sdcloud.image_files import encode_image
 
 router = APIRouter(tags=["A1111 API"])
 
