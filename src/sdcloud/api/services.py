@@ -388,10 +388,14 @@ class Services:
         self._check_limits(req)
         if req.script_name:
             raise BadRequest(f"script '{req.script_name}' not found; this server has no scripts")
-        if req.alwayson_scripts:
-            raise BadRequest(
-                f"always on script {next(iter(req.alwayson_scripts))} not found; this server has no scripts"
-            )
+        from sdcloud.controlnet import requests as cn_requests
+
+        unknown = [k for k in (req.alwayson_scripts or {}) if k != cn_requests.script_key(req.alwayson_scripts)]
+        if unknown:
+            raise BadRequest(f"always on script {unknown[0]} not found; this server has ControlNet only")
+        cn_units, cn_files = cn_requests.prepare(
+            req.alwayson_scripts or {}, self.settings.models_root / "ControlNet",
+            lambda text, what: decode_image(text, self.settings, what), isinstance(req, Img2ImgRequest))
         opts = self.options.get()
         overrides = dict(req.override_settings or {})
         model_key = self.selected_model
@@ -426,7 +430,9 @@ class Services:
         if isinstance(req, Img2ImgRequest) and not req.include_init_images:
             echo["init_images"] = None
             echo["mask"] = None
+        files.update(cn_files)
         payload = {
+            "controlnet": cn_units,
             "request": fields,
             "model": model_key,
             "vae": vae_key,

@@ -19,6 +19,7 @@ import torch
 from sdcloud import __version__
 from sdcloud.catalog import Catalog
 from sdcloud.checkpoints.hashing import HashCache
+from sdcloud.controlnet.models import ControlNetCache
 from sdcloud.engine import loader
 from sdcloud.engine.conditioning import PromptEncoder
 from sdcloud.engine.demo import build_demo_pipeline
@@ -122,7 +123,8 @@ class Engine:
             pipe.unet = torch.compile(pipe.unet)
         self._pipe = pipe
         self._ctx = ModelContext(pipe, info.family, info.variant, self.device, self.dtype,
-                                 PromptEncoder(pipe, info.family), self.upscalers)
+                                 PromptEncoder(pipe, info.family), self.upscalers,
+                                 ControlNetCache(self.settings.models_root / "ControlNet", pipe.unet))
         self._networks = NetworkManager(pipe, self.catalog, self.hashes)
         self._own_vae = pipe.vae
         self.vae_name, self._vae_hash = None, None
@@ -197,6 +199,7 @@ class Engine:
             images, seeds, subseeds, interrupted, resolved = generate_images(
                 self._ctx, clean, self.settings.limits, progress, cancel, preview)
             resolved["comments"] = list(self._networks.comments)  # skipped networks (A1111 goes on too)
+            resolved["controlnet"] = {f"ControlNet {i}": u.infotext(u.model) for i, u in enumerate(req.controlnet)}
             return self._result(req, images, seeds, subseeds, interrupted, resolved, lora_hashes, ti_hashes,
                                 started)
 
@@ -232,6 +235,7 @@ class Engine:
                 inpainting_mask_invert=bool(req.inpainting_mask_invert),
                 lora_hashes=lora_hashes or None, ti_hashes=ti_hashes or None,
                 extra={"RNG": "CPU", **({"Demo model": "random weights"} if info.is_demo else {}),
+                       **resolved.get("controlnet", {}),
                        **dict(c.split(": ", 1) for c in resolved.get("comments", []))},
             )
             infotexts.append(build_infotext(req.prompt, req.negative_prompt, params))

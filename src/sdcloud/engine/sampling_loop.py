@@ -67,6 +67,7 @@ class ModelContext:
     dtype: Any
     encoder: PromptEncoder
     upscalers: Any = None  # sdcloud.upscalers.Upscalers: model upscalers for hires fix
+    controlnets: Any = None  # sdcloud.controlnet.models.ControlNetCache
 
     @property
     def is_xl(self) -> bool:
@@ -226,6 +227,7 @@ class Denoiser:
         self.total_steps = total_steps
         self.done_steps = 0
         self.job = 0
+        self.control: Any = None  # sdcloud.controlnet.apply.ControlRunner: ControlNet residuals
 
     # -- conditioning --------------------------------------------------------------------
     def schedule_conds(self, prompt: str, steps: int, hires_steps: int | None = None
@@ -307,6 +309,9 @@ class Denoiser:
             kwargs = {}
             if added is not None:
                 kwargs["added_cond_kwargs"] = self._added_for(added, cond, uncond, batch, use_cfg)
+            if self.control is not None:
+                kwargs.update(self.control(model_in[:, :4], t, emb, kwargs.get("added_cond_kwargs"), i, total,
+                                           use_cfg, (p.width, p.height), p.fixed_steps))
             with torch.no_grad():
                 out = unet(model_in.to(dtype), t, encoder_hidden_states=emb.to(dtype), **kwargs).sample.float()
             if use_cfg:
@@ -498,6 +503,10 @@ def generate_images(ctx: ModelContext, req: GenerationRequest, limits: Any,
     run_hr = hr_steps if hires and img2img_steps(hr_steps, denoise, True)[0] > 0 else 0
     total = (run_first + run_hr) * req.n_iter
     s = Denoiser(ctx, req, progress, cancel, preview, total)
+    if getattr(req, "controlnet", None) and ctx.controlnets is not None:
+        from sdcloud.controlnet.apply import build_runner
+
+        s.control = build_runner(ctx, req, ctx.controlnets.folder / "annotators")
     try:
         conds = s.schedule_conds(req.prompt, first_steps)
         unconds = s.schedule_conds(req.negative_prompt, first_steps)

@@ -59,6 +59,8 @@ class GenerationRequest:
     inpaint_full_res_padding: int = 32
     inpainting_mask_invert: int = 0
     initial_noise_multiplier: float = 1.0
+    # ControlNet units (sdcloud.controlnet.units.ControlUnit, images decoded)
+    controlnet: list[Any] = field(default_factory=list)
     # model selection for this job (None = the loaded one)
     model: str | None = None
     vae: str | None = None

@@ -84,6 +84,10 @@ class GenerationRunner:
             fields["init_images"] = [load_image(ctx.input_path(n)) for n in p["init_images"]]
         if p.get("mask"):
             fields["mask"] = load_image(ctx.input_path(p["mask"]))
+        if p.get("controlnet"):
+            from sdcloud.controlnet.requests import load as load_units
+
+            fields["controlnet"] = load_units(p["controlnet"], ctx.input_path, load_image)
         # the model and VAE are loaded here, so the engine is told to keep what is loaded
         req = GenerationRequest(**{**fields, "model": None, "vae": None})
         every = int(p.get("preview_every") or 0)
