@@ -6,13 +6,21 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict
 
 from sdcloud.api.extras import ExtrasService, html_info
 from sdcloud.api.image_input import decode_image
 from sdcloud.api.models import ExtrasBatchRequest, ExtrasBatchResponse, ExtrasSingleRequest, ExtrasSingleResponse
+from sdcloud.errors import NotFound
 from sdcloud.image_files import encode_image
 
 router = APIRouter(tags=["A1111 API"])
+
+
+class InterrogateRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    image: str = ""
+    model: str = "clip"
 
 
 def _extras(request: Request) -> ExtrasService:
@@ -34,6 +42,16 @@ def extra_batch_images(request: Request, req: ExtrasBatchRequest) -> dict[str, A
     sources = [decode_image(f.data, extras.settings, f"image '{f.name or i}'") for i, f in enumerate(req.imageList)]
     images = [extras.run(img, req) for img in sources]
     return {"html_info": html_info(req), "images": [encode_image(img) for img in images]}
+
+
+@router.post("/interrogate")
+def interrogate(request: Request, body: InterrogateRequest) -> dict[str, Any]:
+    """A1111's interrogate: ``{caption}`` from a WD14-style tagger (``model`` deepdanbooru or a tagger name)."""
+    services = request.app.state.services
+    if not body.image:
+        raise NotFound("Image not found")
+    image = decode_image(body.image, services.settings, "image")
+    return {"caption": services.interrogator.caption(image, body.model)}
 
 
 @router.get("/upscalers")

@@ -30,6 +30,7 @@ from sdcloud.checkpoints.hashing import HashCache
 from sdcloud.engine.sampler_names import resolve_sampler, sampler_list, scheduler_list
 from sdcloud.errors import BadRequest, Cancelled, NotFound, SdcloudError
 from sdcloud.image_files import encode_image, image_bytes
+from sdcloud.interrogate import Interrogator
 from sdcloud.jobs import CANCELLED, FAILED, Job, JobQueue, LocalJobQueue
 from sdcloud.jobs.ckpt import KINDS as CKPT_KINDS
 from sdcloud.jobs.ckpt import CheckpointRunner
@@ -83,6 +84,7 @@ class Services:
             engine = Engine(settings)
         self.host = EngineHost(engine)
         self.extras = ExtrasService(settings, self.host, self.persistence.add)  # upscalers, face restorers
+        self.interrogator = Interrogator(settings.models_root)  # /interrogate, img2img's Interrogate
         self.hashes: HashCache = engine.hashes  # one cache, so hashes the engine computes show up here
         runner = GenerationRunner(settings, self.host, on_saved=self.persistence.add)
         ckpt_runner = CheckpointRunner(settings, self.catalog, self.hashes, on_output=self.refresh)
