@@ -30,7 +30,7 @@ def run_tiled(net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, scal
             py0, px0 = max(0, y0 - overlap), max(0, x0 - overlap)
             py1, px1 = min(h, y1 + overlap), min(w, x1 + overlap)
             with torch.no_grad():
-                part = net(x[:, :, py0:py1, px0:px1])
+                part = net(x[:, :, py0:py1, px0:px1].contiguous())
             if out is None:
                 out = part.new_zeros((x.shape[0], part.shape[1], h * scale, w * scale))
             oy, ox = (y0 - py0) * scale, (x0 - px0) * scale
