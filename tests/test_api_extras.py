@@ -103,3 +103,13 @@ def test_face_restorers_listing_and_refusal(client: httpx.Client) -> None:
     r = client.post("/sdapi/v1/extra-single-image", json={"image": b64(SRC), "gfpgan_visibility": 1})
     assert r.status_code == 422
     assert "face restoration (GFPGAN) is not available" in r.json()["detail"] and "\n" not in r.json()["detail"]
+
+
+def test_restore_faces_in_txt2img_is_refused_when_it_cannot_run(client: httpx.Client) -> None:
+    body = {"prompt": "a face", "width": 64, "height": 64, "steps": 1, "restore_faces": True}
+    r = client.post("/sdapi/v1/txt2img", json=body)
+    assert r.status_code == 400 and "codeformer-v0.1.0.pth" in r.json()["detail"]  # the default model, no file
+    if why_unavailable() is None:
+        pytest.skip("face restoration can run here")
+    r = client.post("/sdapi/v1/txt2img", json={**body, "override_settings": {"face_restoration_model": "GFPGAN"}})
+    assert r.status_code == 422 and "not available on this server" in r.json()["detail"]

@@ -433,7 +433,12 @@ class Services:
             echo["init_images"] = None
             echo["mask"] = None
         files.update(cn_files)
+        restore = None
+        if req.restore_faces:  # A1111 applies opts.face_restoration_model after generation
+            restore = str(opts.get("face_restoration_model") or "CodeFormer")
+            self.extras.faces.check(restore)  # 4xx now when it cannot run here
         payload = {
+            "restore_faces": restore,
             "controlnet": cn_units,
             "request": fields,
             "model": model_key,

@@ -101,6 +101,8 @@ class GenerationRunner:
             self.host.ensure_vae(p.get("vae"))
             started = time.perf_counter()
             result = self.host.engine.generate(req, progress=progress, cancel=ctx.cancel, preview=every > 0)
+            if p.get("restore_faces"):
+                result.images = restore_faces(self.settings, self.host.engine, result.images, p["restore_faces"])
             record_speed(self.settings, self.host.engine, req, result, time.perf_counter() - started)
         info = dict(result.info)
         info["styles"] = list(p.get("styles") or [])
@@ -159,6 +161,19 @@ class GenerationRunner:
             path.write_bytes(image_bytes(img, fmt, quality))
             paths.append(path)
         return paths
+
+
+def restore_faces(settings: Settings, engine: Any, images: list[Any], model: str) -> list[Any]:
+    """``restore_faces``: each image through the face restorer, its infotext kept."""
+    from sdcloud.upscalers.faces import FaceRestorers
+
+    faces = FaceRestorers(settings.models_root, getattr(engine, "device", None))
+    out = []
+    for img in images:
+        fixed = faces.restore(img, model)
+        fixed.info.update({k: v for k, v in img.info.items() if isinstance(v, str)})
+        out.append(fixed)
+    return out
 
 
 def make_grid(images: list[Any], batch_size: int) -> Any:

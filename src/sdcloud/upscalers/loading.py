@@ -27,6 +27,7 @@ class LoadedModel:
     scale: int
     arch: str
     purpose: str = "SR"  # spandrel's: "SR", "FaceSR", "Restoration", ...
+    supports_half: bool = True  # some spandrel architectures (DAT, ...) need float32
 
     def to(self, device: torch.device, dtype: torch.dtype) -> LoadedModel:
         self.net = self.net.to(device=device, dtype=dtype)
@@ -109,6 +110,7 @@ def load_model(path: Path, *, allow_spandrel: bool = True) -> LoadedModel:
             raise Unsupported(f"{path.name}: spandrel could not load it ({str(exc).splitlines()[0][:160]})") \
                 from None
         net = desc.model.eval().requires_grad_(False)
-        return LoadedModel(net, int(desc.scale), desc.architecture.name, str(desc.purpose))
+        return LoadedModel(net, int(desc.scale), desc.architecture.name, str(desc.purpose),
+                           bool(getattr(desc, "supports_half", False)))
     raise Unsupported(f"{path.name}: not ESRGAN/RRDBNet or Real-ESRGAN compact ({_summary(state)}); "
                       f"other architectures need spandrel, but {why}")

@@ -136,7 +136,8 @@ class Upscalers:
 
             raise Unsupported(f"{entry.path.name}: a {model.arch} {model.purpose} model, not an upscaler")
         device = self.device or torch.device("cpu")
-        dtype = self.dtype if self.dtype is not None and device.type == "cuda" else torch.float32
+        half = self.dtype is not None and device.type == "cuda" and model.supports_half
+        dtype = self.dtype if half else torch.float32
         model.to(device, dtype)
         self._loaded = (entry.path, model)
         log.info("loaded upscaler %s (%s x%d)", entry.name, model.arch, model.scale)
