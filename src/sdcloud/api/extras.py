@@ -2,8 +2,8 @@
 postprocessing (upscale 1 and 2 blended by visibility, resize by or to with crop, then
 GFPGAN and CodeFormer), with the model upscalers and restorers of ``sdcloud.upscalers``.
 
-Runs on the engine's device under the engine host's lock, so it never competes with a
-generation for VRAM.
+Runs on the engine's device while holding the engine host's GPU owner, so it never competes
+with a generation for VRAM.
 """
 
 from __future__ import annotations
@@ -54,10 +54,10 @@ class ExtrasService:
         self.check(req)
         info = {k: v for k, v in img.info.items() if isinstance(v, str)}
         out = img.convert("RGB")
-        lock = getattr(self.host, "lock", None)
+        gpu = getattr(self.host, "gpu", None)  # the engine host's GPU owner: no race with a generation
         try:
-            if lock is not None:
-                lock.acquire()
+            if gpu is not None:
+                gpu.acquire()
             if req.upscaler_1 != "None":
                 out = self._upscale(out, req)
             if req.gfpgan_visibility > 0:
@@ -67,8 +67,8 @@ class ExtrasService:
         except NotFound as exc:  # a file removed since the listing
             raise BadRequest(str(exc)) from None
         finally:
-            if lock is not None:
-                lock.release()
+            if gpu is not None:
+                gpu.release()
         out.info.update(info)
         return out
 
