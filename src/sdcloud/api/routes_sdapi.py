@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Body, Request
 from starlette.concurrency import run_in_threadpool
 
+from sdcloud.api.heavy import HeavyPool
 from sdcloud.api.models import (
     GenerationResponse,
     Img2ImgRequest,
@@ -25,6 +26,11 @@ def _services(request: Request) -> Services:
     return request.app.state.services
 
 
+def _heavy(request: Request) -> HeavyPool:
+    """The bounded pool that decodes and parses client images (api/heavy.py)."""
+    return request.app.state.heavy
+
+
 async def wait_finished(queue: JobQueue, job_id: str) -> Job:
     """Wait for a job without holding a worker thread (many clients may be waiting)."""
     loop = asyncio.get_running_loop()
@@ -39,7 +45,7 @@ async def wait_finished(queue: JobQueue, job_id: str) -> Job:
 
 async def _generate(request: Request, req: Txt2ImgRequest | Img2ImgRequest) -> dict[str, Any]:
     services = _services(request)
-    job = await run_in_threadpool(services.submit_request, req)
+    job = await _heavy(request).run(services.submit_request, req)
     job = await wait_finished(services.queue, job.id)
     return await run_in_threadpool(services.generation_response, job)
 
@@ -55,8 +61,8 @@ async def img2img(request: Request, req: Img2ImgRequest) -> dict[str, Any]:
 
 
 @router.post("/png-info", response_model=PngInfoResponse)
-def png_info(request: Request, req: PngInfoRequest) -> dict[str, Any]:
-    return _services(request).png_info(req.image)
+async def png_info(request: Request, req: PngInfoRequest) -> dict[str, Any]:
+    return await _heavy(request).run(_services(request).png_info, req.image)
 
 
 @router.get("/progress")
