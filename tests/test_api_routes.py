@@ -362,21 +362,35 @@ def test_oversized_body_and_unknown_route(client: httpx.Client) -> None:
     chunks = iter([b"x" * (1024 * 1024)] * 3)  # no Content-Length: counted while it streams in
     r = client.post("/sdapi/v1/txt2img", content=chunks, headers={"content-type": "application/json"})
     assert r.status_code == 413 and r.json()["error"] == "PayloadTooLarge"
-    r = client.get("/sdapi/v1/interrogate")
+    r = client.get("/sdapi/v1/no-such-route")
     assert r.status_code == 404 and r.json()["error"] == "NotFound"
 
 
 def test_a_failing_generation_reports_and_the_server_keeps_serving(client: httpx.Client, sdcloud_server: Any) -> None:
+    vae = sdcloud_server.data_dir / "models" / "VAE" / "broken.safetensors"
+    vae.parent.mkdir(parents=True, exist_ok=True)
+    vae.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{broken json....")
+    client.post("/sdapi/v1/refresh-vae")
+    r = client.post("/sdapi/v1/txt2img", json={"prompt": "x", **SMALL, "steps": 1,
+                                                "override_settings": {"sd_vae": "broken.safetensors"}})
+    assert 400 <= r.status_code < 500, r.text
+    assert "broken" in r.json()["detail"]
+    ok = client.post("/sdapi/v1/txt2img", json={"prompt": "fine", **SMALL, "steps": 1})
+    assert ok.status_code == 200
+    vae.unlink()
+    client.post("/sdapi/v1/refresh-vae")
+
+
+def test_missing_or_broken_lora_is_skipped_with_a_warning(client: httpx.Client, sdcloud_server: Any) -> None:
+    """As A1111: the image is made without it, and the answer says which were not found."""
     lora = sdcloud_server.data_dir / "models" / "Lora" / "broken.safetensors"
     lora.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{broken json....")
     client.post("/sdapi/v1/refresh-loras")
-    r = client.post("/sdapi/v1/txt2img", json={"prompt": "x <lora:broken:1>", **SMALL, "steps": 1})
-    assert 400 <= r.status_code < 500, r.text
-    assert "broken" in r.json()["detail"]
-    r = client.post("/sdapi/v1/txt2img", json={"prompt": "x <lora:missing:1>", **SMALL, "steps": 1})
-    assert r.status_code == 404 and "missing" in r.json()["detail"]
-    ok = client.post("/sdapi/v1/txt2img", json={"prompt": "fine", **SMALL, "steps": 1})
-    assert ok.status_code == 200
+    r = client.post("/sdapi/v1/txt2img", json={"prompt": "x <lora:broken:1> <lora:missing:1>", **SMALL, "steps": 1})
+    assert r.status_code == 200, r.text
+    info = json.loads(r.json()["info"])
+    assert info["comments"] == "Networks not found: broken, missing\n"
+    assert "Networks not found: \"broken, missing\"" in info["infotexts"][0]
     lora.unlink()
     client.post("/sdapi/v1/refresh-loras")
 

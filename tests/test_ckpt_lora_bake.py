@@ -107,9 +107,47 @@ def test_lora_for_another_architecture_is_refused(tmp_path: Path) -> None:
     assert not out.exists()
 
 
-def test_loha_is_refused_by_name(tmp_path: Path) -> None:
+def test_lycoris_files_bake_like_generation_applies_them(tmp_path: Path) -> None:
+    """LoHa and LoKr bake to W + ratio * delta with the same math as ``<lora:...>`` uses."""
+    from sdcloud.checkpoints.lycoris import group_modules, module_delta
+
+    ckpt = write_synthetic(tmp_path / "sd15.safetensors", seed=1, dtype=torch.float32)
+    g = torch.Generator().manual_seed(0)
+    name = "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q"  # 16x16
+    loha = {f"{name}.hada_w1_a": torch.randn(16, 2, generator=g), f"{name}.hada_w1_b": torch.randn(2, 16, generator=g),
+            f"{name}.hada_w2_a": torch.randn(16, 2, generator=g), f"{name}.hada_w2_b": torch.randn(2, 16, generator=g),
+            f"{name}.alpha": torch.tensor(1.0)}
+    conv = "lora_unet_down_blocks_0_resnets_0_conv1"  # 8x8x3x3
+    lokr = {f"{conv}.lokr_w1": torch.randn(2, 2, generator=g), f"{conv}.lokr_w2": torch.randn(4, 4, 3, 3, generator=g)}
+    save_file(loha, str(tmp_path / "loha.safetensors"))
+    save_file(lokr, str(tmp_path / "lokr.safetensors"))
+    out = tmp_path / "baked.safetensors"
+    res = bake_loras(LoraBakeOptions(ckpt, ((tmp_path / "loha.safetensors", 0.7), (tmp_path / "lokr.safetensors", 1.0)),
+                                     out))
+    assert res.applied == {"loha.safetensors": 1, "lokr.safetensors": 1}
+    base, got = load_file(str(ckpt)), load_file(str(out))
+    q = U + "input_blocks.4.1.transformer_blocks.0.attn1.to_q.weight"
+    w = {k.split(".", 1)[1]: v for k, v in loha.items()}
+    hada = (w["hada_w1_a"] @ w["hada_w1_b"]) * (w["hada_w2_a"] @ w["hada_w2_b"])
+    torch.testing.assert_close(got[q], base[q] + 0.7 * 0.5 * hada)
+    c = U + "input_blocks.1.0.in_layers.2.weight"
+    kron = torch.kron(lokr[f"{conv}.lokr_w1"][:, :, None, None], lokr[f"{conv}.lokr_w2"])
+    torch.testing.assert_close(got[c], base[c] + kron)
+    assert torch.equal(module_delta(group_modules(lokr)[conv], (8, 8, 3, 3))[0], kron)
+    proj = U + "input_blocks.4.1.proj_in."  # full diff: weight and bias
+    full = {"lora_unet_down_blocks_1_attentions_0_proj_in.diff": torch.randn(base[proj + "weight"].shape, generator=g),
+            "lora_unet_down_blocks_1_attentions_0_proj_in.diff_b": torch.randn(base[proj + "bias"].shape, generator=g)}
+    save_file(full, str(tmp_path / "full.safetensors"))
+    bake_loras(LoraBakeOptions(ckpt, ((tmp_path / "full.safetensors", 0.5),), tmp_path / "full_baked.safetensors"))
+    got = load_file(str(tmp_path / "full_baked.safetensors"))
+    for part in ("weight", "bias"):
+        diff = full["lora_unet_down_blocks_1_attentions_0_proj_in.diff" + ("_b" if part == "bias" else "")]
+        torch.testing.assert_close(got[proj + part], base[proj + part] + 0.5 * diff)
+
+
+def test_oft_is_refused_by_name(tmp_path: Path) -> None:
     ckpt = write_synthetic(tmp_path / "sd15.safetensors", seed=1)
-    save_file({"lora_unet_down_blocks_0_attentions_0_proj_in.hada_w1_a": torch.zeros(8, 2)},
-              str(tmp_path / "loha.safetensors"))
-    with pytest.raises(Unsupported, match="LoHa"):
-        bake_loras(LoraBakeOptions(ckpt, ((tmp_path / "loha.safetensors", 1.0),), tmp_path / "o.safetensors"))
+    save_file({"lora_unet_down_blocks_0_attentions_0_proj_in.oft_blocks": torch.zeros(2, 4, 4)},
+              str(tmp_path / "oft.safetensors"))
+    with pytest.raises(Unsupported, match="OFT"):
+        bake_loras(LoraBakeOptions(ckpt, ((tmp_path / "oft.safetensors", 1.0),), tmp_path / "o.safetensors"))

@@ -60,3 +60,13 @@ def save_result(result: Any, settings: Settings, kind: str = "txt2img", *, paths
     """Save a ``GenerationResult``'s images (``paths``/``on_plan`` as :func:`save_images`)."""
     return save_images(result.images, result.infotexts, result.seeds, settings, kind, paths=paths,
                        on_plan=on_plan)
+
+
+def save_extras_image(image: Any, infotext: str | None, settings: Settings) -> Path:
+    """An Extras result as ``extras-images/<date>/NNNNN.png`` (A1111's name for them)."""
+    folder = output_dir(settings, "extras")
+    folder.mkdir(parents=True, exist_ok=True)
+    with _lock:
+        path = folder / f"{_next_number(folder):05d}.png"
+        write_png_atomic(image, path, infotext)
+    return path

@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from sdcloud import __version__
-from sdcloud.api import routes_ckpt, routes_jobs, routes_sdapi, routes_server
+from sdcloud.api import routes_ckpt, routes_controlnet, routes_extras, routes_jobs, routes_sdapi, routes_server
 from sdcloud.api.errors import install_error_handlers
 from sdcloud.api.heavy import HeavyPool
 from sdcloud.api.security import (
@@ -83,6 +83,8 @@ def create_app(
     app.state.heavy = heavy
     install_error_handlers(app)
     app.include_router(routes_sdapi.router, prefix="/sdapi/v1")
+    app.include_router(routes_extras.router, prefix="/sdapi/v1")
+    app.include_router(routes_controlnet.router, prefix="/controlnet")
     app.include_router(routes_jobs.router, prefix="/api")
     app.include_router(routes_server.router, prefix="/api")
     app.include_router(routes_ckpt.router, prefix="/api/ckpt")

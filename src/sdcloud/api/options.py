@@ -26,6 +26,7 @@ DEFAULTS: dict[str, Any] = {
     "return_grid": True,
     "live_previews_enable": True,
     "show_progress_every_n_steps": 10,
+    "face_restoration_model": "CodeFormer",  # what restore_faces uses (A1111's default)
 }
 
 _RANGES: dict[str, tuple[int, int]] = {

@@ -8,14 +8,8 @@ from typing import Any
 from fastapi import APIRouter, Body, Request
 from starlette.concurrency import run_in_threadpool
 
-from sdcloud.api.extras import html_info, upscale
 from sdcloud.api.heavy import HeavyPool
-from sdcloud.api.image_input import decode_image
 from sdcloud.api.models import (
-    ExtrasBatchRequest,
-    ExtrasBatchResponse,
-    ExtrasSingleRequest,
-    ExtrasSingleResponse,
     GenerationResponse,
     Img2ImgRequest,
     PngInfoRequest,
@@ -23,9 +17,7 @@ from sdcloud.api.models import (
     Txt2ImgRequest,
 )
 from sdcloud.api.services import Services
-from sdcloud.image_files import encode_image
 from sdcloud.jobs import Job, JobQueue
-from sdcloud.settings import Settings
 
 router = APIRouter(tags=["A1111 API"])
 
@@ -73,29 +65,6 @@ async def png_info(request: Request, req: PngInfoRequest) -> dict[str, Any]:
     return await _heavy(request).run(_services(request).png_info, req.image)
 
 
-def _extra_single(settings: Settings, req: ExtrasSingleRequest) -> dict[str, Any]:
-    img = upscale(decode_image(req.image, settings, "image"), req, settings)
-    return {"html_info": html_info(req), "image": encode_image(img)}
-
-
-def _extra_batch(settings: Settings, req: ExtrasBatchRequest) -> dict[str, Any]:
-    images = [
-        upscale(decode_image(f.data, settings, f"image '{f.name or i}'"), req, settings)
-        for i, f in enumerate(req.imageList)
-    ]
-    return {"html_info": html_info(req), "images": [encode_image(img) for img in images]}
-
-
-@router.post("/extra-single-image", response_model=ExtrasSingleResponse)
-async def extra_single_image(request: Request, req: ExtrasSingleRequest) -> dict[str, Any]:
-    return await _heavy(request).run(_extra_single, _services(request).settings, req)
-
-
-@router.post("/extra-batch-images", response_model=ExtrasBatchResponse)
-async def extra_batch_images(request: Request, req: ExtrasBatchRequest) -> dict[str, Any]:
-    return await _heavy(request).run(_extra_batch, _services(request).settings, req)
-
-
 @router.get("/progress")
 def progress(request: Request, skip_current_image: bool = False) -> dict[str, Any]:
     return _services(request).progress(skip_current_image)
@@ -137,11 +106,6 @@ def schedulers(request: Request) -> list[dict[str, Any]]:
     return _services(request).schedulers()
 
 
-@router.get("/upscalers")
-def upscalers(request: Request) -> list[dict[str, Any]]:
-    return _services(request).upscalers()
-
-
 @router.get("/latent-upscale-modes")
 def latent_upscale_modes(request: Request) -> list[dict[str, Any]]:
     return _services(request).latent_upscale_modes()
@@ -169,16 +133,6 @@ def embeddings(request: Request) -> dict[str, Any]:
 
 @router.get("/hypernetworks")
 def hypernetworks() -> list[dict[str, Any]]:
-    return []
-
-
-@router.get("/face-restorers")
-def face_restorers() -> list[dict[str, Any]]:
-    return []
-
-
-@router.get("/realesrgan-models")
-def realesrgan_models() -> list[dict[str, Any]]:
     return []
 
 

@@ -19,16 +19,18 @@ from pydantic import BaseModel, ValidationError
 
 from sdcloud.api.a1111_request import to_generation_request
 from sdcloud.api.ckpt_tools import CheckpointTools
+from sdcloud.api.extras import ExtrasService
 from sdcloud.api.image_input import decode_image
 from sdcloud.api.models import Img2ImgRequest, Txt2ImgRequest
 from sdcloud.api.options import OptionsStore, validate
 from sdcloud.catalog import DEMO_MODELS, ModelFile
 from sdcloud.checkpoints.hashing import HashCache
-from sdcloud.engine.request_rules import LATENT_UPSCALE_MODES, PIXEL_UPSCALERS
+from sdcloud.engine.request_rules import LATENT_UPSCALE_MODES
 from sdcloud.engine.request_rules import validate as validate_request
 from sdcloud.engine.sampler_names import sampler_list, scheduler_list
 from sdcloud.errors import BadRequest, Cancelled, NotFound, SdcloudError
 from sdcloud.image_files import image_bytes
+from sdcloud.interrogate import Interrogator
 from sdcloud.jobs import CANCELLED, FAILED, GPU_LANE, Job
 from sdcloud.jobs.generation import generation_payload
 from sdcloud.runtime import Runtime
@@ -70,6 +72,8 @@ class Services:
         self.hashes: HashCache = runtime.hashes
         self.queue = runtime.queue
         self.session = runtime.session  # cost meter, limits
+        self.extras = ExtrasService(self.settings, self.host, self.persistence.add)  # upscalers, face restorers
+        self.interrogator = Interrogator(self.settings.models_root)  # /interrogate, img2img's Interrogate
         self.options = OptionsStore(self.settings.state_path / "options.json")
         self.ckpt = CheckpointTools(self.settings, self.catalog, self.queue, self.hashes)
         self.selected_model: str | None = None  # the key new jobs use (A1111's sd_model_checkpoint)
@@ -236,10 +240,7 @@ class Services:
         return scheduler_list()
 
     def upscalers(self) -> list[dict[str, Any]]:
-        return [
-            {"name": name, "model_name": None, "model_path": None, "model_url": None, "scale": 4.0}
-            for name in ("None", *PIXEL_UPSCALERS)
-        ]
+        return self.extras.upscaler_list()
 
     def latent_upscale_modes(self) -> list[dict[str, str]]:
         return [{"name": n} for n in LATENT_UPSCALE_MODES]
@@ -376,10 +377,14 @@ class Services:
         req = self._apply_infotext(req)
         if req.script_name:
             raise BadRequest(f"script '{req.script_name}' not found; this server has no scripts")
-        if req.alwayson_scripts:
-            raise BadRequest(
-                f"always on script {next(iter(req.alwayson_scripts))} not found; this server has no scripts"
-            )
+        from sdcloud.controlnet import requests as cn_requests
+
+        unknown = [k for k in (req.alwayson_scripts or {}) if k != cn_requests.script_key(req.alwayson_scripts)]
+        if unknown:
+            raise BadRequest(f"always on script {unknown[0]} not found; this server has ControlNet only")
+        cn_units, cn_files = cn_requests.prepare(
+            req.alwayson_scripts or {}, self.settings.models_root / "ControlNet",
+            lambda text, what: decode_image(text, self.settings, what), isinstance(req, Img2ImgRequest))
         opts = self.options.get()
         overrides = dict(req.override_settings or {})
         model_key = self.selected_model
@@ -393,7 +398,11 @@ class Services:
             raise NotFound("Init image not found")
         prompt, negative = self._apply_styles(req)
         gen = to_generation_request(req, prompt, negative, opts)
-        validate_request(gen, self.settings.limits)
+        validate_request(gen, self.settings.limits, self.extras.upscalers)
+        restore = None
+        if req.restore_faces:  # A1111 applies opts.face_restoration_model after generation
+            restore = str(opts.get("face_restoration_model") or "CodeFormer")
+            self.extras.faces.check(restore)  # 4xx now when it cannot run here
         vae_key = self._vae_key(opts["sd_vae"]) if isinstance(opts["sd_vae"], str) else None
         if model_key is None:
             raise BadRequest(
@@ -428,6 +437,8 @@ class Services:
             styles=req.styles or [],
             parameters=echo,
         )
+        payload.update(controlnet=cn_units, restore_faces=restore)
+        files.update(cn_files)
         if not req.override_settings_restore_afterwards:  # A1111 keeps the overrides
             self.options.update(clean)
             self.selected_model = model_key

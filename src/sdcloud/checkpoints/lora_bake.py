@@ -1,8 +1,11 @@
-"""Bake kohya-format LoRAs into a checkpoint, streaming the checkpoint (reference §11).
+"""Bake kohya-format LoRAs and LyCORIS networks into a checkpoint, streaming the checkpoint
+(reference §11).
 
-``W += ratio · (alpha / rank) · up @ down`` per targeted weight (conv kernels through the
-same product over the rank axis). LoRA files are small and read whole; the checkpoint is
-read and written one tensor at a time.
+``W += ratio · delta`` per targeted weight, ``delta`` as A1111 computes it
+(``sdcloud.checkpoints.lycoris``): ``(alpha / rank) · up @ down`` for LoRA/LoCon (conv kernels over
+the rank axis, Tucker cores rebuilt), the Hadamard product for LoHa, the Kronecker product for
+LoKr, the stored difference for full-diff files. Network files are small and read whole; the
+checkpoint is read and written one tensor at a time.
 
 Module names: SD 1.x/2.x LoRAs name the UNet in diffusers terms
 (``lora_unet_down_blocks_0_attentions_0_...``) and SDXL LoRAs in LDM terms
@@ -20,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sdcloud.checkpoints.hashing import FileHashes, compute_hashes
+from sdcloud.checkpoints.lycoris import NetworkModule, group_modules, module_delta
 from sdcloud.checkpoints.stream import (
     CopyStep,
     Entry,
@@ -42,9 +46,8 @@ _RESBLOCK = re.compile(r"transformer\.resblocks\.(\d+)\.(attn\.in_proj_weight|at
 _RES_PARTS = {"in_layers.0": "norm1", "in_layers.2": "conv1", "emb_layers.1": "time_emb_proj",
               "out_layers.0": "norm2", "out_layers.3": "conv2", "skip_connection": "conv_shortcut"}
 _UNSUPPORTED_PARTS = {
-    "hada_": "LoHa", "lokr_": "LoKr", "dora_scale": "DoRA", "lora_mid": "LoCon with a Tucker mid weight",
-    ".diff": "full-difference (LyCORIS 'full')", "oft_": "OFT", "lora_A": "PEFT/diffusers-format",
-    "lora_B": "PEFT/diffusers-format", "lora_linear_layer": "diffusers-format", "w_norm": "GLoRA",
+    "dora_scale": "DoRA", "oft_": "OFT", "lora_A": "PEFT/diffusers-format", "lora_B": "PEFT/diffusers-format",
+    "lora_linear_layer": "diffusers-format", "w_norm": "norm", "a1.weight": "GLoRA", "on_input": "IA3",
 }
 
 
@@ -67,10 +70,10 @@ class LoraBakeResult:
 
 @dataclass(frozen=True)
 class _Patch:
-    up: torch.Tensor
-    down: torch.Tensor
-    scale: float
+    module: NetworkModule
+    ratio: float
     rows: slice | None
+    weight_shape: tuple[int, ...] | None = None  # set on a bias patch (full-diff ``diff_b``)
 
 
 def bake_loras(opts: LoraBakeOptions, progress: Progress | None = None) -> LoraBakeResult:
@@ -87,15 +90,17 @@ def bake_loras(opts: LoraBakeOptions, progress: Progress | None = None) -> LoraB
         for path, ratio in opts.loras:
             modules = _read_lora(path)
             hits, misses = 0, []
-            for name, (up, down, alpha) in modules.items():
+            for name, module in modules.items():
                 if name not in targets:
                     misses.append(name)
                     continue
                 key, rows = targets[name]
-                _check_shape(path, name, key, src.entries[key].shape, up, down, rows)
-                rank = down.shape[0]
-                scale = ratio * (alpha if alpha else rank) / rank
-                patches.setdefault(key, []).append(_Patch(up, down, scale, rows))
+                _check_shape(path, key, src.entries[key].shape, module, rows)
+                patches.setdefault(key, []).append(_Patch(module, ratio, rows))
+                bias_key = key[: -len("weight")] + "bias"
+                if "diff_b" in module.parts and rows is None and bias_key in src.entries:
+                    patches.setdefault(bias_key, []).append(
+                        _Patch(module, ratio, None, tuple(src.entries[key].shape)))
                 hits += 1
             if not hits:
                 raise BadRequest(f"none of the {len(modules)} modules of {path.name} match "
@@ -120,60 +125,40 @@ def _apply(weight: torch.Tensor, patches: list[_Patch]) -> torch.Tensor:
 
     w = weight.to(torch.float32, copy=True)
     for p in patches:
-        delta = _delta(p.up.float(), p.down.float())
+        if p.weight_shape is not None:
+            w.add_(module_delta(p.module, p.weight_shape)[1], alpha=p.ratio)
+            continue
         view = w if p.rows is None else w[p.rows]
-        view.add_(delta.reshape(view.shape), alpha=p.scale)
+        view.add_(module_delta(p.module, tuple(view.shape))[0], alpha=p.ratio)
     return w
 
 
-def _delta(up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
-    """``up @ down`` over the rank axis; a conv ``down`` keeps its kernel dims."""
-    import torch
-
-    up2 = up.reshape(up.shape[0], up.shape[1])
-    if down.dim() == 4 and down.shape[2:] != (1, 1):
-        return torch.einsum("or,rikl->oikl", up2, down)
-    return up2 @ down.reshape(down.shape[0], -1)
+def _target_shape(shape: tuple[int, ...], rows: slice | None) -> tuple[int, ...]:
+    return shape if rows is None else (rows.stop - rows.start, *shape[1:])
 
 
-def _check_shape(path: Path, name: str, key: str, shape: tuple[int, ...], up: torch.Tensor,
-                 down: torch.Tensor, rows: slice | None) -> None:
-    out = (rows.stop - rows.start) if rows is not None else shape[0]
-    inner = 1
-    for d in shape[1:]:
-        inner *= d
-    kernel = tuple(down.shape[2:]) if down.dim() == 4 else ()
-    ok = (up.shape[0] == out and up.shape[1] == down.shape[0] and down[0].numel() == inner
-          and (not kernel or kernel == (1, 1) or kernel == tuple(shape[2:])))
-    if not ok:
-        raise BadRequest(f"{path.name}: module '{name}' (up {tuple(up.shape)}, down {tuple(down.shape)}) "
-                         f"does not fit '{key}' {shape}: the LoRA is for another model")
+def _check_shape(path: Path, key: str, shape: tuple[int, ...], module: NetworkModule, rows: slice | None) -> None:
+    try:
+        module_delta(module, _target_shape(tuple(shape), rows))
+    except Unsupported as exc:
+        raise BadRequest(f"{path.name}: {exc} ('{key}' {tuple(shape)})") from None
 
 
-def _read_lora(path: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor, float | None]]:
-    """kohya modules ``name -> (up, down, alpha)``; unbakeable variants are refused by name."""
+def _read_lora(path: Path) -> dict[str, NetworkModule]:
+    """The file's modules by kohya name; variants we cannot compute are refused by name."""
     src = open_source(path)
     try:
         for key in src.entries:
             for marker, kind in _UNSUPPORTED_PARTS.items():
                 if marker in key:
-                    raise Unsupported(f"{path.name} is a {kind} LoRA ('{key}'); only kohya LoRA/LoCon "
-                                      "files (lora_down/lora_up/alpha) can be baked")
-        parts: dict[str, dict[str, torch.Tensor]] = {}
-        for key in src.entries:
-            module, _, part = key.partition(".")
-            parts.setdefault(module, {})[part] = src.get(key)
+                    raise Unsupported(f"{path.name} is a {kind} network ('{key}'); LoRA/LoCon, LoHa, LoKr and "
+                                      "full-diff files can be baked")
+        modules = group_modules({key: src.get(key) for key in src.entries})
     finally:
         src.close()
-    out = {}
-    for module, p in parts.items():
-        if "lora_up.weight" not in p or "lora_down.weight" not in p:
-            raise Unsupported(f"{path.name}: module '{module}' has {sorted(p)}, not lora_up/lora_down; "
-                              "this LoRA type cannot be baked")
-        alpha = p.get("alpha")
-        out[module] = (p["lora_up.weight"], p["lora_down.weight"],
-                       float(alpha.item()) if alpha is not None else None)
-    return out
+    for module in modules.values():
+        _ = module.kind  # Unsupported for a module that is none of the known kinds
+    return modules
 
 
 def target_index(entries: Mapping[str, Entry]) -> dict[str, tuple[str, slice | None]]:

@@ -96,8 +96,10 @@ def load_ckpt_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 def _tensors_of(path: Path, obj: Any) -> dict[str, torch.Tensor]:
     import torch
 
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
+    for wrapper in ("state_dict", "params_ema", "params"):  # basicsr (Real-ESRGAN) nests its weights
+        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
+            obj = obj[wrapper]
+            break
     if not isinstance(obj, dict):
         raise CorruptFile(f"{path.name}: holds a {type(obj).__name__}, not a dict of tensors")
     tensors = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}

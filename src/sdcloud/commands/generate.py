@@ -107,8 +107,9 @@ def run(args: argparse.Namespace) -> int:
     if args.mask:
         req.mask = _open_image(args.mask, "mask")
     from sdcloud.engine.request_rules import validate
+    from sdcloud.upscalers.registry import Upscalers
 
-    validate(req, settings.limits)  # fail fast, before loading a model
+    validate(req, settings.limits, Upscalers(settings.models_root))  # fail fast, before loading a model
     # The same runner, journal and outbox as the server: a configured store gets the images.
     # The job journal is this run's own, so a server on the same data folder is not disturbed.
     from sdcloud.runtime import Runtime

@@ -20,6 +20,7 @@ from sdcloud import __version__
 from sdcloud.catalog import Catalog
 from sdcloud.checkpoints.hashing import HashCache
 from sdcloud.checkpoints.local_copy import local_copy
+from sdcloud.controlnet.models import ControlNetCache
 from sdcloud.engine import loader
 from sdcloud.engine.conditioning import PromptEncoder
 from sdcloud.engine.demo import build_demo_pipeline
@@ -32,6 +33,7 @@ from sdcloud.infotext import build_infotext, generation_params
 from sdcloud.jobs.control import CancelToken, ProgressCallback
 from sdcloud.prompt_syntax import extract_extra_networks
 from sdcloud.settings import Settings
+from sdcloud.upscalers import Upscalers
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,7 @@ class Engine:
         self._lock = threading.RLock()
         self._local: dict[Path, tuple[Path, str]] = {}  # checkpoint -> (the file read, how it got there)
         self.compile_cache_status: str | None = None
+        self.upscalers = Upscalers(settings.models_root, self.device, self.dtype)
 
     def fetch_local(self, name: str) -> str:
         """Make checkpoint ``name`` readable from local disk (a copy from a slow mount, made
@@ -157,7 +160,8 @@ class Engine:
             pipe.unet = torch.compile(pipe.unet)
         self._pipe = pipe
         self._ctx = ModelContext(pipe, info.family, info.variant, self.device, self.dtype,
-                                 PromptEncoder(pipe, info.family))
+                                 PromptEncoder(pipe, info.family), self.upscalers,
+                                 ControlNetCache(self.settings.models_root / "ControlNet", pipe.unet))
         self._networks = NetworkManager(pipe, self.catalog, self.hashes)
         self._own_vae = pipe.vae
         self.vae_name, self._vae_hash = None, None
@@ -231,6 +235,8 @@ class Engine:
             started = time.time()
             images, seeds, subseeds, interrupted, resolved = generate_images(
                 self._ctx, clean, self.settings.limits, progress, cancel, preview)
+            resolved["comments"] = list(self._networks.comments)  # skipped networks (A1111 goes on too)
+            resolved["controlnet"] = {f"ControlNet {i}": u.infotext(u.model) for i, u in enumerate(req.controlnet)}
             return self._result(req, images, seeds, subseeds, interrupted, resolved, lora_hashes, ti_hashes,
                                 started)
 
@@ -265,7 +271,9 @@ class Engine:
                 inpaint_full_res=req.inpaint_full_res, inpaint_full_res_padding=req.inpaint_full_res_padding,
                 inpainting_mask_invert=bool(req.inpainting_mask_invert),
                 lora_hashes=lora_hashes or None, ti_hashes=ti_hashes or None,
-                extra={"RNG": "CPU", **({"Demo model": "random weights"} if info.is_demo else {})},
+                extra={"RNG": "CPU", **({"Demo model": "random weights"} if info.is_demo else {}),
+                       **resolved.get("controlnet", {}),
+                       **dict(c.split(": ", 1) for c in resolved.get("comments", []))},
             )
             infotexts.append(build_infotext(req.prompt, req.negative_prompt, params))
         for image, text in zip(images, infotexts, strict=True):
@@ -287,6 +295,7 @@ class Engine:
             "styles": [], "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime(started)),
             "clip_skip": req.clip_skip, "is_using_inpainting_conditioning": info.variant == "inpaint",
             "version": f"sdcloud-{__version__}",
+            "comments": "".join(f"{c}\n" for c in resolved.get("comments", [])),
         }
         return GenerationResult(
             images=images, infotexts=infotexts, seeds=seeds, subseeds=subseeds,

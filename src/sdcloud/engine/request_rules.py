@@ -55,9 +55,10 @@ def _between(name: str, value: Any, lo: float, hi: float) -> None:
         raise BadRequest(f"{name} must be between {lo} and {hi}, got {value}")
 
 
-def validate(req: GenerationRequest, limits: Any) -> None:
+def validate(req: GenerationRequest, limits: Any, upscalers: Any = None) -> None:
     """Reject bad input before any work, with a message that names the field (typed errors the
-    API maps to 4xx and the CLI prints on one line). ``limits`` is ``Settings.limits``."""
+    API maps to 4xx and the CLI prints on one line). ``limits`` is ``Settings.limits``;
+    ``upscalers`` (``sdcloud.upscalers.Upscalers``) knows the model upscalers hires fix may name."""
     for name in ("width", "height"):
         value = getattr(req, name)
         _between(name, value, 64, getattr(limits, f"max_{name}"))
@@ -80,9 +81,11 @@ def validate(req: GenerationRequest, limits: Any) -> None:
         _between("denoising_strength", req.denoising_strength, 0, 1)
     _between("clip_skip", req.clip_skip, 1, 12)
     resolve_sampler(req.sampler_name, req.scheduler)
-    if req.hr_upscaler not in HIRES_UPSCALERS:
+    model_upscaler = upscalers is not None and req.hr_upscaler != "None" and upscalers.has(req.hr_upscaler)
+    if req.hr_upscaler not in HIRES_UPSCALERS and not model_upscaler:
+        models = [n for n in upscalers.names() if n not in ("None", *PIXEL_UPSCALERS)] if upscalers else []
         raise BadRequest(f"unknown hires upscaler (hr_upscaler) '{req.hr_upscaler}'; available: "
-                         f"{', '.join(HIRES_UPSCALERS)}")
+                         f"{', '.join([*HIRES_UPSCALERS, *models])}")
     if req.enable_hr and not req.is_img2img:
         _validate_hires(req, limits)
     _check_work(req, limits)

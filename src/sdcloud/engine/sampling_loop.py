@@ -74,6 +74,8 @@ class ModelContext:
     device: Any
     dtype: Any
     encoder: PromptEncoder
+    upscalers: Any = None  # sdcloud.upscalers.Upscalers: model upscalers for hires fix
+    controlnets: Any = None  # sdcloud.controlnet.models.ControlNetCache
 
     @property
     def is_xl(self) -> bool:
@@ -176,6 +178,7 @@ class Denoiser:
         self.total_steps = total_steps
         self.done_steps = 0
         self.job = 0
+        self.control: Any = None  # sdcloud.controlnet.apply.ControlRunner: ControlNet residuals
 
     # -- conditioning --------------------------------------------------------------------
     def schedule_conds(self, prompt: str, steps: int, hires_steps: int | None = None
@@ -262,6 +265,9 @@ class Denoiser:
             kwargs = {}
             if added is not None:
                 kwargs["added_cond_kwargs"] = self._added_for(added, cond, uncond, batch, use_cfg)
+            if self.control is not None:
+                kwargs.update(self.control(model_in[:, :4], t, emb, kwargs.get("added_cond_kwargs"), i, total,
+                                           use_cfg, (p.width, p.height), p.fixed_steps))
             with torch.no_grad():
                 out = unet(model_in.to(dtype), t, encoder_hidden_states=emb.to(dtype), **kwargs).sample.float()
             if use_cfg:
@@ -380,7 +386,11 @@ def run_batch(sampler: Denoiser, req: GenerationRequest, seeds: list[int], subse
             mode, aa = LATENT_INTERPOLATION[up]
             latents = _interp(latents, size, mode, aa)
         else:
-            pics = [p.resize((hires.width, hires.height), PIXEL_RESAMPLING[up]) for p in sampler.decode(latents)]
+            if up in PIXEL_RESAMPLING:
+                pics = [p.resize((hires.width, hires.height), PIXEL_RESAMPLING[up]) for p in sampler.decode(latents)]
+            else:  # a model upscaler (ESRGAN, ...), as A1111's images.resize_image
+                pics = [sampler.ctx.upscalers.upscale_to(p, up, hires.width, hires.height)
+                        for p in sampler.decode(latents)]
             latents = sampler.encode(pics)
         hr_noise, hr_gens = make_noise(seeds, subseeds, req.subseed_strength, (4, *size))
         try:
@@ -456,7 +466,7 @@ def generate_images(ctx: ModelContext, req: GenerationRequest, limits: Any,
                     on_batch: Callable[[list[Image.Image], list[int], list[int]], None] | None = None,
                     ) -> tuple[list[Image.Image], list[int], list[int], bool, dict[str, Any]]:
     """Run the whole request. Returns (images, seeds, subseeds, interrupted, resolved values)."""
-    validate(req, limits)
+    validate(req, limits, ctx.upscalers)
     sampler_name, schedule = resolve_sampler(req.sampler_name, req.scheduler)
     hr_sampler, hr_schedule = sampler_name, schedule
     if req.enable_hr and req.hr_sampler_name and req.hr_sampler_name != "Use same sampler":
@@ -471,6 +481,10 @@ def generate_images(ctx: ModelContext, req: GenerationRequest, limits: Any,
     run_hr = hr_steps if hires and img2img_steps(hr_steps, denoise, True)[0] > 0 else 0
     total = (run_first + run_hr) * req.n_iter
     s = Denoiser(ctx, req, progress, cancel, preview, total)
+    if getattr(req, "controlnet", None) and ctx.controlnets is not None:
+        from sdcloud.controlnet.apply import build_runner
+
+        s.control = build_runner(ctx, req, ctx.controlnets.folder / "annotators")
     try:
         conds = s.schedule_conds(req.prompt, first_steps)
         unconds = s.schedule_conds(req.negative_prompt, first_steps)

@@ -62,6 +62,8 @@ class GenerationRequest:
     inpaint_full_res_padding: int = 32
     inpainting_mask_invert: int = 0
     initial_noise_multiplier: float = 1.0
+    # ControlNet units (sdcloud.controlnet.units.ControlUnit, images decoded)
+    controlnet: list[Any] = field(default_factory=list)
     # model selection for this job (None = the loaded one)
     model: str | None = None
     vae: str | None = None
@@ -73,7 +75,7 @@ class GenerationRequest:
     def to_payload(self) -> dict[str, Any]:
         """The JSON-able fields of a job payload: everything but the images (stored as files
         beside the job) and the model/VAE (loaded by the job runner before it generates)."""
-        skip = {"init_images", "mask", "model", "vae"}
+        skip = {"init_images", "mask", "model", "vae", "controlnet"}  # units travel as their own payload key
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
 
     @classmethod

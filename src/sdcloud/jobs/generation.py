@@ -132,6 +132,10 @@ class GenerationRunner:
             [load_image(ctx.input_path(n)) for n in p.get("init_images") or []],
             load_image(ctx.input_path(p["mask"])) if p.get("mask") else None,
         )
+        if p.get("controlnet"):
+            from sdcloud.controlnet.requests import load as load_units
+
+            req.controlnet = load_units(p["controlnet"], ctx.input_path, load_image)
         every = int(p.get("preview_every") or 0)
 
         def progress(pr: Progress) -> None:
@@ -143,6 +147,8 @@ class GenerationRunner:
             self.host.ensure_vae(p.get("vae"))
             started = time.perf_counter()
             result = self.host.engine.generate(req, progress=progress, cancel=ctx.cancel, preview=every > 0)
+            if p.get("restore_faces"):
+                result.images = restore_faces(self.settings, self.host.engine, result.images, p["restore_faces"])
             seconds = time.perf_counter() - started
         for observe in self.observers:
             observe(self.host.engine, req, result, seconds)
@@ -225,6 +231,19 @@ def image_keys(result: dict[str, Any] | None) -> Sequence[str]:
     """The image keys of a generation result (``paths``: absolute paths, from older versions)."""
     result = result or {}
     return result.get("images") or result.get("paths") or []
+
+
+def restore_faces(settings: Settings, engine: Any, images: list[Any], model: str) -> list[Any]:
+    """``restore_faces``: each image through the face restorer, its infotext kept."""
+    from sdcloud.upscalers.faces import FaceRestorers
+
+    faces = FaceRestorers(settings.models_root, getattr(engine, "device", None))
+    out = []
+    for img in images:
+        fixed = faces.restore(img, model)
+        fixed.info.update({k: v for k, v in img.info.items() if isinstance(v, str)})
+        out.append(fixed)
+    return out
 
 
 def make_grid(images: list[Any], batch_size: int) -> Any:

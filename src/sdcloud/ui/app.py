@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from sdcloud.errors import SdcloudError
 from sdcloud.ui.choices import Choices, load_choices
 from sdcloud.ui.controls import GenerationPanel
+from sdcloud.ui.extras_tab import extras_tab
 from sdcloud.ui.i18n import SHOW_CHOICE_JS, UiLanguageMiddleware, language_switch, translate_ui, ui_i18n
 from sdcloud.ui.img2img import img2img_tab
 from sdcloud.ui.merge_tab import merge_tab, status_line
@@ -148,6 +149,8 @@ def build_ui(services: Any, translations: gr.I18n | None = None) -> gr.Blocks:
                 txt2img = txt2img_tab(services, choices)
             with gr.Tab("img2img", id="img2img") as i2i_tab:
                 img2img = img2img_tab(services, choices)
+            with gr.Tab("Extras", id="extras") as x_tab:
+                extras_tab(services)
             with gr.Tab("PNG Info", id="pnginfo") as png_tab:
                 png = png_info_tab(services)
             with gr.Tab("Queue", id="queue") as q_tab:
@@ -157,7 +160,7 @@ def build_ui(services: Any, translations: gr.I18n | None = None) -> gr.Blocks:
             with gr.Tab("Settings", id="settings") as s_tab:
                 lang = language_switch()
                 settings = settings_tab(services)
-        for tab in (t2i_tab, i2i_tab, png_tab, m_tab, s_tab):
+        for tab in (t2i_tab, i2i_tab, x_tab, png_tab, m_tab, s_tab):
             tab.select(lambda: gr.Timer(active=False), outputs=timer, show_progress="hidden")
         q_tab.select(lambda: gr.Timer(active=True), outputs=timer, show_progress="hidden")
         _wire_send_to(tabs, txt2img, img2img)

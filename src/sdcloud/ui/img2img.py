@@ -9,6 +9,7 @@ from PIL import Image
 
 from sdcloud.image_files import encode_image
 from sdcloud.ui.choices import Choices
+from sdcloud.ui.controlnet_panel import controlnet_panel
 from sdcloud.ui.controls import GenerationPanel, generation_panel
 from sdcloud.ui.inpaint_mask import inpaint_inputs
 from sdcloud.ui.job_polling import wire_panel
@@ -37,7 +38,7 @@ def _image_inputs() -> dict[str, Any]:
 
 
 def _build_request(form: dict[str, Any], extra: list[Any]) -> dict[str, Any]:
-    mode, init, editor, mask_upload = extra
+    mode, init, editor, mask_upload = extra[:4]
     if mode == "inpaint":
         image, mask = inpaint_inputs(editor, mask_upload)
         if image is None:
@@ -53,5 +54,22 @@ def _build_request(form: dict[str, Any], extra: list[Any]) -> dict[str, Any]:
 def img2img_tab(services: Any, choices: Choices) -> GenerationPanel:
     panel = generation_panel("img2img", choices, image_inputs=_image_inputs)
     x = panel.extra
-    wire_panel(services, panel, _build_request, [x["mode"], x["init"], x["editor"], x["mask_upload"]])
+    cn = controlnet_panel(services, "img2img")
+    interrogate = gr.Button("Interrogate DeepBooru", elem_id="img2img_deepbooru")
+    wire_panel(services, panel, lambda form, extra: cn.add_to(_build_request(form, extra), extra[4:]),
+               [x["mode"], x["init"], x["editor"], x["mask_upload"], *cn.inputs])
+    interrogate.click(lambda image: interrogate_prompt(services, image), inputs=x["init"],
+                      outputs=panel.fields["prompt"])
     return panel
+
+
+def interrogate_prompt(services: Any, image: Any) -> str:
+    """The img2img image's tags, as the prompt (A1111's Interrogate DeepBooru button)."""
+    from sdcloud.errors import SdcloudError
+
+    if image is None:
+        raise gr.Error("Upload an image for img2img first.")
+    try:
+        return services.interrogator.caption(image, "deepdanbooru")
+    except SdcloudError as exc:
+        raise gr.Error(str(exc)) from None

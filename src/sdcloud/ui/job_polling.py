@@ -62,6 +62,8 @@ def run_generation(services: Any, panel: GenerationPanel, build: RequestBuilder,
                      panel.selected: 0, panel.infotext: infotext_of(info, 0)})
     if job.state == "failed":
         gr.Warning(job.error or "generation failed")
+    for comment in str(info.get("comments") or "").splitlines():  # e.g. "Networks not found: x"
+        gr.Warning(comment)
     yield done
 
 

@@ -1,0 +1,93 @@
+"""Interrogate with a WD14-style ONNX tagger: a tiny real ONNX model built with the ``onnx``
+helpers (mean colour -> tag scores), run by onnxruntime through the engine-free tagger and
+``/sdapi/v1/interrogate``; the refusals say which file to put where."""
+
+from __future__ import annotations
+
+import base64
+import io
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sdcloud.errors import NotFound, Unsupported
+from sdcloud.interrogate import Interrogator, format_tag
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+TAGS = [("general", 9), ("red_(color)", 0), ("blue_theme", 0), ("green_background", 0), ("hatsune_miku", 4)]
+
+
+def write_tagger(folder: Path, size: int = 32) -> None:
+    """model.onnx: NHWC BGR 0-255 -> mean per channel / 255 -> linear -> sigmoid; selected_tags.csv."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    # channel order is BGR: column j of W scores tag j from (b, g, r)
+    w = np.array([[0, 0, 0], [-12, -12, 12], [12, -12, -12], [-12, 12, -12], [-12, -12, 12]], np.float32).T
+    b = np.array([0, -4, -4, -4, -1], np.float32)
+    nodes = [helper.make_node("ReduceMean", ["input", "axes"], ["mean"], keepdims=0),
+             helper.make_node("Div", ["mean", "scale"], ["norm"]),
+             helper.make_node("MatMul", ["norm", "w"], ["logits0"]),
+             helper.make_node("Add", ["logits0", "b"], ["logits"]),
+             helper.make_node("Sigmoid", ["logits"], ["output"])]
+    init = [numpy_helper.from_array(np.array([1, 2], np.int64), "axes"),
+            numpy_helper.from_array(np.array(255.0, np.float32), "scale"), numpy_helper.from_array(w, "w"),
+            numpy_helper.from_array(b, "b")]
+    graph = helper.make_graph(nodes, "tiny_tagger",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, size, size, 3])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [None, len(TAGS)])], init)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(folder / "model.onnx"))
+    lines = ["tag_id,name,category,count"] + [f"{i},{n},{c},1" for i, (n, c) in enumerate(TAGS)]
+    (folder / "selected_tags.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_tagger_scores_colours_and_formats_like_deepbooru(tmp_path: Path) -> None:
+    write_tagger(tmp_path / "interrogators" / "wd-tiny")
+    it = Interrogator(tmp_path)
+    assert it.models() == ["wd-tiny"]
+    red = it.tags(Image.new("RGB", (50, 50), (255, 0, 0)))
+    assert list(red) == ["hatsune_miku", "red_(color)"]  # best first; "general" is a rating, left out
+    assert it.caption(Image.new("RGB", (20, 20), (0, 0, 255))) == "blue theme"
+    strict = it.tags(Image.new("RGB", (20, 20), (255, 0, 0)), character=1.0)
+    assert strict == {"red_(color)": pytest.approx(1, abs=1e-3)}
+    assert it.caption(Image.new("RGB", (20, 20), (255, 0, 0)), "wd-tiny") == "hatsune miku, red \\(color\\)"
+    assert format_tag("^_^") == "^_^"
+
+
+def test_refusals_say_what_to_put_where(tmp_path: Path) -> None:
+    it = Interrogator(tmp_path)
+    with pytest.raises(NotFound, match=r"model.onnx and selected_tags.csv in .*interrogators"):
+        it.caption(Image.new("RGB", (8, 8)))
+    with pytest.raises(Unsupported, match="CLIP interrogator"):
+        it.caption(Image.new("RGB", (8, 8)), "clip")
+    (tmp_path / "interrogators" / "broken").mkdir(parents=True)
+    (tmp_path / "interrogators" / "broken" / "model.onnx").write_bytes(b"nope")
+    (tmp_path / "interrogators" / "broken" / "selected_tags.csv").write_text("tag_id,name,category,count\n")
+    with pytest.raises(Exception, match="not a loadable ONNX model"):
+        it.caption(Image.new("RGB", (8, 8)))
+
+
+def test_interrogate_route(sdcloud_server: Any) -> None:
+    folder = sdcloud_server.data_dir / "models" / "interrogators"
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 40), (0, 200, 0)).save(buf, format="PNG")
+    image = base64.b64encode(buf.getvalue()).decode()
+    with sdcloud_server.client() as c:
+        r = c.post("/sdapi/v1/interrogate", json={"image": image, "model": "deepdanbooru"})
+        assert r.status_code == 404 and "selected_tags.csv" in r.json()["detail"]
+        write_tagger(folder / "wd-tiny")
+        try:
+            r = c.post("/sdapi/v1/interrogate", json={"image": image, "model": "deepdanbooru"})
+            assert r.status_code == 200 and r.json() == {"caption": "green background"}
+            assert c.post("/sdapi/v1/interrogate", json={"image": image}).status_code == 422  # clip
+            assert c.post("/sdapi/v1/interrogate", json={"model": "deepdanbooru"}).status_code == 404
+        finally:
+            shutil.rmtree(folder)
