@@ -152,7 +152,7 @@ class StateDir:
     def pull(self) -> Generation | None:
         """Fetch the newest complete generation from the store when it is newer than the local one."""
         if self.store is None:
-            return None
+            return self.latest()
         prefix = join_key("train", self.name)
         keys = self.store.list(prefix)
         steps: dict[int, set[str]] = {}
