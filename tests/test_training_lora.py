@@ -17,7 +17,6 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
-from training_data import make_dataset
 
 from sdcloud.checkpoints.hashing import compute_hashes
 from sdcloud.engine.engine import Engine
@@ -26,6 +25,7 @@ from sdcloud.errors import BadRequest, NotFound
 from sdcloud.settings import Settings
 from sdcloud.training.config import TrainConfig
 from sdcloud.training.trainer import Trainer, TrainingStopped, train
+from training_data import make_dataset
 
 FAST = dict(resolution=64, batch=2, rank=4, alpha=4, seed=1)
 
@@ -61,7 +61,8 @@ def test_sd15_loss_falls_and_the_file_is_a_kohya_lora_our_engine_loads(dataset: 
     assert len(tensors) == len(unet) + len(te) and all(k.rsplit(".", 1)[0].endswith(("lora_down", "lora_up"))
                                                        or k.endswith(".alpha") for k in tensors)
     assert float(tensors["lora_te_text_model_encoder_layers_0_self_attn_q_proj.alpha"]) == 4.0
-    assert tensors["lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.lora_down.weight"].shape[0] == 4
+    down = tensors["lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.lora_down.weight"]
+    assert down.shape[0] == 4
     with safe_open(str(path), framework="pt") as fh:
         meta = fh.metadata()
     assert meta["ss_network_module"] == "networks.lora" and meta["ss_network_dim"] == "4"

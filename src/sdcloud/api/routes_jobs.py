@@ -24,7 +24,7 @@ def _services(request: Request) -> Services:
 def job_view(job: Job) -> dict[str, Any]:
     """A job as JSON; its images as URLs under this API, never as server paths."""
     out = job.to_dict()
-    if job.result is not None and not job.kind.startswith("ckpt-"):  # checkpoint jobs: result as is
+    if job.result is not None and not job.kind.startswith(("ckpt-", "train-")):  # tool jobs: result as is
         paths = job.result.get("paths") or []
         out["result"] = {
             "images": [f"/api/jobs/{job.id}/images/{i}" for i in range(len(paths))],

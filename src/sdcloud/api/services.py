@@ -24,6 +24,7 @@ from sdcloud.api.models import Img2ImgRequest, Txt2ImgRequest
 from sdcloud.api.options import OptionsStore, validate
 from sdcloud.api.persistence import Persistence
 from sdcloud.api.session_control import SessionControl
+from sdcloud.api.training import TrainingService
 from sdcloud.catalog import DEMO_MODELS, Catalog, ModelFile
 from sdcloud.checkpoints.hashing import HashCache
 from sdcloud.engine.samplers import resolve_sampler, sampler_list, scheduler_list
@@ -32,6 +33,8 @@ from sdcloud.jobs import CANCELLED, FAILED, Job, JobQueue, LocalJobQueue
 from sdcloud.jobs.ckpt import KINDS as CKPT_KINDS
 from sdcloud.jobs.ckpt import CheckpointRunner
 from sdcloud.jobs.generation import EngineHost, GenerationRunner, image_bytes
+from sdcloud.jobs.training import KIND as TRAIN_KIND
+from sdcloud.jobs.training import TrainRunner
 from sdcloud.settings import Settings
 
 LATENT_UPSCALE_MODES = (
@@ -84,13 +87,18 @@ class Services:
         self.hashes: HashCache = engine.hashes  # one cache, so hashes the engine computes show up here
         runner = GenerationRunner(settings, self.host, on_saved=self.persistence.add)
         ckpt_runner = CheckpointRunner(settings, self.catalog, self.hashes, on_output=self.refresh)
+        self.train_runner = TrainRunner(settings, store=self.persistence.store, unload=self.unload_model,
+                                        on_output=self.refresh, restore=self.reload_model)
         self.queue = queue or LocalJobQueue(
             settings.state_path,
-            {"txt2img": runner, "img2img": runner, **dict.fromkeys(CKPT_KINDS, ckpt_runner)},
+            {"txt2img": runner, "img2img": runner, **dict.fromkeys(CKPT_KINDS, ckpt_runner),
+             TRAIN_KIND: self.train_runner},
         )
         self.ckpt = CheckpointTools(settings, self.catalog, self.queue, self.hashes)
         self.selected_model: str | None = None  # the key new jobs use (A1111's sd_model_checkpoint)
+        self.training = TrainingService(settings, self.queue, self.train_runner)
         self.session = SessionControl(settings, self.queue, self.persistence)  # cost meter, limits
+        self.session.before_drain.append(self.train_runner.stop_all.set)  # a training saves its state first
         self._started = False
 
     # lifecycle ---------------------------------------------------------------------------

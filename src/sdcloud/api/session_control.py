@@ -30,6 +30,7 @@ class SessionControl:
         from sdcloud.cloud.session import session_guard_for
 
         self.queue = queue
+        self.before_drain: list[Callable[[], None]] = []  # e.g. ask a running training to save its state
         self.on_exit: Callable[[int], None] | None = None
         self.exit_code: int | None = None
         self.guard = session_guard_for(
@@ -63,6 +64,8 @@ class SessionControl:
         return self.guard.snapshot()
 
     def _drain(self, timeout: float) -> bool:
+        for hook in self.before_drain:
+            hook()
         self.queue.stop(timeout)
         return self.queue.running() is None
 

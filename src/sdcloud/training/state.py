@@ -69,8 +69,15 @@ class Generation:
 class StateOutbox(Outbox):
     """The outbox, keyed ``train/<name>/...`` relative to the training state root."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.explicit: dict[str, str] = {}  # absolute path -> store key, for files outside the state root
+
     def key_for(self, path: Path) -> str:  # noqa: D102
         assert self.root is not None
+        named = self.explicit.get(str(Path(path).absolute()))
+        if named:
+            return named
         return join_key("train", Path(path).absolute().relative_to(self.root.absolute()).as_posix())
 
 
@@ -176,6 +183,12 @@ class StateDir:
         fsync_dir(self.dir)
         log.info("pulled training state step %d from %s", step, self.store.url)
         return Generation(step, final)
+
+    def publish(self, path: Path, key: str) -> None:
+        """Queue another file (the finished LoRA) for the store under ``key``."""
+        if self.outbox is not None:
+            self.outbox.explicit[str(Path(path).absolute())] = key
+            self.outbox.add(path)
 
     def flush(self, timeout: float = 120.0) -> bool:
         """Wait until every queued generation is on the store."""

@@ -401,6 +401,7 @@ class Trainer:
             self.progress(prog)
         self.progress(TrainProgress(step, cfg.steps, phase="saving", epoch=epoch))
         path = self._write_lora(lora_dir / f"{cfg.name}.safetensors", step, epoch, started_at, batches)
+        states.publish(path, f"session/Lora/{path.name}")  # where a fresh box's session restore finds LoRAs
         states.flush()
         self.progress(TrainProgress(step, cfg.steps, phase="done", epoch=epoch, loss=losses[-1] if losses else None))
         return TrainResult(path, step, losses, samples, resumed_from, time.time() - t_start)
