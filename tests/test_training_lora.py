@@ -79,21 +79,29 @@ def test_sd15_loss_falls_and_the_file_is_a_kohya_lora_our_engine_loads(dataset: 
     assert np.abs(one - base).max() > 5
 
 
-def test_sdxl_both_text_encoders_and_ldm_key_names(dataset: Path, tmp_path: Path) -> None:
+def test_sdxl_locon_both_text_encoders_and_ldm_key_names(dataset: Path, tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "data")
-    cfg = TrainConfig(dataset=str(dataset), model="demo-xl", name="xl", steps=6, lr=2e-2,
+    cfg = TrainConfig(dataset=str(dataset), model="demo-xl", name="xl", steps=30, lr=1e-2, network="locon",
                       train_text_encoder=True, save_state_every=0, **FAST)
-    train(cfg, settings)
+    result = train(cfg, settings)
+    assert np.mean(result.losses[-10:]) < 0.85 * np.mean(result.losses[:10]), result.losses
     path = settings.lora_path / "xl.safetensors"
     keys = set(load_file(str(path)))
+    # kohya's SDXL LoRAs name UNet modules in the LDM/SGM layout
     assert "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q.lora_down.weight" in keys
     assert "lora_unet_middle_block_1_proj_in.lora_up.weight" in keys
     assert "lora_unet_output_blocks_5_1_transformer_blocks_0_ff_net_2.alpha" in keys
+    assert "lora_unet_input_blocks_1_0_in_layers_2.lora_down.weight" in keys  # 3x3 conv (LoCon)
+    assert "lora_unet_input_blocks_3_0_op.lora_down.weight" in keys  # downsampler
+    assert "lora_unet_output_blocks_2_2_conv.lora_up.weight" in keys  # upsampler after attention
+    assert "lora_unet_middle_block_2_out_layers_3.alpha" in keys
     assert any(k.startswith("lora_te1_text_model_encoder_layers_") for k in keys)
     assert any(k.startswith("lora_te2_text_model_encoder_layers_") for k in keys)
-    assert not any(k.startswith(("lora_unet_down_blocks", "lora_te_")) for k in keys)
+    assert not any(k.startswith(("lora_unet_down_blocks", "lora_unet_up_blocks", "lora_te_")) for k in keys)
     with safe_open(str(path), framework="pt") as fh:
-        assert fh.metadata()["modelspec.architecture"] == "stable-diffusion-xl-v1-base/lora"
+        meta = fh.metadata()
+    assert meta["modelspec.architecture"] == "stable-diffusion-xl-v1-base/lora"
+    assert meta["ss_network_args"] == '{"conv_dim": "4", "conv_alpha": "4"}'
     engine = Engine(settings)
     base = _img(engine, "sks cat", "demo-xl")
     assert np.abs(_img(engine, "sks cat <lora:xl:0>", "demo-xl") - base).max() <= 1
@@ -216,3 +224,27 @@ def test_resume_refuses_other_options_and_missing_state(dataset: Path, tmp_path:
     with pytest.raises(NotFound, match="no saved training state for 'other'"):
         train(cfg.replace(name="other"), settings, resume=True)
     assert not settings.lora_path.exists() or not list(settings.lora_path.iterdir())
+
+
+@pytest.mark.parametrize("options, meta", [
+    (dict(v_prediction=True, min_snr_gamma=5.0, noise_offset=0.05, clip_skip=2, gradient_checkpointing=True,
+          optimizer="Lion", lr=1e-4, scheduler="cosine", warmup_steps=1, grad_accum=2, shuffle_caption=True,
+          keep_tokens=1, caption_dropout=0.1, train_text_encoder=True),
+     {"ss_v_parameterization": "True", "ss_min_snr_gamma": "5.0", "ss_noise_offset": "0.05", "ss_clip_skip": "2",
+      "ss_gradient_checkpointing": "True", "ss_gradient_accumulation_steps": "2", "ss_lr_scheduler": "cosine",
+      "modelspec.prediction_type": "v"}),
+    (dict(optimizer="Prodigy", lr=1.0, scheduler="constant_with_warmup", warmup_steps=2, save_every=2),
+     {"ss_optimizer": "prodigyopt.prodigy.Prodigy(weight_decay=0.01)", "ss_lr_warmup_steps": "2"}),
+])
+def test_training_options_run_and_are_recorded(dataset: Path, tmp_path: Path, options: dict, meta: dict) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    cfg = TrainConfig(dataset=str(dataset), model="demo", name="opts", steps=4, save_state_every=0,
+                      **dict(FAST, **{k: v for k, v in options.items() if k == "lr"}))
+    cfg = cfg.replace(**{k: v for k, v in options.items() if k != "lr"})
+    result = train(cfg, settings)
+    assert len(result.losses) == 4 and all(np.isfinite(result.losses))
+    with safe_open(str(result.lora_path), framework="pt") as fh:
+        got = fh.metadata()
+    assert {k: got.get(k) for k in meta} == meta
+    if cfg.save_every:
+        assert (settings.lora_path / "opts-step000002.safetensors").is_file()
