@@ -140,6 +140,7 @@ def run_lora(args: argparse.Namespace) -> int:
     from sdcloud.training.trainer import TrainingStopped, preflight
 
     report = preflight(cfg, settings)  # one clear line before anything heavy
+    _warn_vram(cfg)
     settings.ensure_dirs()
     store = None
     if settings.store:
@@ -220,6 +221,21 @@ def run_lora(args: argparse.Namespace) -> int:
         print(f"use it as <lora:{cfg.name}:0.8>" + (f"; cost {spend:.3f} {guard.meter.currency}" if spend else ""),
               file=sys.stderr)
     return 0
+
+
+def _warn_vram(cfg: Any) -> None:
+    """The doctor's fit warning, for the GPU this run will use (CUDA only)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return
+    from sdcloud.training.presets import fit_warning
+
+    family = "sdxl" if "xl" in cfg.model.lower() else "sd1"
+    vram = torch.cuda.get_device_properties(0).total_memory / 1024**3
+    warning = fit_warning(cfg, family, vram)
+    if warning:
+        print(f"sdcloud: WARNING: {warning}", file=sys.stderr)
 
 
 def run_check(args: argparse.Namespace) -> int:

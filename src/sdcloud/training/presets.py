@@ -54,20 +54,22 @@ def apply_preset(cfg: Any, name: str) -> Any:
 def estimate_vram_gb(cfg: Any, family: str) -> float:
     """A rough peak-VRAM estimate (GB) for LoRA training: weights + activations + optimizer.
 
-    Calibrated on the published figures (SD1.5 fp32/no tricks ~11 GB at 512 bs1; SDXL UNet-only
-    with fp16 + checkpointing + 8-bit Adam ~8-10 GB at 1024 bs1). It is meant to warn, not to plan.
+    Weights: UNet (SD1 0.86 B, SDXL 2.6 B parameters) plus the text encoders unless their outputs
+    are cached (frozen encoders, fixed captions). Activations at batch 1 and the family's own size:
+    SD1 ~6 GB fp32 (the HF blog's 11 GB total), SDXL ~20 GB fp32; gradient checkpointing keeps a
+    fifth. It is meant to warn before a run that cannot fit, not to plan to the megabyte.
     """
-    half = cfg.mixed_precision in ("fp16", "bf16")
+    half = 0.5 if cfg.mixed_precision in ("fp16", "bf16") else 1.0
     xl = family == "sdxl"
-    weights = (5.1 if xl else 1.7) * (0.5 if half else 1.0)  # UNet + text encoder(s) (+ VAE off-GPU)
+    unet, te = (10.3, 3.2) if xl else (3.4, 0.5)
+    cached_te = not (cfg.trains_text_encoder or cfg.shuffle_caption or cfg.caption_dropout or cfg.caption_tag_dropout)
+    weights = (unet + (0.0 if cached_te else te)) * half
     pixels = (cfg.resolution / (1024 if xl else 512)) ** 2 * cfg.batch
-    act = (9.0 if xl else 7.5) * pixels * (0.5 if half else 1.0)
-    if cfg.gradient_checkpointing:
-        act *= 0.3
+    act = (20.0 if xl else 6.0) * pixels * half * (0.2 if cfg.gradient_checkpointing else 1.0)
     if cfg.trains_text_encoder:
         act += 0.8 if xl else 0.4
     optim = 0.2 * cfg.rank / 16 * (0.5 if cfg.optimizer == "AdamW8bit" else 1.0) * (3 if xl else 1)
-    return round(weights + act + optim + 0.8, 1)
+    return round(weights + act + optim + 0.5, 1)
 
 
 def fit_warning(cfg: Any, family: str, vram_gb: float | None) -> str | None:
@@ -77,7 +79,8 @@ def fit_warning(cfg: Any, family: str, vram_gb: float | None) -> str | None:
     need = estimate_vram_gb(cfg, family)
     if need <= vram_gb * 0.95:
         return None
-    fitting = [n for n, p in PRESETS.items() if p.family == family and p.vram_gb <= vram_gb]
-    hint = f"; try --preset {fitting[-1] if family == 'sdxl' else fitting[0]}" if fitting else ""
+    # a "16 GB" T4 reports 15 GB: presets are named by the card's nominal size
+    fitting = sorted((p.vram_gb, n) for n, p in PRESETS.items() if p.family == family and p.vram_gb <= vram_gb * 1.1)
+    hint = f"; try --preset {fitting[-1][1]}" if fitting else ""  # the roomiest preset that fits
     return (f"these training settings need about {need:g} GB of VRAM but the GPU has {vram_gb:g} GB"
             f"{hint} (or --gradient-checkpointing, --mixed-precision fp16, --optimizer AdamW8bit, a smaller --batch)")

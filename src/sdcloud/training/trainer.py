@@ -228,6 +228,30 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
+    def _cache_text(self) -> None:
+        """kohya's ``--cache_text_encoder_outputs``: with frozen text encoders and captions that never
+        change (no shuffle/dropout), encode each caption once and move the encoders off the GPU."""
+        cfg = self.cfg
+        self.text_cache: list[tuple[torch.Tensor, torch.Tensor | None]] | None = None
+        if cfg.trains_text_encoder or cfg.shuffle_caption or cfg.caption_dropout or cfg.caption_tag_dropout:
+            return
+        cache: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+        autocast = torch.autocast(self.device.type, dtype=self.weight_dtype,
+                                  enabled=self.weight_dtype != torch.float32)
+        with torch.no_grad(), autocast:
+            for item in self.report.images:
+                embeds, pooled = self._encode_text([item.caption])
+                cache.append((embeds[0].cpu(), pooled[0].cpu() if pooled is not None else None))
+        self.text_cache = cache
+        self._text_encoders_to("cpu")
+
+    def _text_encoders_to(self, device: Any) -> None:
+        self.pipe.text_encoder.to(device)
+        if self.xl:
+            self.pipe.text_encoder_2.to(device)
+        if self.device.type == "cuda" and str(device) == "cpu":
+            torch.cuda.empty_cache()
+
     # -- optimizer -------------------------------------------------------------------------
     def _optimizer(self) -> tuple[Any, Any]:
         cfg = self.cfg
@@ -291,8 +315,12 @@ class Trainer:
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         autocast = torch.autocast(dev.type, dtype=self.weight_dtype, enabled=self.weight_dtype != torch.float32)
         with autocast:
-            with torch.set_grad_enabled(self.cfg.trains_text_encoder):
-                embeds, pooled = self._encode_text(captions)
+            if self.text_cache is not None:  # fixed captions, frozen encoders: outputs computed once
+                embeds = torch.stack([self.text_cache[i][0] for i in indices]).to(dev)
+                pooled = torch.stack([self.text_cache[i][1] for i in indices]).to(dev) if self.xl else None
+            else:
+                with torch.set_grad_enabled(self.cfg.trains_text_encoder):
+                    embeds, pooled = self._encode_text(captions)
             kwargs: dict[str, Any] = {}
             if self.xl:
                 h, w = latents.shape[-2] * 8, latents.shape[-1] * 8
@@ -343,6 +371,7 @@ class Trainer:
         elif states.latest() is not None:
             states.clear()  # a fresh run with this name starts over
         self._cache_latents()
+        self._cache_text()
         batches = epoch_batches(self.report, cfg.batch, cfg.seed, epoch)
         losses: list[float] = []
         samples: list[str] = []
@@ -428,12 +457,16 @@ class Trainer:
         prompt = cfg.sample_prompt or (self.report.train_images[0].caption if self.report.train_images else "")
         pipe.unet.eval()
         pipe.vae.to(self.device)
+        if self.text_cache is not None:
+            self._text_encoders_to(self.device)
         try:
             image = pipe(prompt=prompt, num_inference_steps=cfg.sample_steps, width=cfg.resolution,
                          height=cfg.resolution, generator=torch.Generator().manual_seed(cfg.seed),
                          guidance_scale=7.0).images[0]
         finally:
             pipe.vae.to("cpu")
+            if self.text_cache is not None:
+                self._text_encoders_to("cpu")
             pipe.unet.train()
         out = self.settings.outputs_path / "train-samples" / cfg.name / f"step-{step:06d}.png"
         out.parent.mkdir(parents=True, exist_ok=True)
