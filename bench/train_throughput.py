@@ -110,6 +110,7 @@ def bare(cfg: TrainConfig, settings: Settings, device: torch.device, warmup: int
         if isinstance(layer, BaseTunerLayer):
             setattr(parent, child, layer.get_base_layer())
     unet.requires_grad_(False)
+    unet.__dict__.pop("peft_config", None)  # our injection's bookkeeping
     torch.manual_seed(cfg.seed)
     unet.add_adapter(LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, init_lora_weights=True, target_modules=targets))
     params = [p for p in unet.parameters() if p.requires_grad]
