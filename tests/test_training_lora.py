@@ -246,5 +246,7 @@ def test_training_options_run_and_are_recorded(dataset: Path, tmp_path: Path, op
     with safe_open(str(result.lora_path), framework="pt") as fh:
         got = fh.metadata()
     assert {k: got.get(k) for k in meta} == meta
+    ups = {k: v for k, v in load_file(str(result.lora_path)).items() if k.endswith("lora_up.weight")}
+    assert all(v.abs().sum() > 0 for v in ups.values())  # every module learned (checkpointing keeps grads)
     if cfg.save_every:
         assert (settings.lora_path / "opts-step000002.safetensors").is_file()

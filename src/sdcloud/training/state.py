@@ -90,6 +90,9 @@ class StateDir:
         self.dir = self.root / name
         self.store = store
         self.outbox: StateOutbox | None = None
+        if self.dir.is_dir():  # half-written generations of a run killed while saving
+            for stale in self.dir.glob(".step-*"):
+                shutil.rmtree(stale, ignore_errors=True)
         if store is not None:
             self.outbox = StateOutbox(self.root / ".outbox", store, root=self.root, backoff=(0.5, 30.0), poll=1.0)
             self.outbox.start()

@@ -460,9 +460,12 @@ class Trainer:
         if self.text_cache is not None:
             self._text_encoders_to(self.device)
         try:
-            image = pipe(prompt=prompt, num_inference_steps=cfg.sample_steps, width=cfg.resolution,
-                         height=cfg.resolution, generator=torch.Generator().manual_seed(cfg.seed),
-                         guidance_scale=7.0).images[0]
+            # half UNet/encoders with the fp32 VAE: autocast keeps the dtypes compatible
+            with torch.autocast(self.device.type, dtype=self.weight_dtype,
+                                enabled=self.weight_dtype != torch.float32):
+                image = pipe(prompt=prompt, num_inference_steps=cfg.sample_steps, width=cfg.resolution,
+                             height=cfg.resolution, generator=torch.Generator().manual_seed(cfg.seed),
+                             guidance_scale=7.0).images[0]
         finally:
             pipe.vae.to("cpu")
             if self.text_cache is not None:
