@@ -250,3 +250,25 @@ def test_training_options_run_and_are_recorded(dataset: Path, tmp_path: Path, op
     assert all(v.abs().sum() > 0 for v in ups.values())  # every module learned (checkpointing keeps grads)
     if cfg.save_every:
         assert (settings.lora_path / "opts-step000002.safetensors").is_file()
+
+
+@pytest.mark.parametrize("model, algo, marker", [("demo", "loha", ".hada_w1_a"), ("demo-xl", "lokr", ".lokr_w1")])
+def test_lycoris_networks_train_resume_and_are_named_for_a1111(dataset: Path, tmp_path: Path, model: str,
+                                                               algo: str, marker: str) -> None:
+    pytest.importorskip("lycoris")
+    cfg = TrainConfig(dataset=str(dataset), model=model, name=algo, steps=6, lr=1e-2, network=algo,
+                      save_state_every=3, train_text_encoder=True, **FAST)
+    whole = train(cfg, Settings(data_dir=tmp_path / "a"))
+    settings = Settings(data_dir=tmp_path / "b")
+    stop = threading.Event()
+    with pytest.raises(TrainingStopped):
+        Trainer(cfg, settings, stop=stop, progress=lambda p: stop.set() if p.step == 3 else None).run()
+    resumed = train(cfg, settings, resume=True)
+    assert resumed.resumed_from == 3
+    _assert_same(_weights(resumed.lora_path), _weights(whole.lora_path))
+    keys = set(load_file(str(whole.lora_path)))
+    assert any(k.startswith("lora_unet_") and k.endswith(marker) for k in keys)
+    assert any(k.startswith("lora_te") for k in keys)
+    with safe_open(str(whole.lora_path), framework="pt") as fh:
+        meta = fh.metadata()
+    assert meta["ss_network_module"] == "lycoris.kohya" and f'"algo": "{algo}"' in meta["ss_network_args"]

@@ -24,7 +24,8 @@ _FLAGS: list[tuple[str, str, Any, str]] = [
     ("--batch", "batch", int, "batch size (default 2)"),
     ("--seed", "seed", int, "seed (default 1); same seed = same result, also across --resume"),
     ("--grad-accum", "grad_accum", int, "gradient accumulation steps"),
-    ("--network", "network", str, "lora (default) or locon (LoRA on 3x3 convs too)"),
+    ("--network", "network", str, "lora (default), locon (LoRA on 3x3 convs too), loha or lokr (LyCORIS, "
+                                  "needs lycoris-lora; A1111/ComfyUI load them, our engine cannot)"),
     ("--conv-rank", "conv_rank", int, "conv dim for locon (kohya conv_dim)"),
     ("--conv-alpha", "conv_alpha", float, "conv alpha (kohya conv_alpha)"),
     ("--dropout", "dropout", float, "LoRA dropout"),

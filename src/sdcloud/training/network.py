@@ -179,3 +179,66 @@ def kohya_state_dict(pipe: Any, targets: list[Target], rank: int, alpha: float, 
         out[f"{t.kohya}.lora_up.weight"] = up.to("cpu", dtype).contiguous()
         out[f"{t.kohya}.alpha"] = torch.tensor(float(conv_alpha if t.conv3x3 else alpha), dtype=dtype)
     return out
+
+
+_LYCORIS_DEFAULTS: dict[str, Any] = {}
+
+
+def _reset_lycoris_presets() -> None:
+    """lycoris keeps its target lists as class attributes that each ``create_network`` extends;
+    put them back so a second network in the same process starts from the same targets."""
+    import copy
+
+    from lycoris.kohya import LycorisNetworkKohya
+
+    if not _LYCORIS_DEFAULTS:
+        _LYCORIS_DEFAULTS.update({k: copy.deepcopy(getattr(LycorisNetworkKohya, k)) for k in dir(LycorisNetworkKohya)
+                                  if k.isupper() and not callable(getattr(LycorisNetworkKohya, k))})
+    for k, v in _LYCORIS_DEFAULTS.items():
+        setattr(LycorisNetworkKohya, k, copy.deepcopy(v))
+
+
+class LycorisNetwork:
+    """LoHa/LoKr through ``lycoris-lora``'s kohya network (the layout A1111 and ComfyUI load;
+    diffusers and our engine cannot load these files). SDXL keys keep diffusers module names."""
+
+    def __init__(self, pipe: Any, family: str, algo: str, rank: int, alpha: float, conv_rank: int,
+                 conv_alpha: float, dropout: float, text_encoder: bool) -> None:
+        try:
+            from lycoris.kohya import create_network
+        except ImportError:
+            from sdcloud.errors import BadRequest
+
+            raise BadRequest(f"--network {algo} needs the 'lycoris-lora' package: pip install lycoris-lora") \
+                from None
+        import logging
+
+        logging.getLogger("LyCORIS").setLevel(logging.WARNING)  # its module tables are not the user's business
+        _reset_lycoris_presets()
+        encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if family == "sdxl" else [])
+        te = encoders if len(encoders) > 1 else encoders[0]
+        self.network = create_network(1.0, rank, alpha, pipe.vae, te, pipe.unet, warn_on_unmatched=False,
+                                      algo=algo, conv_dim=conv_rank or rank, conv_alpha=conv_alpha, dropout=dropout,
+                                      # kohya LoRA's targets: the transformer blocks (lycoris' "full" preset
+                                      # names diffusers' time embedding twice and refuses its own network)
+                                      preset="attn-mlp")
+        self.network.apply_to(te, pipe.unet, apply_text_encoder=text_encoder, apply_unet=True)
+        self.network.requires_grad_(True)
+
+    def params(self) -> dict[str, list[torch.nn.Parameter]]:
+        out = {"unet": [p for m in self.network.unet_loras for p in m.parameters()]}
+        te = [p for m in self.network.text_encoder_loras for p in m.parameters()]
+        if te:
+            out["text_encoder"] = te
+        return out
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach() for k, v in self.network.state_dict().items()}
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        missing, unexpected = self.network.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise KeyError(f"{len(missing)} missing / {len(unexpected)} unexpected LyCORIS tensors in the state")
+
+    def file_tensors(self, dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:
+        return {k: v.to("cpu", dtype).contiguous() for k, v in self.state().items()}

@@ -88,9 +88,6 @@ def preflight(cfg: TrainConfig, settings: Settings) -> DatasetReport:
         _need("prodigyopt", "Prodigy")
     elif cfg.optimizer == "Lion":
         _need("lion_pytorch", "Lion")
-    if cfg.network in ("loha", "lokr"):
-        raise Unsupported(f"--network {cfg.network} (LyCORIS) is not supported yet: our engine, like diffusers, "
-                          "cannot load LoHa/LoKr files; use --network lora or locon")
     from sdcloud.engine.loader import DEMO_KINDS
 
     if cfg.model not in DEMO_KINDS:
@@ -143,9 +140,18 @@ class Trainer:
             if module is not None:
                 module.requires_grad_(False)
         torch.manual_seed(cfg.seed)
-        self.targets = net.find_targets(pipe, self.base.family, text_encoder=cfg.trains_text_encoder,
-                                        conv=conv_rank > 0)
-        self.params = net.inject(pipe, self.targets, cfg.rank, cfg.alpha, conv_rank, self.conv_alpha, cfg.dropout)
+        self.lycoris: net.LycorisNetwork | None = None
+        if cfg.network in ("loha", "lokr"):
+            self.targets = []
+            self.lycoris = net.LycorisNetwork(pipe, self.base.family, cfg.network, cfg.rank, cfg.alpha, conv_rank,
+                                              self.conv_alpha, cfg.dropout, cfg.trains_text_encoder)
+            self.lycoris.network.to(self.device)
+            self.params = self.lycoris.params()
+        else:
+            self.targets = net.find_targets(pipe, self.base.family, text_encoder=cfg.trains_text_encoder,
+                                            conv=conv_rank > 0)
+            self.params = net.inject(pipe, self.targets, cfg.rank, cfg.alpha, conv_rank, self.conv_alpha,
+                                     cfg.dropout)
         self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.mixed_precision, torch.float32)
         pipe.unet.to(self.device)
         pipe.text_encoder.to(self.device)
@@ -360,7 +366,10 @@ class Trainer:
             gen = require_state(states.pull(), cfg.name)
             lora, trainer_state, meta = states.load(gen)
             check_resume(meta, fingerprint)
-            net.load_lora_state(self.pipe, {k: v.to(self.device) for k, v in lora.items()})
+            if self.lycoris is not None:
+                self.lycoris.load_state({k: v.to(self.device) for k, v in lora.items()})
+            else:
+                net.load_lora_state(self.pipe, {k: v.to(self.device) for k, v in lora.items()})
             opt.load_state_dict(trainer_state["optimizer"])
             sched.load_state_dict(trainer_state["scheduler"])
             scaler.load_state_dict(trainer_state["scaler"])
@@ -383,7 +392,8 @@ class Trainer:
             trainer_state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                              "scaler": scaler.state_dict(), "rng": _get_rng(), "step": at, "epoch": epoch,
                              "pos": pos, "epoch_batches": batches, "started_at": started_at}
-            states.save(at, net.lora_state(self.pipe, self.targets), trainer_state,
+            tensors = self.lycoris.state() if self.lycoris is not None else net.lora_state(self.pipe, self.targets)
+            states.save(at, tensors, trainer_state,
                         {"fingerprint": fingerprint, "name": cfg.name, "config": cfg.to_dict()})
 
         while step < cfg.steps:
@@ -437,16 +447,22 @@ class Trainer:
 
     def _write_lora(self, path: Path, step: int, epoch: int, started_at: float, batches: list) -> Path:
         cfg = self.cfg
-        tensors = net.kohya_state_dict(self.pipe, self.targets, cfg.rank, cfg.alpha, self.conv_rank, self.conv_alpha)
         args: dict[str, Any] = {}
-        if self.conv_rank:
+        if self.lycoris is not None:
+            tensors = self.lycoris.file_tensors()
+            args.update(algo=cfg.network, preset="attn-mlp")
+        else:
+            tensors = net.kohya_state_dict(self.pipe, self.targets, cfg.rank, cfg.alpha, self.conv_rank,
+                                           self.conv_alpha)
+        if self.conv_rank and self.lycoris is None:
             args.update(conv_dim=self.conv_rank, conv_alpha=self.conv_alpha)
         if cfg.dropout:
             args["dropout"] = cfg.dropout
         meta = training_metadata(cfg, self.report, family=self.base.family, prediction=self.prediction,
                                  model_name=self.base.name, model_sha256=self.base.sha256,
                                  model_autov1=self.base.autov1, step=step, epoch=epoch, started_at=started_at,
-                                 batches_per_epoch=len(batches), network_module="networks.lora", network_args=args)
+                                 batches_per_epoch=len(batches), network_args=args,
+                                 network_module="lycoris.kohya" if self.lycoris is not None else "networks.lora")
         path.parent.mkdir(parents=True, exist_ok=True)
         return write_lora(path, tensors, meta)
 
