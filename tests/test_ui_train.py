@@ -10,6 +10,7 @@ import gradio as gr
 import pytest
 
 from sdcloud.api.services import Services
+from sdcloud.runtime import Runtime
 from sdcloud.settings import Settings
 from sdcloud.ui.app import build_ui
 from training_data import make_dataset
@@ -18,7 +19,7 @@ from training_data import make_dataset
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory: pytest.TempPathFactory):
     settings = Settings.load({"data_dir": tmp_path_factory.mktemp("ui-train"), "model": "demo"}, env={})
-    services = Services(settings)
+    services = Services(Runtime(settings))
     services.start()
     blocks = build_ui(services)
     fns = {f.fn.__name__: f.fn for f in blocks.fns.values() if getattr(f, "fn", None) is not None}

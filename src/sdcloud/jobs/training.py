@@ -1,5 +1,6 @@
-"""LoRA training as a queued job (kind ``train-lora``), sharing the GPU with generation through
-the one job queue: the generation model is unloaded while a training job runs.
+"""LoRA training as a queued job (kind ``train-lora``, lane ``train``): it holds the GPU owner as
+``BACKGROUND`` and yields between steps, so a txt2img submitted meanwhile runs between two
+training steps instead of waiting hours.
 
 The live loss curve and sample images of each job are kept in ``TrainRunner.live`` (and the
 losses in ``<job out>/losses.json`` once it ends). Cancel, and the cost meter's graceful stop
@@ -15,12 +16,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sdcloud.engine.types import Progress
 from sdcloud.errors import Cancelled
 from sdcloud.jobs.base import JobContext
+from sdcloud.jobs.control import ProgressEvent
 from sdcloud.settings import Settings
 
 KIND = "train-lora"
+LANE = "train"
+MAX_ATTEMPTS = 5  # resumable: a crash costs at most --save-state-every steps
 MAX_POINTS = 2000
 
 
@@ -35,12 +38,11 @@ class _JobStop:
 
 
 class TrainRunner:
-    def __init__(self, settings: Settings, *, store: Any = None, unload: Callable[[], None] | None = None,
-                 on_output: Callable[[], None] | None = None, restore: Callable[[], None] | None = None) -> None:
+    def __init__(self, settings: Settings, *, store: Any = None, gpu: Any = None,
+                 on_output: Callable[[], None] | None = None) -> None:
         self.settings = settings
         self.store = store
-        self.unload = unload or (lambda: None)
-        self.restore = restore or (lambda: None)
+        self.gpu = gpu  # jobs.gpu.GpuOwner (None: run without one, as in tests of the runner alone)
         self.on_output = on_output or (lambda: None)
         self.stop_all = threading.Event()
         self.live: dict[str, dict[str, Any]] = {}
@@ -54,7 +56,7 @@ class TrainRunner:
         resume = bool(payload.pop("resume", False))
         cfg = config_from_mapping(payload)
         # a retried job (the box died mid-run) continues from its saved state
-        if not resume and ctx.job.attempts > 1 and StateDir(state_root(self.settings), cfg.name).latest():
+        if not resume and ctx.attempt > 1 and StateDir(state_root(self.settings), cfg.name).latest():
             resume = True
         live = self.live.setdefault(ctx.job.id, {"losses": [], "samples": [], "phase": "queued", "name": cfg.name})
 
@@ -67,19 +69,25 @@ class TrainRunner:
                 del live["losses"][:-MAX_POINTS]
             if p.sample:
                 live["samples"].append({"step": p.step, "path": p.sample})
-            ctx.report(Progress(p.step, p.total, 0, 1))
+            metrics = {"loss": p.loss, "avg_loss": p.avg_loss, "it_s": p.it_s} if p.loss is not None else {}
+            ctx.report(ProgressEvent(p.step, p.total, metrics={k: v for k, v in metrics.items() if v is not None}))
+            if p.phase == "training" and self.gpu is not None:
+                self.gpu.yield_point()  # a generation waiting now runs between two training steps
 
-        self.unload()  # the GPU is the trainer's until this job ends
         trainer = Trainer(cfg, self.settings, store=self.store, progress=progress,
                           stop=_JobStop(ctx, self.stop_all))  # type: ignore[arg-type]
         try:
-            result = trainer.run(resume=resume)
+            if self.gpu is not None:
+                from sdcloud.jobs.gpu import BACKGROUND
+
+                with self.gpu.hold(BACKGROUND):
+                    result = trainer.run(resume=resume)
+            else:
+                result = trainer.run(resume=resume)
         except TrainingStopped as exc:
             raise Cancelled(str(exc)) from None
         finally:
             (Path(ctx.output_dir) / "losses.json").write_text(json.dumps(live["losses"]), encoding="utf-8")
-            del trainer  # free the training model before the generation model comes back
-            self.restore()
         self.on_output()
         return {"lora": result.lora_path.name if result.lora_path else None, "name": cfg.name,
                 "steps": result.steps, "resumed_from": result.resumed_from,
