@@ -272,3 +272,43 @@ def test_lycoris_networks_train_resume_and_are_named_for_a1111(dataset: Path, tm
     with safe_open(str(whole.lora_path), framework="pt") as fh:
         meta = fh.metadata()
     assert meta["ss_network_module"] == "lycoris.kohya" and f'"algo": "{algo}"' in meta["ss_network_args"]
+
+
+def test_dreambooth_with_generated_class_images_writes_a_checkpoint_the_engine_loads(dataset: Path,
+                                                                                      tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    code = subprocess.run(
+        [sys.executable, "-m", "sdcloud.cli", "--data-dir", str(data), "train", "dreambooth", str(dataset),
+         "--model", "demo", "--name", "db", "--steps", "4", "--lr", "1e-3", "--resolution", "64", "--batch", "2",
+         "--class-prompt", "a photo of a cat", "--num-class-images", "2", "--save-state-every", "2"],
+        capture_output=True, text=True, timeout=300)
+    assert code.returncode == 0, code.stderr[-2000:]
+    assert "load it as --model db" in code.stderr
+    classes = sorted((data / "train-class-images" / "db" / "1_a photo of a cat").glob("*.png"))
+    assert len(classes) == 2
+    ckpt = data / "models" / "Stable-diffusion" / "db.safetensors"
+    with safe_open(str(ckpt), framework="pt") as fh:
+        meta = fh.metadata()
+        assert any(k.startswith("model.diffusion_model.") for k in fh.keys())
+    assert meta["ss_num_reg_images"] == "2" and meta["ss_steps"] == "4"
+    assert not (data / "models" / "Lora" / "db.safetensors").exists()
+    engine = Engine(Settings(data_dir=data))
+    base = _img(engine, "sks cat", "demo")
+    tuned = _img(engine, "sks cat", "db")
+    assert np.abs(tuned - base).max() > 5
+
+
+def test_dreambooth_stopped_and_resumed_equals_uninterrupted(dataset: Path, tmp_path: Path) -> None:
+    cfg = TrainConfig(dataset=str(dataset), model="demo", name="dbr", steps=4, lr=1e-3, mode="dreambooth",
+                      save_state_every=2, **FAST)
+    whole = train(cfg, Settings(data_dir=tmp_path / "a"))
+    settings = Settings(data_dir=tmp_path / "b")
+    stop = threading.Event()
+    with pytest.raises(TrainingStopped):
+        Trainer(cfg, settings, stop=stop, progress=lambda p: stop.set() if p.step == 2 else None).run()
+    assert not (settings.checkpoints_path / "dbr.safetensors").exists()
+    resumed = train(cfg, settings, resume=True)
+    assert resumed.resumed_from == 2 and resumed.lora_path == settings.checkpoints_path / "dbr.safetensors"
+    a, b = _weights(whole.lora_path), _weights(resumed.lora_path)
+    unet = [k for k in a if k.startswith("model.diffusion_model.")]
+    _assert_same({k: a[k] for k in unet}, {k: b[k] for k in unet})

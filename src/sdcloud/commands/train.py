@@ -77,6 +77,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     tsub = p.add_subparsers(dest="train_command", metavar="SUBCOMMAND")
     lora = tsub.add_parser("lora", help="train a LoRA on a dataset folder",
                            description="Train a LoRA. Every option can also be set in --train-config (TOML).")
+    _add_train_flags(lora)
+    lora.set_defaults(func=run_lora, mode="lora")
+    db = tsub.add_parser("dreambooth", help="DreamBooth: fine-tune the whole UNet, with prior preservation",
+                         description="Full fine-tune (UNet, optionally the text encoder) with class images our "
+                                     "engine generates; writes models/Stable-diffusion/NAME.safetensors (A1111 "
+                                     "single file, ready for 'sdcloud models push'). Same dataset, resume and "
+                                     "progress as 'train lora'.")
+    _add_train_flags(db)
+    db.add_argument("--class-prompt", dest="opt_class_prompt", help="class prompt, e.g. 'a photo of a dog'")
+    db.add_argument("--num-class-images", dest="opt_num_class_images", type=int,
+                    help="prior-preservation images to generate (kept in train-class-images/NAME)")
+    db.set_defaults(func=run_lora, mode="dreambooth")
+    check = tsub.add_parser("check", help="check a dataset: images, captions, buckets, problems")
+    check.add_argument("dataset")
+    check.add_argument("--resolution", type=int, default=512)
+    check.add_argument("--reg-dir")
+    check.add_argument("--caption-extension", default="")
+    check.add_argument("--bucket-reso-steps", type=int, default=64)
+    check.add_argument("--min-image-size", type=int)
+    check.add_argument("--json", action="store_true")
+    check.set_defaults(func=run_check)
+    presets = tsub.add_parser("presets", help="memory presets for T4 16 GB / 8 GB / 6 GB cards")
+    presets.add_argument("--json", action="store_true")
+    presets.set_defaults(func=run_presets)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def _add_train_flags(lora: argparse.ArgumentParser) -> None:
     lora.add_argument("dataset", nargs="?", help="dataset folder: images + .txt/.caption, or kohya N_concept folders")
     lora.add_argument("--train-config", help="TOML file with these options (flags override it)")
     lora.add_argument("--preset", help="memory preset: see 'sdcloud train presets'")
@@ -91,20 +119,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     lora.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"])
     lora.add_argument("--price-per-hour", type=float, help="GPU price for the cost shown in the progress line")
     lora.add_argument("--json", action="store_true", help="print a JSON summary at the end")
-    lora.set_defaults(func=run_lora)
-    check = tsub.add_parser("check", help="check a dataset: images, captions, buckets, problems")
-    check.add_argument("dataset")
-    check.add_argument("--resolution", type=int, default=512)
-    check.add_argument("--reg-dir")
-    check.add_argument("--caption-extension", default="")
-    check.add_argument("--bucket-reso-steps", type=int, default=64)
-    check.add_argument("--min-image-size", type=int)
-    check.add_argument("--json", action="store_true")
-    check.set_defaults(func=run_check)
-    presets = tsub.add_parser("presets", help="memory presets for T4 16 GB / 8 GB / 6 GB cards")
-    presets.add_argument("--json", action="store_true")
-    presets.set_defaults(func=run_presets)
-    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
@@ -121,6 +135,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     flags = {k[4:]: v for k, v in vars(args).items() if k.startswith("opt_") and v is not None}
     if args.dataset:
         flags["dataset"] = args.dataset
+    flags["mode"] = getattr(args, "mode", "lora")
     return config_from_mapping(flags, cfg)
 
 
@@ -140,6 +155,11 @@ def run_lora(args: argparse.Namespace) -> int:
                              store=args.store, store_endpoint=args.store_endpoint)
     from sdcloud.training.trainer import TrainingStopped, preflight
 
+    if cfg.num_class_images:  # class images are generated into this folder before training
+        from sdcloud.training.trainer import class_dir
+
+        class_dir(cfg, settings).mkdir(parents=True, exist_ok=True)
+        cfg = cfg.replace(reg_dir=str(class_dir(cfg, settings).parent))
     report = preflight(cfg, settings)  # one clear line before anything heavy
     _warn_vram(cfg)
     settings.ensure_dirs()
@@ -219,8 +239,8 @@ def run_lora(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
     else:
         print(result.lora_path)
-        print(f"use it as <lora:{cfg.name}:0.8>" + (f"; cost {spend:.3f} {guard.meter.currency}" if spend else ""),
-              file=sys.stderr)
+        use = (f"load it as --model {cfg.name}" if cfg.mode == "dreambooth" else f"use it as <lora:{cfg.name}:0.8>")
+        print(use + (f"; cost {spend:.3f} {guard.meter.currency}" if spend else ""), file=sys.stderr)
     return 0
 
 

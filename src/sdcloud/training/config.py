@@ -96,6 +96,11 @@ class TrainConfig:
     sample_steps: int = 20
     comment: str = ""
     memory_preset: str | None = None
+    # DreamBooth (full fine-tune): prior preservation with class images our engine generates
+    mode: str = "lora"  # lora | dreambooth
+    class_prompt: str = ""
+    num_class_images: int = 0
+    class_steps: int = 20
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -139,6 +144,10 @@ class TrainConfig:
         need(min(self.save_every, self.save_state_every, self.sample_every) >= 0,
              "--save-every, --save-state-every and --sample-every must be >= 0")
         need(self.repeats > 0, "--repeats must be > 0")
+        need(self.mode in ("lora", "dreambooth"), f"mode {self.mode!r}: use lora or dreambooth")
+        need(self.num_class_images >= 0 and self.class_steps > 0, "--num-class-images must be >= 0")
+        need(not self.num_class_images or bool(self.class_prompt),
+             "--num-class-images needs --class-prompt (e.g. 'a photo of a dog')")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

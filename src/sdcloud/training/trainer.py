@@ -141,7 +141,14 @@ class Trainer:
                 module.requires_grad_(False)
         torch.manual_seed(cfg.seed)
         self.lycoris: net.LycorisNetwork | None = None
-        if cfg.network in ("loha", "lokr"):
+        if cfg.mode == "dreambooth":  # full fine-tune: every UNet (and optionally text encoder) weight
+            self.targets = []
+            self.params = {"unet": list(pipe.unet.parameters())}
+            if cfg.trains_text_encoder:
+                self.params["text_encoder"] = list(pipe.text_encoder.parameters())
+            for comp in self.params:
+                getattr(pipe, comp).requires_grad_(True)
+        elif cfg.network in ("loha", "lokr"):
             self.targets = []
             self.lycoris = net.LycorisNetwork(pipe, self.base.family, cfg.network, cfg.rank, cfg.alpha, conv_rank,
                                               self.conv_alpha, cfg.dropout, cfg.trains_text_encoder)
@@ -182,7 +189,8 @@ class Trainer:
 
     def fingerprint(self) -> dict[str, Any]:
         c = self.cfg
-        return {"model": self.base.key, "dataset": self.report.fingerprint(), "network": c.network, "rank": c.rank,
+        return {"model": self.base.key, "dataset": self.report.fingerprint(), "mode": c.mode,
+                "network": c.network, "rank": c.rank,
                 "alpha": c.alpha, "conv_rank": self.conv_rank, "text_encoder": c.trains_text_encoder,
                 "resolution": c.resolution, "batch": c.batch, "grad_accum": c.grad_accum, "steps": c.steps,
                 "optimizer": c.optimizer, "lr": c.lr, "unet_lr": c.unet_lr, "te_lr": c.te_lr,
@@ -348,6 +356,8 @@ class Trainer:
     def run(self, resume: bool = False) -> TrainResult:
         cfg, t_start = self.cfg, time.time()
         lora_dir = self.settings.lora_path
+        if cfg.num_class_images:
+            self.cfg = cfg = cfg.replace(reg_dir=str(make_class_images(cfg, self.settings, self.progress)))
         self._setup()
         states = StateDir(state_root(self.settings), cfg.name, self.store)
         try:
@@ -366,10 +376,7 @@ class Trainer:
             gen = require_state(states.pull(), cfg.name)
             lora, trainer_state, meta = states.load(gen)
             check_resume(meta, fingerprint)
-            if self.lycoris is not None:
-                self.lycoris.load_state({k: v.to(self.device) for k, v in lora.items()})
-            else:
-                net.load_lora_state(self.pipe, {k: v.to(self.device) for k, v in lora.items()})
+            self._load_trained({k: v.to(self.device) for k, v in lora.items()})
             opt.load_state_dict(trainer_state["optimizer"])
             sched.load_state_dict(trainer_state["scheduler"])
             scaler.load_state_dict(trainer_state["scaler"])
@@ -392,8 +399,7 @@ class Trainer:
             trainer_state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                              "scaler": scaler.state_dict(), "rng": _get_rng(), "step": at, "epoch": epoch,
                              "pos": pos, "epoch_batches": batches, "started_at": started_at}
-            tensors = self.lycoris.state() if self.lycoris is not None else net.lora_state(self.pipe, self.targets)
-            states.save(at, tensors, trainer_state,
+            states.save(at, self._trained_state(), trainer_state,
                         {"fingerprint": fingerprint, "name": cfg.name, "config": cfg.to_dict()})
 
         while step < cfg.steps:
@@ -440,13 +446,59 @@ class Trainer:
             self.progress(prog)
         self.progress(TrainProgress(step, cfg.steps, phase="saving", epoch=epoch))
         path = self._write_lora(lora_dir / f"{cfg.name}.safetensors", step, epoch, started_at, batches)
-        states.publish(path, f"session/Lora/{path.name}")  # where a fresh box's session restore finds LoRAs
+        if cfg.mode == "lora":
+            states.publish(path, f"session/Lora/{path.name}")  # where a fresh box's session restore finds LoRAs
         states.flush()
         self.progress(TrainProgress(step, cfg.steps, phase="done", epoch=epoch, loss=losses[-1] if losses else None))
         return TrainResult(path, step, losses, samples, resumed_from, time.time() - t_start)
 
+    def _trained_state(self) -> dict[str, torch.Tensor]:
+        """What the resume state keeps of the network: LoRA/LyCORIS tensors, or the whole UNet
+        (+ text encoder) for DreamBooth."""
+        if self.lycoris is not None:
+            return self.lycoris.state()
+        if self.cfg.mode == "dreambooth":
+            return {f"{comp}.{k}": v.detach() for comp in self.params
+                    for k, v in getattr(self.pipe, comp).state_dict().items()}
+        return net.lora_state(self.pipe, self.targets)
+
+    def _load_trained(self, state: dict[str, torch.Tensor]) -> None:
+        if self.lycoris is not None:
+            self.lycoris.load_state(state)
+        elif self.cfg.mode == "dreambooth":
+            for comp in self.params:
+                prefix = comp + "."
+                getattr(self.pipe, comp).load_state_dict({k[len(prefix):]: v for k, v in state.items()
+                                                          if k.startswith(prefix)})
+        else:
+            net.load_lora_state(self.pipe, state)
+
+    def _write_checkpoint(self, path: Path, step: int, epoch: int, started_at: float, batches: list) -> Path:
+        """DreamBooth's result: an A1111 single-file checkpoint through the engine's exporter."""
+        import json
+
+        from sdcloud.engine.export import save_a1111_checkpoint
+
+        meta = training_metadata(self.cfg, self.report, family=self.base.family, prediction=self.prediction,
+                                 model_name=self.base.name, model_sha256=self.base.sha256,
+                                 model_autov1=self.base.autov1, step=step, epoch=epoch, started_at=started_at,
+                                 batches_per_epoch=len(batches), network_args={}, network_module="dreambooth")
+        meta = {k: v for k, v in meta.items() if k.startswith("ss_")}
+        if self.base.key in ("demo", "demo-xl"):  # the demo's tiny widths travel in its metadata
+            from sdcloud.engine.demo import demo_configs
+            from sdcloud.engine.loader import CONFIG_METADATA_KEY, DEMO_KINDS
+
+            cfgs = {n: {k: list(v) if isinstance(v, tuple) else v for k, v in c.items()}
+                    for n, c in demo_configs(DEMO_KINDS[self.base.key]).items()}
+            meta[CONFIG_METADATA_KEY] = json.dumps(cfgs)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return save_a1111_checkpoint(self.pipe, path, metadata=meta, dtype=torch.float16)
+
     def _write_lora(self, path: Path, step: int, epoch: int, started_at: float, batches: list) -> Path:
         cfg = self.cfg
+        if cfg.mode == "dreambooth":
+            return self._write_checkpoint(self.settings.checkpoints_path / path.name, step, epoch, started_at,
+                                          batches)
         args: dict[str, Any] = {}
         if self.lycoris is not None:
             tensors = self.lycoris.file_tensors()
@@ -494,6 +546,38 @@ class Trainer:
         with atomic_write(out) as fh:
             image.save(fh, format="PNG")
         return str(out)
+
+
+def class_dir(cfg: TrainConfig, settings: Settings) -> Path:
+    """Where DreamBooth's generated class images go (kohya layout: one ``1_<class>`` folder)."""
+    safe = "".join(c if c.isalnum() or c in " -_" else "_" for c in cfg.class_prompt)[:60].strip() or "class"
+    return settings.data_dir / "train-class-images" / cfg.name / f"1_{safe}"
+
+
+def make_class_images(cfg: TrainConfig, settings: Settings,
+                      progress: Callable[[TrainProgress], None] | None = None) -> Path:
+    """Generate the missing prior-preservation images with our engine (kept for later runs)."""
+    folder = class_dir(cfg, settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    have = len([p for p in folder.iterdir() if p.suffix == ".png"])
+    if have < cfg.num_class_images:
+        from sdcloud.durable import atomic_write
+        from sdcloud.engine.engine import Engine
+        from sdcloud.engine.types import GenerationRequest
+
+        engine = Engine(settings)
+        engine.load_model(cfg.model)
+        for i in range(have, cfg.num_class_images):
+            req = GenerationRequest(prompt=cfg.class_prompt, seed=cfg.seed + i, steps=cfg.class_steps,
+                                    width=cfg.resolution, height=cfg.resolution, sampler_name="DPM++ 2M")
+            image = engine.generate(req).images[0]
+            with atomic_write(folder / f"{i:05d}.png") as fh:
+                image.save(fh, format="PNG")
+            (folder / f"{i:05d}.txt").write_text(cfg.class_prompt, encoding="utf-8")
+            if progress:
+                progress(TrainProgress(0, cfg.steps, phase="class images", epoch=i + 1))
+        engine.unload()
+    return folder.parent
 
 
 def _load_pixels(path: Path, bucket: tuple[int, int]) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
