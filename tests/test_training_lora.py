@@ -219,6 +219,8 @@ def test_resume_refuses_other_options_and_missing_state(dataset: Path, tmp_path:
     stop = threading.Event()
     with pytest.raises(TrainingStopped):
         Trainer(cfg, settings, stop=stop, progress=lambda p: stop.set() if p.step == 2 else None).run()
+    with pytest.raises(BadRequest, match=r"unfinished run \(step 2\): add --resume to continue it, or --restart"):
+        train(cfg, settings)  # forgetting --resume never throws the state away
     with pytest.raises(BadRequest, match="rank was 4, now 8"):
         train(cfg.replace(rank=8), settings, resume=True)
     with pytest.raises(NotFound, match="no saved training state for 'other'"):
@@ -246,8 +248,10 @@ def test_training_options_run_and_are_recorded(dataset: Path, tmp_path: Path, op
     with safe_open(str(result.lora_path), framework="pt") as fh:
         got = fh.metadata()
     assert {k: got.get(k) for k in meta} == meta
-    ups = {k: v for k, v in load_file(str(result.lora_path)).items() if k.endswith("lora_up.weight")}
-    assert all(v.abs().sum() > 0 for v in ups.values())  # every module learned (checkpointing keeps grads)
+    if cfg.gradient_checkpointing:  # checkpointed blocks still pass gradients to every UNet LoRA module
+        ups = {k: v for k, v in load_file(str(result.lora_path)).items()
+               if k.startswith("lora_unet_") and k.endswith("lora_up.weight")}
+        assert ups and all(v.abs().sum() > 0 for v in ups.values())
     if cfg.save_every:
         assert (settings.lora_path / "opts-step000002.safetensors").is_file()
 

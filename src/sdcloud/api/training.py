@@ -35,6 +35,7 @@ class TrainRequest(BaseModel):
     model: str = Field("demo", description="checkpoint name as /sdapi/v1/sd-models lists it, or demo / demo-xl")
     name: str = Field(description="output name: models/Lora/NAME.safetensors")
     resume: bool = Field(False, description="continue from the saved state of NAME")
+    restart: bool = Field(False, description="start over, dropping the saved state of an unfinished run")
     preset: str | None = Field(None, description="memory preset (see /api/train/presets)")
     options: dict[str, Any] = Field(default_factory=dict,
                                     description="any other option of 'sdcloud train lora' (steps, rank, alpha, lr, "
@@ -123,7 +124,7 @@ class TrainingService:
         cfg = TrainConfig()
         if req.preset:
             cfg = apply_preset(cfg, req.preset)
-        for key in ("dataset", "model", "name", "reg_dir", "resume"):
+        for key in ("dataset", "model", "name", "reg_dir", "resume", "restart"):
             if key in req.options:
                 raise BadRequest(f"option {key!r} goes in its own field, not in options")
         cfg = config_from_mapping(req.options, cfg)
@@ -135,7 +136,15 @@ class TrainingService:
         cfg = self.config(req)
         preflight(cfg, self.settings)  # bad options, dataset or model: 4xx now, not a failed job later
         payload = {k: v for k, v in cfg.to_dict().items() if k != "extra"}
-        payload["resume"] = req.resume
+        if not (req.resume or req.restart):
+            from sdcloud.training.state import StateDir
+            from sdcloud.training.trainer import state_root
+
+            gen = StateDir(state_root(self.settings), cfg.name).latest()
+            if gen is not None:
+                raise BadRequest(f"'{cfg.name}' has the saved state of an unfinished run (step {gen.step}): "
+                                 "set resume to continue it, or restart to start over")
+        payload["resume"], payload["restart"] = req.resume, req.restart
         return self.queue.submit(KIND, payload)
 
     def status(self, job_id: str) -> dict[str, Any]:

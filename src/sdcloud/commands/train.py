@@ -114,6 +114,7 @@ def _add_train_flags(lora: argparse.ArgumentParser) -> None:
         lora.add_argument(flag, dest=f"opt_{dest}", action="store_const", const=dest not in _INVERTED,
                           default=None, help=help_)
     lora.add_argument("--resume", action="store_true", help="continue from the saved state (local or on the store)")
+    lora.add_argument("--restart", action="store_true", help="start over, dropping the state of an unfinished run")
     lora.add_argument("--store", help="store for the training state: folder, hf://user/repo or s3://bucket/prefix")
     lora.add_argument("--store-endpoint", help="S3-compatible endpoint URL")
     lora.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"])
@@ -216,7 +217,7 @@ def run_lora(args: argparse.Namespace) -> int:
         if p.state_step:
             bar.write(f"state saved at step {p.state_step}")
 
-    trainer = Trainer(cfg, settings, store=store, progress=on_progress, stop=stop)
+    trainer = Trainer(cfg, settings, store=store, progress=on_progress, stop=stop, restart=args.restart)
     try:
         result = trainer.run(resume=args.resume)
     except TrainingStopped as exc:

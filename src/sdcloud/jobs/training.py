@@ -54,6 +54,7 @@ class TrainRunner:
 
         payload = dict(ctx.payload)
         resume = bool(payload.pop("resume", False))
+        restart = bool(payload.pop("restart", False))
         cfg = config_from_mapping(payload)
         # a retried job (the box died mid-run) continues from its saved state
         if not resume and ctx.attempt > 1 and StateDir(state_root(self.settings), cfg.name).latest():
@@ -74,7 +75,7 @@ class TrainRunner:
             if p.phase == "training" and self.gpu is not None:
                 self.gpu.yield_point()  # a generation waiting now runs between two training steps
 
-        trainer = Trainer(cfg, self.settings, store=self.store, progress=progress,
+        trainer = Trainer(cfg, self.settings, store=self.store, progress=progress, restart=restart and not resume,
                           stop=_JobStop(ctx, self.stop_all))  # type: ignore[arg-type]
         try:
             if self.gpu is not None:

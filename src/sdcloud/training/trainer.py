@@ -109,8 +109,9 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, settings: Settings, *, store: Store | None = None,
                  progress: Callable[[TrainProgress], None] | None = None,
-                 stop: threading.Event | None = None, device: str | None = None) -> None:
+                 stop: threading.Event | None = None, device: str | None = None, restart: bool = False) -> None:
         self.cfg = cfg
+        self.restart = restart  # a fresh run may drop the saved state of an unfinished one
         self.settings = settings
         self.store = store
         self.progress = progress or (lambda p: None)
@@ -385,7 +386,10 @@ class Trainer:
             started_at = trainer_state.get("started_at", started_at)
             resumed_from = step
         elif states.latest() is not None:
-            states.clear()  # a fresh run with this name starts over
+            if not self.restart:
+                raise BadRequest(f"'{cfg.name}' has the saved state of an unfinished run (step "
+                                 f"{states.latest().step}): add --resume to continue it, or --restart to start over")
+            states.clear()
         self._cache_latents()
         self._cache_text()
         batches = epoch_batches(self.report, cfg.batch, cfg.seed, epoch)
@@ -449,6 +453,7 @@ class Trainer:
         if cfg.mode == "lora":
             states.publish(path, f"session/Lora/{path.name}")  # where a fresh box's session restore finds LoRAs
         states.flush()
+        states.clear()  # finished: the local state has done its job (the store keeps its copy)
         self.progress(TrainProgress(step, cfg.steps, phase="done", epoch=epoch, loss=losses[-1] if losses else None))
         return TrainResult(path, step, losses, samples, resumed_from, time.time() - t_start)
 
@@ -623,6 +628,7 @@ def _set_rng(state: dict[str, Any]) -> None:
 
 def train(cfg: TrainConfig, settings: Settings, *, resume: bool = False, store: Store | None = None,
           progress: Callable[[TrainProgress], None] | None = None, stop: threading.Event | None = None,
-          device: str | None = None) -> TrainResult:
+          device: str | None = None, restart: bool = False) -> TrainResult:
     """Run (or resume) a LoRA training; writes ``models/Lora/<name>.safetensors`` only on success."""
-    return Trainer(cfg, settings, store=store, progress=progress, stop=stop, device=device).run(resume=resume)
+    return Trainer(cfg, settings, store=store, progress=progress, stop=stop, device=device,
+                   restart=restart).run(resume=resume)

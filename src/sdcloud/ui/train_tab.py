@@ -79,7 +79,10 @@ def train_tab(services: Any) -> gr.Timer:
             with gr.Row():
                 sample_every = gr.Number(0, label="Sample every N steps", precision=0, elem_id="train_sample_every")
                 sample_prompt = gr.Textbox(label="Sample prompt", elem_id="train_sample_prompt")
-            resume = gr.Checkbox(False, label="Resume from the saved state", elem_id="train_resume")
+            with gr.Row():
+                resume = gr.Checkbox(False, label="Resume from the saved state", elem_id="train_resume")
+                restart = gr.Checkbox(False, label="Start over (drop an unfinished run's state)",
+                                      elem_id="train_restart")
             with gr.Row():
                 start = gr.Button("Train", variant="primary", elem_id="train_start")
                 cancel = gr.Button("Stop (state is saved)", elem_id="train_cancel")
@@ -107,7 +110,7 @@ def train_tab(services: Any) -> gr.Timer:
         except SdcloudError as exc:
             raise gr.Error(str(exc)) from None
 
-    def submit(ds, mdl, nm, pr, st, rk, al, lr_, res, bs, sd, opt, sch, te_, se, sp, rs):  # noqa: ANN001, ANN202
+    def submit(ds, mdl, nm, pr, st, rk, al, lr_, res, bs, sd, opt, sch, te_, se, sp, rs, rst=False):  # noqa: ANN001, ANN202
         from sdcloud.api.training import TrainRequest
 
         options = {"steps": int(st), "rank": int(rk), "alpha": float(al), "lr": float(lr_),
@@ -120,7 +123,8 @@ def train_tab(services: Any) -> gr.Timer:
                 options.pop(key, None)
         try:
             job = services.training.submit(TrainRequest(dataset=ds or "", model=mdl or "demo", name=nm or "",
-                                                        preset=pr or None, resume=bool(rs), options=options))
+                                                        preset=pr or None, resume=bool(rs), restart=bool(rst),
+                                                        options=options))
         except SdcloudError as exc:
             raise gr.Error(str(exc)) from None
         return job.id, f"Queued training of **{nm}** …", gr.Timer(active=True)
@@ -158,7 +162,7 @@ def train_tab(services: Any) -> gr.Timer:
     upload.click(do_upload, inputs=[dataset, files, folder], outputs=[report, dataset])
     check.click(do_check, inputs=[dataset, resolution], outputs=report)
     start.click(submit, inputs=[dataset, model, name, preset, steps, rank, alpha, lr, resolution, batch, seed,
-                                optimizer, scheduler, te, sample_every, sample_prompt, resume],
+                                optimizer, scheduler, te, sample_every, sample_prompt, resume, restart],
                 outputs=[job_id, status, timer])
     cancel.click(stop, inputs=job_id, outputs=status)
     timer.tick(watch, inputs=job_id, outputs=[status, chart, gallery, timer], show_progress="hidden")
