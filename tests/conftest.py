@@ -65,7 +65,7 @@ class ServerProcess:
 
 def launch(data_dir: Path, *extra: str, auth: tuple[str, str] | None = None, ui: bool = False,
            model: str | None = "demo", env: dict[str, str] | None = None, port: int | None = None,
-           wait: bool = True) -> ServerProcess:
+           wait: bool = True, log_path: Path | None = None) -> ServerProcess:
     """Start ``sdcloud serve`` and wait until it answers (any HTTP status counts)."""
     port = port or free_port()
     args = [sys.executable, "-m", "sdcloud.cli", "--data-dir", str(data_dir), "serve", "--host", "127.0.0.1",
@@ -77,7 +77,7 @@ def launch(data_dir: Path, *extra: str, auth: tuple[str, str] | None = None, ui:
     args += list(extra)
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **(env or {})}
     data_dir.mkdir(parents=True, exist_ok=True)
-    log_path = data_dir / f"server-{port}.log"
+    log_path = log_path or data_dir / f"server-{port}.log"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=full_env)
     server = ServerProcess(f"http://127.0.0.1:{port}", port, data_dir, proc, args, auth, log_path, full_env)

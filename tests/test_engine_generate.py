@@ -196,7 +196,12 @@ def test_interrupt_and_skip_between_steps(engine: Engine) -> None:
             token.interrupt()
 
     r = engine.generate(req(n_iter=3, steps=3), progress=stop_after_first, cancel=token)
-    assert r.interrupted and len(r.images) == 1  # the finished batch is kept
+    # the finished batch is kept and, as in A1111, the interrupted one as far as it got
+    assert r.interrupted and len(r.images) == 2 and len(r.seeds) == 2 and len(r.infotexts) == 2
+    token_early = CancelToken()
+    token_early.interrupt()
+    early = engine.generate(req(n_iter=2, steps=3), cancel=token_early)
+    assert early.interrupted and early.images == []  # no step done: nothing to show
     token2 = CancelToken()
 
     def skip_first(p) -> None:  # noqa: ANN001

@@ -562,3 +562,28 @@ def test_module_imports_without_torch_or_pil() -> None:
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ----------------------------------------------------------------------------- linear-time scanner
+
+_A1111_PARAM = __import__("re").compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+"""A1111's own parameters regex (quadratic on long colon-free text): the reference the scanner
+must agree with on every input small enough for it to be fast."""
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.text(alphabet='ab _-/:,"\\\n\t\u00e91\u3000', max_size=24))
+def test_scanner_matches_a1111s_regex_exactly(line: str) -> None:
+    from sdcloud.infotext import _params
+
+    assert _params(line) == _A1111_PARAM.findall(line)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.text(alphabet="ab -/", min_size=1, max_size=8),
+                          st.text(alphabet='ab ,:"\\x', max_size=10)), max_size=6))
+def test_scanner_matches_a1111s_regex_on_parameter_lines(pairs: list[tuple[str, str]]) -> None:
+    from sdcloud.infotext import _params
+
+    line = ", ".join(f"{k}: {v}" for k, v in pairs)
+    assert _params(line) == _A1111_PARAM.findall(line)

@@ -64,6 +64,13 @@ def _scan(kind: str, root: Path, exts: tuple[str, ...], *, diffusers_dirs: bool 
     return found
 
 
+# Named in not-found messages as A1111's layout names them, never as a path of this server.
+_FOLDERS = {"checkpoint": "models/Stable-diffusion", "vae": "models/VAE", "lora": "models/Lora",
+            "embedding": "embeddings"}
+_LIST_ROUTES = {"checkpoint": "/sdapi/v1/sd-models", "vae": "/sdapi/v1/sd-vae", "lora": "/sdapi/v1/loras",
+                "embedding": "/sdapi/v1/embeddings"}
+
+
 class Catalog:
     """The model files under one ``Settings``' folders. ``refresh()`` rescans."""
 
@@ -121,6 +128,7 @@ class Catalog:
             hits = [m for m in items if match(m)]
             if hits:
                 return hits[0]
-        folder = {"checkpoint": self.settings.checkpoints_path, "vae": self.settings.vae_path,
-                  "lora": self.settings.lora_path, "embedding": self.settings.embeddings_path}[kind]
-        raise NotFound(f"{kind} '{name}' not found in {folder}; run 'sdcloud models list'")
+        raise NotFound(
+            f"{kind} '{name}' not found in {_FOLDERS[kind]}; list them with GET {_LIST_ROUTES[kind]} "
+            "or 'sdcloud models list'"
+        )

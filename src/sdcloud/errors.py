@@ -7,6 +7,8 @@ traceback reach the user.
 
 from __future__ import annotations
 
+import re
+
 
 class SdcloudError(Exception):
     """Base class: ``str(err)`` is the user-facing message, ``status`` the HTTP code."""
@@ -62,3 +64,29 @@ class GenerationFailed(SdcloudError):
     """Generation failed on the device (e.g. out of GPU memory); the server keeps serving."""
 
     status = 500
+
+
+class Busy(SdcloudError):
+    """The server has as much of this kind of work in hand as it takes; retry shortly."""
+
+    status = 503
+
+
+class DiskFull(SdcloudError):
+    """No space left where the data dir is; the server keeps running and retries work later."""
+
+    status = 507
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w:/.])(?:/|[A-Za-z]:\\)[^\s'\"]*")
+
+
+def redact_paths(text: str) -> str:
+    """``text`` with every absolute path cut to its last part: library messages name files of
+    the server, which a client must not learn (the full text stays in the server log)."""
+
+    def last_part(m: re.Match[str]) -> str:
+        path = m.group(0).rstrip("/\\")
+        return path.replace("\\", "/").rsplit("/", 1)[-1] or "/"
+
+    return _ABSOLUTE_PATH.sub(last_part, text)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from sdcloud.durable import atomic_write
 from sdcloud.errors import BadRequest, CorruptFile
+from sdcloud.infotext import MAX_INFOTEXT_CHARS, check_infotext_size
 
 if TYPE_CHECKING:
     from PIL.PngImagePlugin import PngInfo
@@ -80,30 +81,52 @@ def base64_payload(text: str, what: str = "image") -> bytes:
         raise BadRequest(f"{what} is not valid base64") from None
 
 
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
+"""What is decoded: the formats A1111 users send; Pillow's other decoders (TIFF, PSD, ICO, ...)
+are attack surface with no use here."""
+
+
+def _bomb_filter() -> None:
+    """Pillow's DecompressionBombWarning is an error here (a process-wide filter; idempotent)."""
+    from PIL import Image
+
+    warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
+
+
 def open_image(data: bytes, what: str = "image", *, max_bytes: int | None = None,
                max_pixels: int | None = None) -> Any:
     """A fully loaded, EXIF-transposed PIL image from encoded bytes; ``BadRequest`` with a
-    message for anything that is not a readable image or is over the limits (checked before
-    the pixels are decoded)."""
+    message for anything that is not a readable image or is over the limits. The pixel count
+    is checked from the header, before pixel memory is allocated; text chunks are bounded
+    (:func:`bound_pillow_text`) before they are inflated."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     if max_bytes is not None and len(data) > max_bytes:
         raise BadRequest(f"{what} is larger than {max_bytes} bytes")
+    setting = "limits.max_image_pixels"
+    bound_pillow_text()
+    _bomb_filter()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            if max_pixels is not None and img.width * img.height > max_pixels:
-                raise BadRequest(
-                    f"{what} is {img.width}x{img.height}; at most {max_pixels} pixels are accepted"
-                )
-            img.load()
-            return ImageOps.exif_transpose(img)
+        img = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+        if max_pixels is not None and img.width * img.height > max_pixels:
+            raise BadRequest(
+                f"{what} is {img.width}x{img.height} = {img.width * img.height} pixels; at most "
+                f"{max_pixels} are accepted (setting {setting})"
+            )
+        img.load()
+        return ImageOps.exif_transpose(img)
     except BadRequest:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise BadRequest(f"{what} is not a readable image (PNG, JPEG or WEBP, base64-encoded)") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as err:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        limit = max_pixels if max_pixels is not None else Image.MAX_IMAGE_PIXELS
+        raise BadRequest(f"{what} has more than {limit} pixels (setting {setting}); send a smaller image") from None
+    except UnidentifiedImageError:
+        raise BadRequest(f"{what} is not a readable image ({', '.join(IMAGE_FORMATS)}, base64-encoded)") from None
+    except ValueError as err:
+        if "text" in str(err).lower():  # Pillow's MAX_TEXT_CHUNK / MAX_TEXT_MEMORY
+            raise text_chunks_too_large(what) from None
+        raise BadRequest(f"{what} is a broken image: {err}") from None
+    except (OSError, SyntaxError, EOFError, MemoryError) as err:
         raise BadRequest(f"{what} is a broken image: {err}") from None
 
 
@@ -164,19 +187,52 @@ def _decode_user_comment(data: bytes | str) -> str:
     return data[8:].decode(codec, errors="replace")
 
 
+PNG_TEXT_CHUNK_BYTES = 4 * MAX_INFOTEXT_CHARS
+"""Pillow's ``MAX_TEXT_CHUNK`` here: a zTXt/iTXt chunk stops inflating past this many bytes (the
+UTF-8 of the longest text we read), so a tiny compressed chunk cannot expand to megabytes."""
+PNG_TEXT_MEMORY_BYTES = 16 * PNG_TEXT_CHUNK_BYTES
+"""Pillow's ``MAX_TEXT_MEMORY`` here: all text chunks of one PNG together."""
+
+
+def text_chunks_too_large(what: str) -> BadRequest:
+    return BadRequest(
+        f"{what} has a text chunk over {PNG_TEXT_CHUNK_BYTES} bytes (or over {PNG_TEXT_MEMORY_BYTES} "
+        "bytes of text in all); A1111 parameters are a few KB (see docs/security.md)"
+    )
+
+
+def bound_pillow_text() -> None:
+    """Lower Pillow's PNG text limits (process-wide module settings; idempotent) before an
+    image is opened."""
+    from PIL import PngImagePlugin
+
+    PngImagePlugin.MAX_TEXT_CHUNK = PNG_TEXT_CHUNK_BYTES
+    PngImagePlugin.MAX_TEXT_MEMORY = PNG_TEXT_MEMORY_BYTES
+
+
 def read_image_infotext(image: Any) -> str | None:
     """The A1111 ``parameters`` text of an image (PIL image, path or bytes), or None.
 
     Looks where A1111 does: the PNG ``parameters`` text chunk, then the EXIF UserComment
-    (JPEG/WEBP), then a GIF comment.
+    (JPEG/WEBP), then a GIF comment. Text over :data:`MAX_INFOTEXT_CHARS` is a ``BadRequest``.
     """
+    text = _read_image_infotext(image)
+    if text is not None:
+        check_infotext_size(text, "the image's parameters text")
+    return text
+
+
+def _read_image_infotext(image: Any) -> str | None:
     from PIL import Image, UnidentifiedImageError
 
     if isinstance(image, (bytes, bytearray, str, os.PathLike)):
+        bound_pillow_text()
         source = io.BytesIO(image) if isinstance(image, (bytes, bytearray)) else image
         try:
             with Image.open(source) as img:
-                return read_image_infotext(img)
+                return _read_image_infotext(img)
+        except ValueError:  # Pillow's text-chunk limits
+            raise text_chunks_too_large("the image") from None
         except (UnidentifiedImageError, OSError) as exc:
             raise CorruptFile(f"cannot read the image: {exc}; send a PNG, JPEG or WEBP file") from None
 

@@ -21,14 +21,25 @@ from collections.abc import Mapping
 from typing import Any
 
 from sdcloud import __version__
+from sdcloud.errors import BadRequest
 
 VERSION = f"sdcloud-{__version__}"
 """Our ``Version`` value. Deliberately not PEP 440-parseable: A1111 readers turn on legacy
 behaviour (old prompt-editing timelines, ...) for any parseable version below 1.8."""
 
-# A key starts with a word character and goes on with word characters, spaces, '-' or '/';
-# the value is a JSON-style double-quoted string or everything up to the next comma.
-_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+MAX_INFOTEXT_CHARS = 64 * 1024
+"""The most infotext read from an image or a request (A1111's largest real ones are a few KB);
+longer text is refused before it is parsed (docs/security.md)."""
+
+# A1111 reads the parameters line with ``\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)``
+# (``findall``): a key starts with a word character and goes on with word characters, spaces,
+# '-' or '/'; the value is a JSON-style double-quoted string or everything up to the next comma.
+# That regex retries at every position of a long colon-free run and backtracks, quadratic in the
+# length. ``_params`` gives the same matches in one pass; these pieces only ever match forward.
+_WORD = re.compile(r"\w")
+_KEY = re.compile(r"\w[\w \-/]*")
+_SPACE = re.compile(r"\s*")
+_QUOTE_OR_BACKSLASH = re.compile(r'["\\]')
 _IMAGE_SIZE = re.compile(r"^(\d+)x(\d+)$")
 _NEGATIVE = "Negative prompt:"
 
@@ -263,6 +274,61 @@ def _restore_old_hires_fix(res: dict[str, str]) -> None:
     res["Hires resize-1"], res["Hires resize-2"] = str(width), str(height)
 
 
+def _quoted_end(text: str, start: int) -> int | None:
+    """End (exclusive) of the quoted value opening at ``text[start] == '"'``, or None.
+
+    The regex's ``"(?:\\.|[^\\"])+"``: a backslash escapes any character but a new line, the
+    first unescaped quote closes, and at least one character is inside."""
+    pos = start + 1
+    while True:
+        m = _QUOTE_OR_BACKSLASH.search(text, pos)
+        if m is None:
+            return None
+        at = m.start()
+        if text[at] == '"':
+            return at + 1 if at > start + 1 else None
+        if at + 1 >= len(text) or text[at + 1] == "\n":
+            return None
+        pos = at + 2
+
+
+def _params(line: str) -> list[tuple[str, str]]:
+    """``(key, raw value)`` pairs of a parameters line, exactly as A1111's ``re_param.findall``,
+    in time linear in the line's length."""
+    n = len(line)
+    out: list[tuple[str, str]] = []
+    pos = 0
+    while pos < n:
+        word = _WORD.search(line, pos)  # a match can only start its key at a word character
+        if word is None:
+            break
+        key_start = word.start()
+        key_end = _KEY.match(line, key_start).end()  # type: ignore[union-attr]
+        if key_end - key_start < 2 or key_end >= n or line[key_end] != ":":
+            pos = key_end  # every start inside this run ends the key at the same place: no match
+            continue
+        value_start = _SPACE.match(line, key_end + 1).end()  # type: ignore[union-attr]
+        end = _quoted_end(line, value_start) if value_start < n and line[value_start] == '"' else None
+        if end is not None and (end == n or line[end] == "," or (end == n - 1 and line[end] == "\n")):
+            out.append((line[key_start:key_end], line[value_start:end]))
+            pos = end + 1 if end < n and line[end] == "," else end
+            continue
+        comma = line.find(",", value_start)
+        value_end = n if comma < 0 else comma
+        out.append((line[key_start:key_end], line[value_start:value_end]))
+        pos = n if comma < 0 else comma + 1
+    return out
+
+
+def check_infotext_size(text: str, what: str = "infotext") -> None:
+    """Refuse text over :data:`MAX_INFOTEXT_CHARS` with a one-line 400 before anything parses it."""
+    if len(text) > MAX_INFOTEXT_CHARS:
+        raise BadRequest(
+            f"{what} is {len(text)} characters; at most {MAX_INFOTEXT_CHARS} are read "
+            "(A1111 infotexts are a few KB; see docs/security.md)"
+        )
+
+
 def parse_infotext(text: str) -> dict[str, str]:
     """Parse any A1111 infotext into label -> value, as A1111's ``parse_generation_parameters``.
 
@@ -271,9 +337,10 @@ def parse_infotext(text: str) -> dict[str, str]:
     omit get A1111's defaults. Every value is a string.
     """
     *lines, last = text.strip().split("\n")
-    if len(_PARAM.findall(last)) < 3:
+    params = _params(last)
+    if len(params) < 3:
         lines.append(last)
-        last = ""
+        params = []
 
     prompt: list[str] = []
     negative: list[str] = []
@@ -288,7 +355,7 @@ def parse_infotext(text: str) -> dict[str, str]:
             target.append(line)
 
     res: dict[str, str] = {"Prompt": "\n".join(prompt), "Negative prompt": "\n".join(negative)}
-    for key, value in _PARAM.findall(last):
+    for key, value in params:
         if not value:  # A1111 drops "Key: ," (its parser fails on the empty value)
             continue
         value = _unquote(value)
@@ -311,9 +378,19 @@ def parse_infotext(text: str) -> dict[str, str]:
     return res
 
 
+_OPEN_BRACKET = re.compile(r"(?<!\\)[(\[]")
+_EMPHASIS_WORK = 2_000_000
+"""Brackets x characters above which :func:`_uses_emphasis` does not run A1111's attention
+parser: it multiplies every piece after a bracket at each close, quadratic on hostile text
+such as 30000 unclosed brackets. Real prompts stay orders of magnitude below."""
+
+
 def _uses_emphasis(*prompts: str) -> bool:
     from sdcloud.prompt_syntax import parse_prompt_attention
 
+    brackets = sum(len(_OPEN_BRACKET.findall(p)) for p in prompts)
+    if brackets * sum(len(p) for p in prompts) > _EMPHASIS_WORK:
+        return True  # that many brackets are emphasis for all practical purposes
     return any(
         weight != 1.0 and text != "BREAK" for p in prompts for text, weight in parse_prompt_attention(p)
     )

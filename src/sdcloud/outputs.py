@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,21 +32,31 @@ def _next_number(folder: Path) -> int:
 
 
 def save_images(images: list[Any], infotexts: list[str], seeds: list[int], settings: Settings,
-                kind: str = "txt2img") -> list[Path]:
-    """Save each image as ``NNNNN-<seed>.png``; returns the paths in order."""
+                kind: str = "txt2img", *, paths: list[Path] | None = None,
+                on_plan: Callable[[list[Path]], None] | None = None) -> list[Path]:
+    """Save each image as ``NNNNN-<seed>.png``; returns the paths in order.
+
+    ``paths`` (the names an earlier attempt of the same job chose) are written again in place,
+    so a retried job never leaves a second copy; otherwise the names are chosen here and
+    ``on_plan`` records them before the first image is written."""
+    if paths is not None and len(paths) == len(images):
+        for image, text, path in zip(images, infotexts, paths, strict=True):
+            write_png_atomic(image, path, text)
+        return list(paths)
     folder = output_dir(settings, kind)
     folder.mkdir(parents=True, exist_ok=True)
-    paths: list[Path] = []
     with _lock:
         number = _next_number(folder)
-        for image, text, seed in zip(images, infotexts, seeds, strict=True):
-            path = folder / f"{number:05d}-{seed}.png"
+        chosen = [folder / f"{number + i:05d}-{seed}.png" for i, seed in enumerate(seeds)]
+        if on_plan is not None:
+            on_plan(chosen)
+        for image, text, path in zip(images, infotexts, chosen, strict=True):
             write_png_atomic(image, path, text)
-            paths.append(path)
-            number += 1
-    return paths
+    return chosen
 
 
-def save_result(result: Any, settings: Settings, kind: str = "txt2img") -> list[Path]:
-    """Save a ``GenerationResult``'s images."""
-    return save_images(result.images, result.infotexts, result.seeds, settings, kind)
+def save_result(result: Any, settings: Settings, kind: str = "txt2img", *, paths: list[Path] | None = None,
+                on_plan: Callable[[list[Path]], None] | None = None) -> list[Path]:
+    """Save a ``GenerationResult``'s images (``paths``/``on_plan`` as :func:`save_images`)."""
+    return save_images(result.images, result.infotexts, result.seeds, settings, kind, paths=paths,
+                       on_plan=on_plan)

@@ -67,7 +67,8 @@ class Runtime:
         self.handlers = self.kinds.build(self)  # kind -> handler, what any queue backend runs
         self.queue_dir = queue_dir or settings.state_path
         if queue is None:
-            self.queue: JobQueue = LocalJobQueue(self.queue_dir, self.handlers, kinds={k.name: k for k in self.kinds})
+            self.queue: JobQueue = LocalJobQueue(self.queue_dir, self.handlers, kinds={k.name: k for k in self.kinds},
+                                                 data_dir=settings.data_dir)
         else:
             self.queue = queue if isinstance(queue, JobQueue) else queue(self)
         from sdcloud.cloud.session_control import SessionControl

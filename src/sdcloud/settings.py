@@ -35,6 +35,21 @@ class Limits:
     max_n_iter: int = 32
     max_prompt_length: int = 8000
     max_body_bytes: int = 50 * 1024 * 1024
+    max_image_pixels: int = 0
+    """Pixels of one decoded client image; 0: 4 x max_width x max_height (16.7 MP by default)."""
+    max_pixel_steps: int = 1024 * 1024 * 8 * 150
+    """width x height x batch_size x steps of one batch, each pass (the work one request may
+    hold the GPU for; the default allows 1024x1024 x 8 x 150 or 2048x2048 x 2 x 150)."""
+    heavy_workers: int = 2
+    """Threads that decode images and parse PNG info for requests; more requests wait."""
+    heavy_queue: int = 16
+    """Requests that may wait for those threads; beyond it the answer is 503."""
+    min_free_mb: int = 500
+    """Below this much free space in the data dir, doctor and /api/session warn."""
+
+    @property
+    def image_pixels(self) -> int:
+        return self.max_image_pixels or 4 * self.max_width * self.max_height
 
 
 @dataclass(frozen=True)
@@ -191,13 +206,25 @@ def _convert(key: str, raw: Any) -> Any:
     return raw
 
 
+def check_auth_entry(entry: str, where: str) -> None:
+    """A ``user:password`` entry with both parts non-empty; the message never repeats a password."""
+    user, sep, password = entry.partition(":")
+    if not sep:
+        raise BadRequest(f"{where} entries must look like user:password")
+    if not user.strip():
+        raise BadRequest(f"{where}: an entry has an empty user name; use user:password")
+    if not password:
+        raise BadRequest(f"{where}: user '{user}' has an empty password; use user:password")
+
+
 def _validate(s: Settings) -> None:
     for key, allowed in _CHOICES.items():
         if getattr(s, key) not in allowed:
             raise BadRequest(f"setting '{key}' must be one of {', '.join(allowed)}; got {getattr(s, key)!r}")
     for entry in s.auth:
-        if ":" not in entry or entry.startswith(":"):
-            raise BadRequest("auth entries must look like user:password")
+        check_auth_entry(entry, "--auth")
+    if s.api_token is not None and not s.api_token.strip():
+        raise BadRequest("--api-token is empty; give a token, or leave the flag out")
     if not 0 < s.port < 65536:
         raise BadRequest(f"port must be 1-65535, got {s.port}")
     for name in ("price_per_hour", "budget", "max_hours"):

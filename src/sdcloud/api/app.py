@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from sdcloud import __version__
 from sdcloud.api import routes_ckpt, routes_jobs, routes_sdapi, routes_server, routes_train
 from sdcloud.api.errors import install_error_handlers
+from sdcloud.api.heavy import HeavyPool
 from sdcloud.api.security import (
     ASGIApp,
     AuthMiddleware,
@@ -23,6 +24,7 @@ from sdcloud.api.security import (
     check_exposure,
 )
 from sdcloud.api.services import Services
+from sdcloud.api.ui_guard import UIFileURLGuard
 from sdcloud.settings import Settings
 
 
@@ -58,6 +60,8 @@ def create_app(
 
         services = Services(Runtime(settings))
 
+    heavy = HeavyPool(settings.limits.heavy_workers, settings.limits.heavy_queue)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         services.start()
@@ -65,6 +69,7 @@ def create_app(
             yield
         finally:
             services.stop()
+            heavy.shutdown()
 
     app = FastAPI(
         title="sdcloud",
@@ -73,6 +78,7 @@ def create_app(
         description="AUTOMATIC1111-compatible API (/sdapi/v1) and sdcloud's queue API (/api).",
     )
     app.state.services = services
+    app.state.heavy = heavy
     install_error_handlers(app)
     app.include_router(routes_sdapi.router, prefix="/sdapi/v1")
     app.include_router(routes_jobs.router, prefix="/api")
@@ -83,6 +89,8 @@ def create_app(
         from sdcloud.ui import mount_ui
 
         mount_ui(app, services, path="/")
+    if ui:
+        app.add_middleware(UIFileURLGuard, settings=settings)
     app.add_middleware(ProcessTimeMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_body_bytes)
     if settings.auth or settings.api_token:

@@ -12,7 +12,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sdcloud.api.security import BodyTooLarge
-from sdcloud.errors import SdcloudError
+from sdcloud.diskspace import disk_full, is_disk_full
+from sdcloud.errors import SdcloudError, redact_paths
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,8 @@ _NAMES = {
     413: "PayloadTooLarge",
     422: "Unsupported",
     500: "GenerationFailed",
+    503: "Busy",
+    507: "DiskFull",
 }
 
 
@@ -35,6 +38,11 @@ def error_body(kind: str, detail: Any, errors: str | None = None) -> dict[str, A
         "body": "",
         "errors": errors if errors is not None else str(detail),
     }
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return redact_paths(text.splitlines()[0][:300]) if text else "see the server log"
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -66,6 +74,19 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(Exception)
-    async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if is_disk_full(exc):
+            log.error("disk full while answering %s: %s", request.url.path, exc)
+            full = disk_full(request.app.state.services.settings.data_dir)
+            return JSONResponse(error_body("DiskFull", full.message), status_code=full.status)
+        if isinstance(exc, UnicodeEncodeError):
+            return JSONResponse(
+                error_body("BadRequest", "the request holds text that is not valid Unicode (a lone surrogate)"),
+                status_code=400,
+            )
         log.exception("unexpected error")
-        return JSONResponse(error_body(type(exc).__name__, f"internal error: {exc}"), status_code=500)
+        # the message stays in the log: library errors name files and folders of this server
+        return JSONResponse(
+            error_body(type(exc).__name__, f"internal error: {type(exc).__name__}: {_first_line(exc)}"),
+            status_code=500,
+        )

@@ -6,7 +6,6 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
-from starlette.concurrency import run_in_threadpool
 
 from sdcloud.api.models import Img2ImgRequest, Txt2ImgRequest
 from sdcloud.api.services import Services
@@ -37,13 +36,13 @@ def job_view(job: Job) -> dict[str, Any]:
 @router.post("/txt2img", status_code=202)
 async def submit_txt2img(request: Request, req: Txt2ImgRequest) -> dict[str, Any]:
     """Queue a txt2img job (A1111 fields) and answer at once with the job; poll ``/api/jobs/{id}``."""
-    return job_view(await run_in_threadpool(_services(request).submit_request, req))
+    return job_view(await request.app.state.heavy.run(_services(request).submit_request, req))
 
 
 @router.post("/img2img", status_code=202)
 async def submit_img2img(request: Request, req: Img2ImgRequest) -> dict[str, Any]:
     """Queue an img2img/inpaint job (A1111 fields) and answer at once with the job."""
-    return job_view(await run_in_threadpool(_services(request).submit_request, req))
+    return job_view(await request.app.state.heavy.run(_services(request).submit_request, req))
 
 
 @router.get("/queue")

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, Request
 from starlette.concurrency import run_in_threadpool
 
 from sdcloud.api.extras import html_info, upscale
+from sdcloud.api.heavy import HeavyPool
 from sdcloud.api.image_input import decode_image
 from sdcloud.api.models import (
     ExtrasBatchRequest,
@@ -24,12 +25,18 @@ from sdcloud.api.models import (
 from sdcloud.api.services import Services
 from sdcloud.image_files import encode_image
 from sdcloud.jobs import Job, JobQueue
+from sdcloud.settings import Settings
 
 router = APIRouter(tags=["A1111 API"])
 
 
 def _services(request: Request) -> Services:
     return request.app.state.services
+
+
+def _heavy(request: Request) -> HeavyPool:
+    """The bounded pool that decodes and parses client images (api/heavy.py)."""
+    return request.app.state.heavy
 
 
 async def wait_finished(queue: JobQueue, job_id: str) -> Job:
@@ -46,7 +53,7 @@ async def wait_finished(queue: JobQueue, job_id: str) -> Job:
 
 async def _generate(request: Request, req: Txt2ImgRequest | Img2ImgRequest) -> dict[str, Any]:
     services = _services(request)
-    job = await run_in_threadpool(services.submit_request, req)
+    job = await _heavy(request).run(services.submit_request, req)
     job = await wait_finished(services.queue, job.id)
     return await run_in_threadpool(services.generation_response, job)
 
@@ -62,25 +69,31 @@ async def img2img(request: Request, req: Img2ImgRequest) -> dict[str, Any]:
 
 
 @router.post("/png-info", response_model=PngInfoResponse)
-def png_info(request: Request, req: PngInfoRequest) -> dict[str, Any]:
-    return _services(request).png_info(req.image)
+async def png_info(request: Request, req: PngInfoRequest) -> dict[str, Any]:
+    return await _heavy(request).run(_services(request).png_info, req.image)
 
 
-@router.post("/extra-single-image", response_model=ExtrasSingleResponse)
-def extra_single_image(request: Request, req: ExtrasSingleRequest) -> dict[str, Any]:
-    settings = _services(request).settings
+def _extra_single(settings: Settings, req: ExtrasSingleRequest) -> dict[str, Any]:
     img = upscale(decode_image(req.image, settings, "image"), req, settings)
     return {"html_info": html_info(req), "image": encode_image(img)}
 
 
-@router.post("/extra-batch-images", response_model=ExtrasBatchResponse)
-def extra_batch_images(request: Request, req: ExtrasBatchRequest) -> dict[str, Any]:
-    settings = _services(request).settings
+def _extra_batch(settings: Settings, req: ExtrasBatchRequest) -> dict[str, Any]:
     images = [
         upscale(decode_image(f.data, settings, f"image '{f.name or i}'"), req, settings)
         for i, f in enumerate(req.imageList)
     ]
     return {"html_info": html_info(req), "images": [encode_image(img) for img in images]}
+
+
+@router.post("/extra-single-image", response_model=ExtrasSingleResponse)
+async def extra_single_image(request: Request, req: ExtrasSingleRequest) -> dict[str, Any]:
+    return await _heavy(request).run(_extra_single, _services(request).settings, req)
+
+
+@router.post("/extra-batch-images", response_model=ExtrasBatchResponse)
+async def extra_batch_images(request: Request, req: ExtrasBatchRequest) -> dict[str, Any]:
+    return await _heavy(request).run(_extra_batch, _services(request).settings, req)
 
 
 @router.get("/progress")

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sdcloud.errors import BadRequest
-from sdcloud.settings import Settings
+from sdcloud.settings import Settings, check_auth_entry
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +72,7 @@ def read_auth_file(text: str) -> tuple[str, ...]:
     """``user:pass`` entries separated by commas or new lines (A1111's --gradio-auth-path form)."""
     entries = tuple(e.strip() for line in text.splitlines() for e in line.split(",") if e.strip())
     for entry in entries:
-        if ":" not in entry or entry.startswith(":"):
-            raise BadRequest("auth file entries must look like user:password")
+        check_auth_entry(entry, "--auth-file")
     return entries
 
 
@@ -115,6 +114,8 @@ class AuthMiddleware:
         try:
             user, _, password = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
         except (binascii.Error, ValueError):
+            return False
+        if not password:  # an empty password is never a login, whatever was configured
             return False
         ok = False
         for u, p in self.pairs:  # no early exit: the time taken does not depend on which entry matched

@@ -331,6 +331,7 @@ class Services:
     def options_set(self, changes: dict[str, Any]) -> None:
         if not isinstance(changes, dict):
             raise BadRequest("options must be a JSON object of option names and values")
+        check_client_value(changes, "options")
         checkpoint = changes.get("sd_model_checkpoint")
         if checkpoint is not None and not isinstance(checkpoint, str):
             raise BadRequest("sd_model_checkpoint must be a string (a title from /sdapi/v1/sd-models)")
@@ -366,6 +367,9 @@ class Services:
         """Validate an A1111 request and queue it; everything a user can get wrong is
         refused here, before the job reaches the queue."""
         kind = "img2img" if isinstance(req, Img2ImgRequest) else "txt2img"
+        for name in type(req).model_fields:
+            if name not in ("init_images", "mask"):
+                check_client_value(getattr(req, name), name)
         req = self._apply_infotext(req)
         if req.script_name:
             raise BadRequest(f"script '{req.script_name}' not found; this server has no scripts")
@@ -430,8 +434,9 @@ class Services:
         """Fill the fields the request did not set from its ``infotext`` (A1111 1.8+)."""
         if not req.infotext:
             return req
-        from sdcloud.infotext import infotext_to_request_fields, parse_infotext
+        from sdcloud.infotext import check_infotext_size, infotext_to_request_fields, parse_infotext
 
+        check_infotext_size(req.infotext, "infotext")
         parsed = parse_infotext(req.infotext)
         fields = infotext_to_request_fields(parsed)
         fields.pop("extra", None)
@@ -580,6 +585,33 @@ class Services:
             and isinstance(v, (str, int, float))
         }
         return {"info": text, "items": items, "parameters": parse_infotext(text) if text else {}}
+
+
+MAX_JSON_DEPTH = 32
+"""Nesting accepted in any client value (script_args, override_settings, options): deeper
+values are refused up front instead of failing when the answer is encoded."""
+
+
+def check_client_value(value: Any, where: str, max_depth: int = MAX_JSON_DEPTH) -> None:
+    """400 for what would only fail later: text with lone surrogates (not encodable as UTF-8)
+    or nesting deeper than ``max_depth``. Iterative, so any depth is walked safely."""
+    stack: list[tuple[Any, str, int]] = [(value, where, 0)]
+    while stack:
+        item, path, depth = stack.pop()
+        if depth > max_depth:
+            raise BadRequest(f"{path} is nested more than {max_depth} levels deep")
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise BadRequest(f"{path} holds a lone surrogate (not valid Unicode text)") from None
+        elif isinstance(item, dict):
+            for k, v in item.items():
+                stack.append((k, path, depth + 1))
+                named = depth == 0 and isinstance(k, str) and k.isidentifier() and len(k) <= 64
+                stack.append((v, f"{path}.{k}" if named else path, depth + 1))
+        elif isinstance(item, (list, tuple)):
+            stack.extend((v, path, depth + 1) for v in item)
 
 
 def _merge_style(text: str, style: str) -> str:

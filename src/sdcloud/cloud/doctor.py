@@ -273,6 +273,14 @@ def _places(detected: Detected, settings: Settings, probe: SystemProbe, root: Pa
             Finding("warn", "storage", f"no persistent place is present (expected {', '.join(missing)})", fix)
         )
     out.append(_disk_finding(probe, settings.data_dir, f"data dir {settings.data_dir}"))
+    space = probe.disk(settings.data_dir)
+    if space is not None and space.free_gb * 1024 < settings.limits.min_free_mb:
+        out.append(Finding(
+            "warn", "disk",
+            f"data dir {settings.data_dir}: only {space.free_gb * 1024:.0f} MB free (below limits.min_free_mb "
+            f"= {settings.limits.min_free_mb} MB)",
+            "saving images and queueing jobs fail (HTTP 507) once it is full: free space first",
+        ))
     return out
 
 

@@ -30,6 +30,7 @@ class SessionControl:
                  clock: Callable[[], float] | None = None) -> None:
         from sdcloud.cloud.session import session_guard_for
 
+        self.settings = settings
         self.queue = queue
         self.before_drain: list[Callable[[], None]] = []  # e.g. ask a running training to save its state
         self.on_exit: Callable[[int], None] | None = None
@@ -62,8 +63,14 @@ class SessionControl:
             thread.join(timeout=POLL_S * 2)
 
     def snapshot(self) -> dict[str, Any]:
-        """``/api/session``: elapsed time, spend, price and its source, the next limit, warning."""
-        return self.guard.snapshot()
+        """``/api/session``: elapsed time, spend, price and its source, the next limit, warning;
+        ``disk_free_mb`` and ``disk_warning`` (below ``limits.min_free_mb`` in the data dir)."""
+        from sdcloud.diskspace import free_mb, low_space_warning
+
+        out = dict(self.guard.snapshot())
+        out["disk_free_mb"] = free_mb(self.settings.data_dir)
+        out["disk_warning"] = low_space_warning(self.settings.data_dir, self.settings.limits.min_free_mb)
+        return out
 
     def _drain(self, timeout: float) -> bool:
         for hook in self.before_drain:

@@ -143,10 +143,10 @@ def load_diffusers_dir(path: Path, torch_dtype: Any) -> tuple[Any, ArchInfo, str
 def load_any(path: Path, torch_dtype: Any) -> tuple[Any, ArchInfo, str]:
     if path.is_dir():
         if not (path / "model_index.json").is_file():
-            raise NotFound(f"{path} is a folder without model_index.json (not a diffusers model)")
+            raise NotFound(f"{path.name} is a folder without model_index.json (not a diffusers model)")
         return load_diffusers_dir(path, torch_dtype)
     if not path.is_file():
-        raise NotFound(f"model file {path} not found")
+        raise NotFound(f"model file {path.name} not found")
     if path.suffix.lower() not in (".safetensors", ".ckpt", ".pt", ".bin", ".pth"):
         raise Unsupported(f"{path.name}: unknown checkpoint format (use .safetensors or .ckpt)")
     return load_single_file(path, torch_dtype)

@@ -85,6 +85,7 @@ def validate(req: GenerationRequest, limits: Any) -> None:
                          f"{', '.join(HIRES_UPSCALERS)}")
     if req.enable_hr and not req.is_img2img:
         _validate_hires(req, limits)
+    _check_work(req, limits)
     if req.mask is not None and not req.init_images:
         raise BadRequest("a mask needs an init image")
     if len(req.init_images) > limits.max_batch_size:
@@ -95,6 +96,19 @@ def validate(req: GenerationRequest, limits: Any) -> None:
         raise BadRequest("inpainting_fill must be 0 (fill), 1 (original), 2 (latent noise) or 3 (latent nothing)")
     if not 0 <= req.mask_blur <= 256 or not 0 <= req.inpaint_full_res_padding <= 1024:
         raise BadRequest("mask_blur must be 0-256 and inpaint_full_res_padding 0-1024")
+
+
+def _check_work(req: GenerationRequest, limits: Any) -> None:
+    """width x height x batch_size x steps of each pass within ``limits.max_pixel_steps``: the
+    time one request may hold the GPU (each factor alone can be within its own limit)."""
+    passes = [(req.width, req.height, req.steps)]
+    if req.enable_hr and not req.is_img2img:
+        passes.append((*hires_target(req), req.hr_second_pass_steps or req.steps))
+    for w, h, steps in passes:
+        work = w * h * req.batch_size * steps
+        if work > limits.max_pixel_steps:
+            raise BadRequest(f"width x height x batch_size x steps is {w}x{h}x{req.batch_size}x{steps} = {work}; "
+                             f"at most {limits.max_pixel_steps} (setting limits.max_pixel_steps): lower one of them")
 
 
 def _validate_hires(req: GenerationRequest, limits: Any) -> None:

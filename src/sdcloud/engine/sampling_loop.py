@@ -59,7 +59,11 @@ class _Skip(Exception):
 
 
 class _Interrupt(Exception):
-    pass
+    """Stop the job. ``latents`` (set when steps of this batch were done) and then ``images``
+    carry the partial result out, as A1111 returns the image it had when interrupted."""
+
+    latents: torch.Tensor | None = None
+    images: list[Image.Image] | None = None
 
 
 @dataclass
@@ -240,7 +244,12 @@ class Denoiser:
         total = len(timesteps)
         order = int(getattr(scheduler, "order", 1))
         for i, t in enumerate(timesteps):
-            self._check_cancel()
+            try:
+                self._check_cancel()
+            except _Interrupt as stop:
+                if i > 0:
+                    stop.latents = latents
+                raise
             cond = self._cond_at(p.conds, i)
             uncond = self._cond_at(p.unconds, i)
             cond, uncond = pad_to_same_length(cond, uncond, ctx.encoder("", self.req.clip_skip))
@@ -374,12 +383,34 @@ def run_batch(sampler: Denoiser, req: GenerationRequest, seeds: list[int], subse
             pics = [p.resize((hires.width, hires.height), PIXEL_RESAMPLING[up]) for p in sampler.decode(latents)]
             latents = sampler.encode(pics)
         hr_noise, hr_gens = make_noise(seeds, subseeds, req.subseed_strength, (4, *size))
-        latents = sampler.run_pass(hires, latents, hr_noise, seeds=seeds, generators=hr_gens)
+        try:
+            latents = sampler.run_pass(hires, latents, hr_noise, seeds=seeds, generators=hr_gens)
+        except _Interrupt as stop:
+            if stop.latents is None:  # stopped before a hires step: the first pass is the result
+                stop.latents = latents
+            raise
+    return _decoded(sampler, latents, init)
+
+
+def _decoded(sampler: Denoiser, latents: torch.Tensor, init: dict[str, Any] | None) -> list[Image.Image]:
     images = sampler.decode(latents)
     if init is not None and init.get("overlay_mask") is not None:
         images = [im.overlay(orig, gen, init["overlay_mask"], init.get("box"))
                   for orig, gen in zip(init["originals"], images, strict=True)]
     return images
+
+
+def _run_batch_keeping_partial(sampler: Denoiser, req: GenerationRequest, seeds: list[int],
+                               subseeds: list[int], first: Pass, hires: Pass | None,
+                               init: dict[str, Any] | None) -> list[Image.Image]:
+    """:func:`run_batch`; when interrupted after some steps, the images as far as they got
+    ride out on the ``_Interrupt`` (A1111 answers them, and clients read ``images[0]``)."""
+    try:
+        return run_batch(sampler, req, seeds, subseeds, first, hires, init)
+    except _Interrupt as stop:
+        if stop.latents is not None:
+            stop.images = _decoded(sampler, stop.latents, init)
+        raise
 
 
 def prepare_init(sampler: Denoiser, req: GenerationRequest, batch: int) -> dict[str, Any]:
@@ -463,11 +494,15 @@ def generate_images(ctx: ModelContext, req: GenerationRequest, limits: Any,
         b_seeds, b_sub = seeds[n * bs:(n + 1) * bs], subseeds[n * bs:(n + 1) * bs]
         try:
             init = prepare_init(s, req, bs) if is_img2img else None
-            batch_images = run_batch(s, req, b_seeds, b_sub, first, hr_pass, init)
+            batch_images = _run_batch_keeping_partial(s, req, b_seeds, b_sub, first, hr_pass, init)
         except _Skip:
             continue
-        except _Interrupt:
+        except _Interrupt as stop:
             interrupted = True
+            if stop.images:
+                images.extend(stop.images)
+                out_seeds.extend(b_seeds)
+                out_subseeds.extend(b_sub)
             break
         except torch.cuda.OutOfMemoryError:  # pragma: no cover - GPU only
             raise GenerationFailed("out of GPU memory: lower the size or batch, or use --medvram") from None

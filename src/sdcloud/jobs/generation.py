@@ -34,6 +34,7 @@ recorder (``cloud/speed_recorder.py``) is one."""
 
 GENERATION_KINDS = ("txt2img", "img2img")
 SAVED_RECORD = "saved.json"  # in the job's output folder once its images are in the outputs folder
+PLANNED_RECORD = "planned.json"  # the outputs-folder names chosen, written before the first image
 
 
 class EngineHost:
@@ -188,16 +189,25 @@ class GenerationRunner:
         the job's own folder in ``samples_format``, for the answer. Returns (keys, files)."""
         kind = "img2img" if ctx.job.kind == "img2img" else "txt2img"
         if p.get("save_images"):
+            from sdcloud.durable import write_text_durable
             from sdcloud.outputs import output_dir, save_result
 
-            saved = list(save_result(result, self.settings, kind=kind))
+            plan = ctx.output_dir / PLANNED_RECORD
+            planned = None
+            if plan.is_file():  # an earlier attempt chose these names: write them again, no copies
+                planned = [self.saved_file(key) for key in json.loads(plan.read_text(encoding="utf-8"))]
+            root = self.settings.outputs_path
+            saved = list(save_result(
+                result, self.settings, kind=kind, paths=planned,
+                on_plan=lambda chosen: write_text_durable(
+                    plan, json.dumps([x.relative_to(root).as_posix() for x in chosen])),
+            ))
             if grid is not None:
                 grids = self.settings.outputs_path / f"{kind}-grids" / output_dir(self.settings, kind).name
                 grids.mkdir(parents=True, exist_ok=True)
                 grid_path = grids / f"grid-{Path(saved[0]).stem}.png"
                 write_png_atomic(grid, grid_path, grid.info["parameters"])
                 saved.insert(0, grid_path)
-            root = self.settings.outputs_path
             return [x.relative_to(root).as_posix() for x in saved], saved
         fmt = p.get("samples_format", "png")
         quality = int(p.get("jpeg_quality", 80))

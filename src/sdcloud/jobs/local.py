@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sqlite3
 import threading
 import time
 import uuid
@@ -20,7 +21,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from sdcloud.errors import BadRequest, Cancelled, NotFound, SdcloudError
+from sdcloud.diskspace import disk_full, is_disk_full
+from sdcloud.errors import BadRequest, Cancelled, NotFound, SdcloudError, redact_paths
 from sdcloud.jobs.base import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Handler, Job, JobContext, JobQueue
 from sdcloud.jobs.control import CancelToken, ProgressEvent
 from sdcloud.jobs.journal import Journal
@@ -43,8 +45,10 @@ class LocalJobQueue(JobQueue):
         *,
         kinds: Mapping[str, JobKind] | None = None,
         keep_finished: int = KEEP_FINISHED,
+        data_dir: Path | None = None,
     ) -> None:
         self.root = state_path / "jobs"
+        self.data_dir = data_dir or state_path.parent  # named (never its path) in "disk full" answers
         self.handlers = dict(handlers)
         self.kinds = dict(kinds or {})
         self.keep_finished = keep_finished
@@ -58,6 +62,7 @@ class LocalJobQueue(JobQueue):
         self._callbacks: dict[str, list[Callable[[Job], None]]] = {}
         self._threads: list[threading.Thread] = []
         self._stopping = False
+        self._unsaved: dict[str, Job] = {}  # journal writes that failed (disk full), retried later
 
     def _lane(self, kind: str) -> str:
         spec = self.kinds.get(kind)
@@ -107,7 +112,7 @@ class LocalJobQueue(JobQueue):
         )
         job.error_status = 500
         job.finished = time.time()
-        self.journal.update(job)
+        self._record(job)
         shutil.rmtree(self._dir(job.id) / "in", ignore_errors=True)
         shutil.rmtree(self._dir(job.id) / "state", ignore_errors=True)
 
@@ -116,13 +121,20 @@ class LocalJobQueue(JobQueue):
         if kind not in self.handlers:
             raise BadRequest(f"unknown job kind '{kind}'; known: {', '.join(sorted(self.handlers))}")
         job = Job(id=uuid.uuid4().hex, kind=kind, payload=payload)
-        if files:
-            inputs = self._dir(job.id) / "in"
-            inputs.mkdir(parents=True)
-            for name, data in files.items():
-                _write_durably(inputs / _safe_name(name), data)
+        try:
+            if files:
+                inputs = self._dir(job.id) / "in"
+                inputs.mkdir(parents=True)
+                for name, data in files.items():
+                    _write_durably(inputs / _safe_name(name), data)
+            with self._lock:
+                self.journal.insert(job)
+        except (OSError, sqlite3.Error) as err:
+            shutil.rmtree(self._dir(job.id), ignore_errors=True)
+            if is_disk_full(err):
+                raise disk_full(self.data_dir) from None
+            raise
         with self._lock:
-            self.journal.insert(job)
             self._active[job.id] = job
             self._order.append(job.id)
             self._renumber()
@@ -154,7 +166,7 @@ class LocalJobQueue(JobQueue):
                 job.error_status = Cancelled.status
                 job.finished = time.time()
                 job.position = None
-                self.journal.update(job)
+                self._record(job)
                 self._renumber()
                 callbacks = self._callbacks.pop(job_id, [])
                 self._changed.notify_all()
@@ -236,63 +248,104 @@ class LocalJobQueue(JobQueue):
             job.started = time.time()
             job.progress, job.step, job.steps, job.eta_seconds, job.preview = 0.0, 0, 0, None, None
             job.metrics = {}
-            self.journal.update(job)
+            self._flush_unsaved()
+            self._record(job)
             self._running[job.id] = job
             self._tokens[job.id] = CancelToken()
             self._renumber()
             self._changed.notify_all()
             return job
 
+    def _record(self, job: Job) -> None:
+        """Journal a state change; a failed write (disk full) is kept and retried before the
+        next job, so a worker never dies of it and the journal catches up once space is back."""
+        try:
+            self.journal.update(job)
+            self._unsaved.pop(job.id, None)
+        except (sqlite3.Error, OSError) as err:
+            log.error("could not journal job %s (%s): %s; retrying later", job.id, job.state, err)
+            self._unsaved[job.id] = job
+
+    def _flush_unsaved(self) -> None:
+        for job in list(self._unsaved.values()):
+            self._record(job)
+
     def _work(self, lane: str) -> None:
         while True:
-            job = self._next(lane)
+            try:
+                job = self._next(lane)
+            except Exception:  # never lose the worker: log, wait a moment, go on
+                log.exception("job queue worker: could not start the next job")
+                time.sleep(1.0)
+                continue
             if job is None:
                 return
-            self._run(job)
+            try:
+                self._run(job)
+            except Exception:
+                log.exception("job queue worker: job %s could not be finished cleanly", job.id)
+                self._finish(job, None, FAILED, "internal error while finishing the job; see the server log", 500)
 
     def _run(self, job: Job) -> None:
         folder = self._dir(job.id)
         out, state_dir = folder / "out", folder / "state"
-        out.mkdir(parents=True, exist_ok=True)
-        state_dir.mkdir(parents=True, exist_ok=True)
         token = self._tokens[job.id]
-        ctx = JobContext(job, folder / "in", out, token, lambda e: self._report(job, e), state_dir=state_dir)
         result: dict[str, Any] | None = None
         try:
+            out.mkdir(parents=True, exist_ok=True)
+            state_dir.mkdir(parents=True, exist_ok=True)
+            ctx = JobContext(job, folder / "in", out, token, lambda e: self._report(job, e), state_dir=state_dir)
             handler = self.handlers.get(job.kind)
             if handler is None:
                 raise BadRequest(f"this server does not run '{job.kind}' jobs; known: "
                                  f"{', '.join(sorted(self.handlers))}")
             result = handler(ctx)
+            _check_encodable(result)
             state, error, status = DONE, None, None
         except SdcloudError as err:
             state, error, status = FAILED, err.message, err.status
             if isinstance(err, Cancelled):
                 state = CANCELLED
         except Exception as err:  # a bug or a library failure: report it, keep serving
-            log.exception("job %s (%s) failed", job.id, job.kind)
-            state, error, status = FAILED, f"internal error: {type(err).__name__}: {err}", 500
+            result = None
+            if is_disk_full(err):
+                log.error("job %s (%s) failed: %s", job.id, job.kind, err)
+                full = disk_full(self.data_dir)
+                state, error, status = FAILED, full.message, full.status
+            else:
+                log.exception("job %s (%s) failed", job.id, job.kind)
+                first_line = redact_paths(str(err).strip().splitlines()[0][:300]) if str(err).strip() else ""
+                state, error, status = FAILED, f"internal error: {type(err).__name__}: {first_line}", 500
         shutil.rmtree(folder / "in", ignore_errors=True)
         shutil.rmtree(state_dir, ignore_errors=True)  # finished: nothing left to resume
+        self._finish(job, result, state, error, status)
+
+    def _finish(
+        self, job: Job, result: dict[str, Any] | None, state: str, error: str | None, status: int | None
+    ) -> None:
+        token = self._tokens.get(job.id)
         with self._lock:
-            if token.cancelled:
+            if token is not None and token.cancelled:
                 state = CANCELLED if state == DONE else state
                 error = error or "cancelled while running"
                 status = status or Cancelled.status
-            job.interrupted = token.interrupted
+            job.interrupted = bool(token is not None and token.interrupted)
             job.state, job.error, job.error_status, job.result = state, error, status, result
             job.finished = time.time()
             job.position = None
             job.preview = None
             if state == DONE:
                 job.progress = 1.0
-            self.journal.update(job)
-            del self._running[job.id]
-            del self._tokens[job.id]
-            del self._active[job.id]
+            self._record(job)
+            self._running.pop(job.id, None)
+            self._tokens.pop(job.id, None)
+            self._active.pop(job.id, None)
             callbacks = self._callbacks.pop(job.id, [])
             self._changed.notify_all()
-        self._prune()
+        try:
+            self._prune()
+        except (sqlite3.Error, OSError) as err:
+            log.error("could not prune finished jobs: %s", err)
         _call(callbacks, job)
 
     def _report(self, job: Job, event: ProgressEvent) -> None:
@@ -301,6 +354,16 @@ class LocalJobQueue(JobQueue):
     def _prune(self) -> None:
         for job_id in self.journal.prune_finished(self.keep_finished):
             shutil.rmtree(self._dir(job_id), ignore_errors=True)
+
+
+def _check_encodable(result: Any) -> None:
+    """A result that cannot be stored as JSON fails its job here, not later in an answer."""
+    import json
+
+    try:
+        json.dumps(result)
+    except (TypeError, ValueError, RecursionError) as err:
+        raise BadRequest(f"the job's result cannot be encoded ({type(err).__name__})") from None
 
 
 def _safe_name(name: str) -> str:

@@ -29,7 +29,11 @@ class S3Store(Store):
     @property
     def url(self) -> str:
         where = f"s3://{join_key(self.bucket, self.prefix)}"
-        return f"{where} (endpoint {self.endpoint})" if self.endpoint else where
+        if not self.endpoint:
+            return where
+        from sdcloud.storage.stores import redact_url
+
+        return f"{where} (endpoint {redact_url(self.endpoint)})"
 
     @property
     def fs(self) -> Any:

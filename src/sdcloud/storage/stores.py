@@ -33,8 +33,25 @@ class StoreURL:
     repo_type: str = "model"
 
 
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
+_CREDENTIAL_SETTINGS = {
+    "s3": "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)",
+    "hf": "HF_TOKEN (or 'huggingface-cli login')",
+}
+
+
+def redact_url(url: str) -> str:
+    """``url`` safe to show: user:password before ``@`` becomes ``***`` and a query string
+    ``?***`` (``s3://key:secret@bucket/p`` -> ``s3://***@bucket/p``)."""
+    text = _USERINFO.sub(r"\1***@", url.strip())
+    base, sep, _query = text.partition("?")
+    return f"{base}?***" if sep else base
+
+
 def parse_store_url(url: str) -> StoreURL:
-    """Parse a store URL or raise ``BadRequest`` naming the accepted forms."""
+    """Parse a store URL or raise ``BadRequest`` naming the accepted forms. Credentials in
+    the URL (``user:pass@``, ``?secret=``) are refused with the setting they belong in;
+    messages show the URL redacted."""
     text = url.strip()
     if not text:
         raise BadRequest(f"empty store URL; use {FORMS}")
@@ -43,6 +60,14 @@ def parse_store_url(url: str) -> StoreURL:
         return StoreURL("file", str(Path(text).expanduser().absolute()))
     scheme = m.group(1).lower()
     rest = text[m.end():]
+    shown = redact_url(text)
+    url = shown  # every message below shows the redacted form
+    if scheme in _CREDENTIAL_SETTINGS and (_USERINFO.match(text) or "?" in rest or "#" in rest):
+        raise BadRequest(
+            f"store URL {shown!r}: credentials or options do not go in the URL; set "
+            f"{_CREDENTIAL_SETTINGS[scheme]} in the environment"
+            + (" and --store-endpoint for the service's address" if scheme == "s3" else "")
+        )
     if scheme == "file":
         if not rest.startswith("/"):
             raise BadRequest(f"store URL {url!r}: file URLs need an absolute path (file:///path)")
