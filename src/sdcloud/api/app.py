@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from sdcloud import __version__
-from sdcloud.api import routes_ckpt, routes_controlnet, routes_extras, routes_jobs, routes_sdapi, routes_server
+from sdcloud.api import routes_ckpt, routes_controlnet, routes_extras, routes_jobs, routes_sdapi, routes_server, routes_train
 from sdcloud.api.errors import install_error_handlers
 from sdcloud.api.heavy import HeavyPool
 from sdcloud.api.security import (
@@ -88,6 +88,7 @@ def create_app(
     app.include_router(routes_jobs.router, prefix="/api")
     app.include_router(routes_server.router, prefix="/api")
     app.include_router(routes_ckpt.router, prefix="/api/ckpt")
+    app.include_router(routes_train.router, prefix="/api")
     if ui:
         from sdcloud.ui import mount_ui
 

@@ -23,6 +23,7 @@ from sdcloud.api.extras import ExtrasService
 from sdcloud.api.image_input import decode_image
 from sdcloud.api.models import Img2ImgRequest, Txt2ImgRequest
 from sdcloud.api.options import OptionsStore, validate
+from sdcloud.api.training import TrainingService
 from sdcloud.catalog import DEMO_MODELS, ModelFile
 from sdcloud.checkpoints.hashing import HashCache
 from sdcloud.engine.request_rules import LATENT_UPSCALE_MODES
@@ -33,6 +34,7 @@ from sdcloud.image_files import image_bytes
 from sdcloud.interrogate import Interrogator
 from sdcloud.jobs import CANCELLED, FAILED, GPU_LANE, Job
 from sdcloud.jobs.generation import generation_payload
+from sdcloud.jobs.training import KIND as TRAIN_KIND
 from sdcloud.runtime import Runtime
 
 _INFO_SKIP = {
@@ -77,6 +79,8 @@ class Services:
         self.options = OptionsStore(self.settings.state_path / "options.json")
         self.ckpt = CheckpointTools(self.settings, self.catalog, self.queue, self.hashes)
         self.selected_model: str | None = None  # the key new jobs use (A1111's sd_model_checkpoint)
+        self.training = TrainingService(self.settings, self.queue, runtime.handlers[TRAIN_KIND])
+        self.session.before_drain.append(self.training.runner.stop_all.set)  # a training saves its state first
         self._started = False
 
     # lifecycle ---------------------------------------------------------------------------

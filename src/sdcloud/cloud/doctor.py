@@ -59,7 +59,9 @@ def run_doctor(
     env: Mapping[str, str] | None = None,
     root: Path | str = "/",
     probe: SystemProbe | None = None,
+    train: tuple[Any, str] | None = None,
 ) -> Report:
+    """``train``: (TrainConfig, family) to check against the GPU's memory (``doctor --train-config``)."""
     started = time.perf_counter()
     env = os.environ if env is None else env
     probe = probe or SystemProbe(root)
@@ -73,7 +75,21 @@ def run_doctor(
     findings += _places(detected, settings, probe, Path(root))
     findings += _outputs(detected, settings, Path(root))
     findings += _store(settings, env, detected, Path(root))
+    if train is not None:
+        findings += _training(train[0], train[1], gpus[0].memory_gb if gpus else None)
     return Report(detected.profile.name, findings, time.perf_counter() - started)
+
+
+def _training(cfg: Any, family: str, vram_gb: float | None) -> list[Finding]:
+    from sdcloud.training.presets import estimate_vram_gb, fit_warning
+
+    need = estimate_vram_gb(cfg, family)
+    if vram_gb is None:
+        return [Finding("info", "training", f"no GPU detected; these settings need about {need:g} GB of VRAM")]
+    warning = fit_warning(cfg, family, vram_gb)
+    if warning:
+        return [Finding("warn", "training", warning, "sdcloud train presets")]
+    return [Finding("ok", "training", f"{family} LoRA settings need about {need:g} GB; the GPU has {vram_gb:g} GB")]
 
 
 def _platform(detected: Detected, gpu_name: str | None, ram_total: float | None) -> list[Finding]:

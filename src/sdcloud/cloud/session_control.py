@@ -33,6 +33,7 @@ class SessionControl:
         self.settings = settings
         self.queue = queue
         self.startup = startup
+        self.before_drain: list[Callable[[], None]] = []  # e.g. ask a running training to save its state
         self.on_exit: Callable[[int], None] | None = None
         self.exit_code: int | None = None
         self.guard = session_guard_for(
@@ -76,6 +77,8 @@ class SessionControl:
         return out
 
     def _drain(self, timeout: float) -> bool:
+        for hook in self.before_drain:
+            hook()
         self.queue.stop(timeout)
         return not self.queue.running()
 

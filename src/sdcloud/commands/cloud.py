@@ -32,6 +32,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--size", default=None, help="WxH (default 512x512 for sd15, 1024x1024 for sdxl)")
     p.add_argument("--train-hours", type=float, default=0.0, help="GPU-hours of training a month")
+    p.add_argument("--train-steps", type=int, default=0,
+                   help="LoRA training: steps per run (estimated per GPU, added to the GPU-hours)")
+    p.add_argument("--train-runs", type=int, default=1, help="LoRA trainings a month (default 1)")
+    p.add_argument("--train-batch", type=int, default=2, help="training batch size (default 2)")
+    p.add_argument("--train-size", type=int, default=0, help="training resolution (default 512 / 1024 for sdxl)")
+    p.add_argument("--train-dataset", type=Path, default=None,
+                   help="dataset folder: report its images and epochs for --train-steps")
     p.add_argument("--storage-gb", type=float, default=0.0, help="persistent storage you need")
     p.add_argument("--currency", default="USD", help="USD or JPY (or any rate in your catalog file)")
     p.add_argument("--jpy-per-usd", type=float, default=None, help="conversion rate (default: the catalog's)")
@@ -54,6 +61,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     d = sub.add_parser("doctor", help="check GPU, versions, RAM, disks, store and platform terms")
     d.add_argument("--json", action="store_true", help="machine-readable output")
+    d.add_argument("--train-config", type=Path, help="also check that this LoRA training config fits the GPU")
+    d.add_argument("--train-preset", help="also check this memory preset (see 'sdcloud train presets')")
+    d.add_argument("--train-family", choices=["sd15", "sdxl"], help="model family of the training "
+                   "(default: the preset's, else guessed from the config's model name)")
     d.set_defaults(func=cmd_doctor)
 
     pl = sub.add_parser("platform", help="show the detected platform, its storage, limits and public URL")
@@ -100,12 +111,19 @@ def cmd_plan(args: argparse.Namespace) -> int:
         height=height,
         train_hours=args.train_hours,
         storage_gb=args.storage_gb,
+        train_steps=args.train_steps,
+        train_runs=args.train_runs,
+        train_batch=args.train_batch,
+        train_size=args.train_size,
     )
+    dataset_note = _dataset_note(args, work) if args.train_dataset else None
     plan = Planner(catalog, table).plan(
         work, currency=args.currency, budget=args.budget, providers=args.provider, gpus=args.gpu,
         store=args.store,
     )
     elapsed = time.perf_counter() - started
+    if dataset_note:
+        plan.notes.insert(0, dataset_note)
     if args.explain:
         from sdcloud.cloud.planner import explain
 
@@ -122,6 +140,22 @@ def cmd_plan(args: argparse.Namespace) -> int:
         return 0
     _print_plan(plan, elapsed)
     return 0
+
+
+def _dataset_note(args: argparse.Namespace, work: object) -> str:
+    """Images, samples per epoch and epochs of the planned training (PIL only, no torch)."""
+    from sdcloud.training.config import TrainConfig
+    from sdcloud.training.dataset import scan_dataset
+
+    cfg = TrainConfig(dataset=str(args.train_dataset), resolution=getattr(work, "train_side", 512))
+    report = scan_dataset(cfg)
+    per_epoch = sum(i.repeats for i in report.train_images)
+    if not per_epoch:
+        raise BadRequest(f"--train-dataset {args.train_dataset}: " + (report.errors or ["no images"])[0])
+    epochs = args.train_steps * args.train_batch / per_epoch if args.train_steps else 0
+    return (f"Training dataset: {len(report.train_images)} images ({per_epoch} samples per epoch with repeats); "
+            f"{args.train_steps} steps x batch {args.train_batch} = {epochs:.1f} epochs"
+            + (f"; {len(report.errors)} problem(s): run 'sdcloud train check'" if report.errors else ""))
 
 
 def _money(value: float | None, currency: str) -> str:
@@ -162,10 +196,12 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def _print_plan(plan: Plan, elapsed: float) -> None:
     w = plan.workload
     cur = plan.currency
-    print(_("{images} {family} images/month ({width}x{height}, {steps} steps) + {train} h training, "
+    trainings = (_(" + {runs} LoRA training(s) of {steps} steps").format(runs=w.train_runs, steps=w.train_steps)
+                 if w.train_steps else "")
+    print(_("{images} {family} images/month ({width}x{height}, {steps} steps) + {train} h training{trainings}, "
             "{storage} GB storage: cost per month in {currency}").format(
         images=f"{w.images:,}", family=w.family, width=w.width, height=w.height, steps=w.steps,
-        train=f"{w.train_hours:g}", storage=f"{w.storage_gb:g}", currency=cur) + "\n")
+        train=f"{w.train_hours:g}", trainings=trainings, storage=f"{w.storage_gb:g}", currency=cur) + "\n")
     header = ["#", _("provider / plan"), "GPU", _("price/h"), _("GPU-h"), _("fee"), _("compute"), _("storage"),
               _("total")]
     if plan.budget is not None:
@@ -209,7 +245,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from sdcloud.cloud.doctor import run_doctor
 
     started = time.perf_counter()
-    report = run_doctor(load_settings(args))
+    report = run_doctor(load_settings(args), train=_train_check(args))
     elapsed = time.perf_counter() - started
     if args.json:
         out = report.to_dict()
@@ -224,6 +260,22 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     print(_("doctor finished in {seconds} s (worst finding: {worst})").format(seconds=f"{elapsed:.3f}",
                                                                               worst=report.worst))
     return 1 if report.worst == "error" else 0
+
+
+def _train_check(args: argparse.Namespace) -> tuple[object, str] | None:
+    if not (getattr(args, "train_config", None) or getattr(args, "train_preset", None)):
+        return None
+    from sdcloud.training.config import TrainConfig, config_from_mapping, load_toml
+    from sdcloud.training.presets import PRESETS, apply_preset
+
+    toml = load_toml(args.train_config) if args.train_config else {}
+    preset = args.train_preset or toml.pop("memory_preset", None)
+    cfg = apply_preset(TrainConfig(), preset) if preset else TrainConfig()
+    cfg = config_from_mapping(toml, cfg)
+    family = args.train_family or (PRESETS[preset].family if preset else None)
+    if family is None:
+        family = "sdxl" if "xl" in cfg.model.lower() else "sd1"
+    return cfg, {"sd15": "sd1"}.get(family, family)
 
 
 # platform ------------------------------------------------------------------------------------

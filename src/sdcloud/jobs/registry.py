@@ -95,6 +95,12 @@ def _checkpoint_tools(runtime: Any) -> Handler:
                             gpu=runtime.gpu)
 
 
+def _training(runtime: Any) -> Handler:
+    from sdcloud.jobs.training import TrainRunner
+
+    return TrainRunner(runtime.settings, store=runtime.persistence.store, gpu=runtime.gpu, on_output=runtime.refresh)
+
+
 def builtin_kinds() -> JobKinds:
     """sdcloud's own kinds. Add a new kind here (or ``register`` it on the runtime's registry)."""
     from sdcloud.jobs.ckpt import KINDS as CKPT_KINDS
@@ -103,4 +109,5 @@ def builtin_kinds() -> JobKinds:
         JobKind("txt2img", _generation),
         JobKind("img2img", _generation),
         *(JobKind(name, _checkpoint_tools) for name in CKPT_KINDS),
+        JobKind("train-lora", _training, lane="train", max_attempts=5),
     ])

@@ -22,6 +22,7 @@ from sdcloud.ui.params import fit_choices, infotext_to_txt2img
 from sdcloud.ui.pnginfo import PngInfoTab, png_info_tab
 from sdcloud.ui.queue_tab import queue_tab
 from sdcloud.ui.settings_tab import settings_tab
+from sdcloud.ui.train_tab import train_tab
 from sdcloud.ui.txt2img import txt2img_tab
 
 UI_CSS = """
@@ -157,6 +158,8 @@ def build_ui(services: Any, translations: gr.I18n | None = None) -> gr.Blocks:
                 timer = queue_tab(services)
             with gr.Tab("Merge", id="merge") as m_tab:
                 merge_tab(services)
+            with gr.Tab("Train", id="train"):
+                train_tab(services)
             with gr.Tab("Settings", id="settings") as s_tab:
                 lang = language_switch()
                 settings = settings_tab(services)

@@ -1,0 +1,176 @@
+"""LoRA training for the HTTP API and the UI: datasets live in ``<data dir>/datasets/<name>``
+(uploaded through the API or copied there), requests are checked up front (options, dataset,
+model) and queued as ``train-lora`` jobs; status adds the live loss curve and sample images.
+
+Requests name datasets by folder name only; no path from a request reaches the file system.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from sdcloud.durable import atomic_write
+from sdcloud.errors import BadRequest, NotFound
+from sdcloud.jobs import Job, JobQueue
+from sdcloud.jobs.training import KIND, TrainRunner
+from sdcloud.settings import Settings
+from sdcloud.training.dataset import IMAGE_EXTS
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,99}$")
+_FOLDER = re.compile(r"^(\d+_)?[A-Za-z0-9][A-Za-z0-9 _.-]{0,99}$")
+CAPTION_EXTS = (".txt", ".caption")
+MAX_UPLOAD_FILES = 5000
+
+
+class TrainRequest(BaseModel):
+    """``/api/train``: the CLI's options (``sdcloud train lora``), with the dataset as a folder name."""
+
+    dataset: str = Field(description="a folder in <data dir>/datasets (see /api/train/datasets)")
+    model: str = Field("demo", description="checkpoint name as /sdapi/v1/sd-models lists it, or demo / demo-xl")
+    name: str = Field(description="output name: models/Lora/NAME.safetensors")
+    resume: bool = Field(False, description="continue from the saved state of NAME")
+    restart: bool = Field(False, description="start over, dropping the saved state of an unfinished run")
+    preset: str | None = Field(None, description="memory preset (see /api/train/presets)")
+    options: dict[str, Any] = Field(default_factory=dict,
+                                    description="any other option of 'sdcloud train lora' (steps, rank, alpha, lr, "
+                                                "resolution, batch, seed, optimizer, ...)")
+
+
+def _plain(name: str, what: str, pattern: re.Pattern[str] = _NAME) -> str:
+    name = (name or "").strip()
+    if not pattern.match(name) or ".." in name:
+        raise BadRequest(f"{what} {name!r} must be a plain folder name (letters, digits, space, '-', '_', '.')")
+    return name
+
+
+class TrainingService:
+    def __init__(self, settings: Settings, queue: JobQueue, runner: TrainRunner) -> None:
+        self.settings = settings
+        self.queue = queue
+        self.runner = runner
+        self.root = settings.data_dir / "datasets"
+
+    # datasets ----------------------------------------------------------------------------
+    def datasets(self) -> list[dict[str, Any]]:
+        if not self.root.is_dir():
+            return []
+        return [{"name": p.name} for p in sorted(self.root.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+
+    def dataset_path(self, name: str) -> Path:
+        path = self.root / _plain(name, "dataset")
+        if not path.is_dir():
+            raise NotFound(f"dataset '{name}' not found in {self.root}; upload it first (/api/train/datasets)")
+        return path
+
+    def upload(self, name: str, files: list[tuple[str, bytes]], folder: str = "") -> dict[str, Any]:
+        """Store images and captions (or one .zip of them) under ``datasets/<name>[/<folder>]``."""
+        base = self.root / _plain(name, "dataset")
+        if folder:
+            base = base / _plain(folder, "folder", _FOLDER)
+        items: list[tuple[str, bytes]] = []
+        for fname, data in files:
+            if fname.lower().endswith(".zip"):
+                try:
+                    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+                        for info in zf.infolist():
+                            if not info.is_dir():
+                                items.append((info.filename, zf.read(info)))
+                except zipfile.BadZipFile:
+                    raise BadRequest(f"{fname} is not a readable zip file") from None
+            else:
+                items.append((fname, data))
+        if len(items) > MAX_UPLOAD_FILES:
+            raise BadRequest(f"too many files ({len(items)}); at most {MAX_UPLOAD_FILES} per upload")
+        saved = 0
+        for fname, data in items:
+            parts = [p for p in fname.replace("\\", "/").split("/") if p]
+            if not parts:
+                continue
+            leaf = parts[-1]
+            sub = parts[-2] if len(parts) > 1 and _FOLDER.match(parts[-2]) and ".." not in parts[-2] else ""
+            if leaf.startswith(".") or Path(leaf).suffix.lower() not in IMAGE_EXTS + CAPTION_EXTS:
+                continue
+            if not _NAME.match(leaf):
+                raise BadRequest(f"file name {leaf!r} must be plain (letters, digits, space, '-', '_', '.')")
+            dest = (base / sub / leaf) if sub else base / leaf
+            with atomic_write(dest) as fh:
+                fh.write(data)
+            saved += 1
+        if not saved:
+            raise BadRequest(f"no images or captions in the upload (images: {', '.join(IMAGE_EXTS)}; captions: "
+                             f"{', '.join(CAPTION_EXTS)})")
+        return {"dataset": name, "saved": saved}
+
+    def check(self, name: str, resolution: int = 512) -> dict[str, Any]:
+        from sdcloud.training.config import TrainConfig
+        from sdcloud.training.dataset import scan_dataset
+
+        report = scan_dataset(TrainConfig(dataset=str(self.dataset_path(name)), resolution=resolution))
+        out = report.to_dict()
+        out["root"] = name
+        return out
+
+    # jobs --------------------------------------------------------------------------------
+    def config(self, req: TrainRequest) -> Any:
+        from sdcloud.training.config import TrainConfig, config_from_mapping
+        from sdcloud.training.presets import apply_preset
+
+        cfg = TrainConfig()
+        if req.preset:
+            cfg = apply_preset(cfg, req.preset)
+        for key in ("dataset", "model", "name", "reg_dir", "resume", "restart"):
+            if key in req.options:
+                raise BadRequest(f"option {key!r} goes in its own field, not in options")
+        cfg = config_from_mapping(req.options, cfg)
+        return cfg.replace(dataset=str(self.dataset_path(req.dataset)), model=req.model, name=req.name)
+
+    def submit(self, req: TrainRequest) -> Job:
+        from sdcloud.training.trainer import preflight
+
+        cfg = self.config(req)
+        preflight(cfg, self.settings)  # bad options, dataset or model: 4xx now, not a failed job later
+        payload = {k: v for k, v in cfg.to_dict().items() if k != "extra"}
+        if not (req.resume or req.restart):
+            from sdcloud.training.state import StateDir
+            from sdcloud.training.trainer import state_root
+
+            gen = StateDir(state_root(self.settings), cfg.name).latest()
+            if gen is not None:
+                raise BadRequest(f"'{cfg.name}' has the saved state of an unfinished run (step {gen.step}): "
+                                 "set resume to continue it, or restart to start over")
+        payload["resume"], payload["restart"] = req.resume, req.restart
+        return self.queue.submit(KIND, payload)
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        job = self.queue.get(job_id)
+        if job.kind != KIND:
+            raise NotFound(f"job {job_id} is not a training job")
+        live = self.runner.live.get(job_id, {})
+        out = job.to_dict()
+        out["phase"] = live.get("phase", job.state)
+        out["losses"] = live.get("losses", [])
+        out["it_s"] = live.get("it_s")
+        out["samples"] = [{"step": s["step"], "url": f"/api/train/{job_id}/samples/{i}"}
+                          for i, s in enumerate(live.get("samples", []))]
+        return out
+
+    def sample_path(self, job_id: str, index: int) -> Path:
+        samples = self.runner.live.get(job_id, {}).get("samples", [])
+        if not 0 <= index < len(samples):
+            raise NotFound(f"job {job_id} has no sample {index}")
+        path = Path(samples[index]["path"]).resolve()
+        root = self.settings.outputs_path.resolve()
+        if root not in path.parents or not path.is_file():
+            raise NotFound(f"sample {index} of job {job_id} is gone")
+        return path
+
+    def presets(self) -> dict[str, Any]:
+        from sdcloud.training.presets import PRESETS
+
+        return {k: v.to_dict() for k, v in PRESETS.items()}
