@@ -11,7 +11,15 @@ from typing import Any
 from fastapi import FastAPI
 
 from sdcloud import __version__
-from sdcloud.api import routes_ckpt, routes_controlnet, routes_extras, routes_jobs, routes_sdapi, routes_server, routes_train
+from sdcloud.api import (
+    routes_ckpt,
+    routes_controlnet,
+    routes_extras,
+    routes_jobs,
+    routes_sdapi,
+    routes_server,
+    routes_train,
+)
 from sdcloud.api.errors import install_error_handlers
 from sdcloud.api.heavy import HeavyPool
 from sdcloud.api.security import (
