@@ -27,7 +27,7 @@ from sdcloud.api.session_control import SessionControl
 from sdcloud.catalog import DEMO_MODELS, Catalog, ModelFile
 from sdcloud.checkpoints.hashing import HashCache
 from sdcloud.engine.samplers import resolve_sampler, sampler_list, scheduler_list
-from sdcloud.errors import BadRequest, Cancelled, NotFound, SdcloudError
+from sdcloud.errors import BadRequest, Cancelled, NotFound, SdcloudError, Unsupported
 from sdcloud.jobs import CANCELLED, FAILED, Job, JobQueue, LocalJobQueue
 from sdcloud.jobs.ckpt import KINDS as CKPT_KINDS
 from sdcloud.jobs.ckpt import CheckpointRunner
@@ -387,12 +387,7 @@ class Services:
         kind = "img2img" if isinstance(req, Img2ImgRequest) else "txt2img"
         req = self._apply_infotext(req)
         self._check_limits(req)
-        if req.script_name:
-            raise BadRequest(f"script '{req.script_name}' not found; this server has no scripts")
-        if req.alwayson_scripts:
-            raise BadRequest(
-                f"always on script {next(iter(req.alwayson_scripts))} not found; this server has no scripts"
-            )
+        script = self._find_script(req)
         opts = self.options.get()
         overrides = dict(req.override_settings or {})
         model_key = self.selected_model
@@ -444,10 +439,59 @@ class Services:
             else 0,
             "parameters": echo,
         }
+        if script is not None:
+            payload["script"] = {"title": script.title, "plan": script.prepare(
+                req.script_args, fields, self.script_env(req, init_names), kind == "img2img")}
         if not req.override_settings_restore_afterwards:  # A1111 keeps the overrides
             self.options.update(clean)
             self.selected_model = model_key
         return self.queue.submit(kind, payload, files)
+
+    # scripts ---------------------------------------------------------------------------
+    def _find_script(self, req: Txt2ImgRequest | Img2ImgRequest) -> Any:
+        """The selectable script a request names (422 when unknown, as in A1111)."""
+        from sdcloud.scripts import find
+
+        if req.alwayson_scripts:
+            name = next(iter(req.alwayson_scripts))
+            raise Unsupported(f"always on script {name} not found")
+        if not req.script_name or req.script_name.strip().lower() == "none":
+            return None
+        script = find(req.script_name, isinstance(req, Img2ImgRequest))
+        if script is None:
+            raise Unsupported(f"Script '{req.script_name}' not found")
+        return script
+
+    def script_env(self, req: Txt2ImgRequest | Img2ImgRequest | None = None,
+                   init_names: list[str] | None = None) -> Any:
+        """What a script may look up while it checks its arguments (names resolve here)."""
+        from sdcloud.engine.samplers import available_samplers
+        from sdcloud.scripts import ScriptEnv
+
+        def apply_styles(prompt: str, negative: str, names: list[str]) -> tuple[str, str]:
+            styles = {s["name"]: s for s in self.prompt_styles()}
+            for name in names:
+                if name in styles:
+                    prompt = _merge_style(prompt, styles[name]["prompt"])
+                    negative = _merge_style(negative, styles[name]["negative_prompt"])
+            return prompt, negative
+
+        lim = self.settings.limits
+        return ScriptEnv(
+            resolve_model=self.resolve_model,
+            resolve_vae=self._vae_key,
+            resolve_sampler=resolve_sampler,
+            apply_styles=apply_styles,
+            upscalers=[u["name"] for u in self.upscalers()],
+            hr_upscalers=[*LATENT_UPSCALE_MODES, *PIXEL_UPSCALERS],
+            checkpoints=[m["title"] for m in self.sd_models()],
+            vaes=[v["model_name"] for v in self.sd_vae()],
+            samplers=available_samplers(),
+            schedules=[s["label"] for s in scheduler_list()],
+            styles=[s["name"] for s in self.prompt_styles()],
+            seed_was_random=bool(req is not None and req.seed == -1),
+            max_images=max(1, lim.max_batch_size * lim.max_n_iter),
+        )
 
     def _apply_infotext(self, req: Txt2ImgRequest | Img2ImgRequest) -> Txt2ImgRequest | Img2ImgRequest:
         """Fill the fields the request did not set from its ``infotext`` (A1111 1.8+)."""

@@ -85,6 +85,10 @@ class GenerationRunner:
             fields["init_images"] = [_load(Image, ctx.input_path(n)) for n in p["init_images"]]
         if p.get("mask"):
             fields["mask"] = _load(Image, ctx.input_path(p["mask"]))
+        if p.get("script"):  # X/Y/Z plot & co: many engine calls, one job (sdcloud.scripts)
+            from sdcloud.scripts.runner import run_script
+
+            return run_script(self, ctx, fields)
         # the model and VAE are loaded here, so the engine is told to keep what is loaded
         req = GenerationRequest(**{**fields, "model": None, "vae": None})
         every = int(p.get("preview_every") or 0)
