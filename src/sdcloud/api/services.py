@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 from sdcloud.api.ckpt_tools import CheckpointTools
 from sdcloud.api.images import decode_image, encode_image
 from sdcloud.api.models import Img2ImgRequest, Txt2ImgRequest
-from sdcloud.api.options import OptionsStore, validate
+from sdcloud.api.options import OptionsStore, validate, validate_kept
 from sdcloud.api.persistence import Persistence
 from sdcloud.api.session_control import SessionControl
 from sdcloud.catalog import DEMO_MODELS, Catalog, ModelFile
@@ -357,6 +357,7 @@ class Services:
         if isinstance(vae, str):
             self._vae_key(vae)  # unknown names are refused before anything changes
         validate(changes)
+        validate_kept(changes)
         if checkpoint:
             selected = self._selected_entry()
             if not selected or checkpoint != selected[0]:
@@ -508,6 +509,14 @@ class Services:
             fields.setdefault("negative_prompt", parsed["Negative prompt"])
         known = type(req).model_fields
         updates = {k: v for k, v in fields.items() if k in known and k not in req.model_fields_set}
+        overrides = _infotext_overrides(fields, bool(self.options["disable_weights_auto_swap"]))
+        if "sd_vae" in overrides:
+            try:
+                self._vae_key(overrides["sd_vae"])
+            except NotFound:  # a VAE this server lacks: the model's own is used, as A1111 falls back
+                del overrides["sd_vae"]
+        if overrides:  # A1111's get_override_settings: options written in the infotext
+            updates["override_settings"] = {**overrides, **(req.override_settings or {})}
         try:
             return type(req).model_validate({**req.model_dump(), **updates})
         except ValidationError as err:
@@ -757,6 +766,21 @@ class Services:
             and isinstance(v, (str, int, float))
         }
         return {"info": text, "items": items, "parameters": parse_infotext(text) if text else {}}
+
+
+def _infotext_overrides(fields: dict[str, Any], keep_model: bool) -> dict[str, Any]:
+    """Options an infotext sets (A1111 applies them as ``override_settings``): ``Clip skip``,
+    ``VAE`` and, unless ``disable_weights_auto_swap`` (A1111's default) is on, the model."""
+    out: dict[str, Any] = {}
+    if isinstance(fields.get("clip_skip"), int):
+        out["CLIP_stop_at_last_layers"] = fields["clip_skip"]
+    if isinstance(fields.get("vae"), str) and fields["vae"]:
+        out["sd_vae"] = fields["vae"]
+    if not keep_model:
+        model = fields.get("model_hash") or fields.get("model")
+        if isinstance(model, str) and model:
+            out["sd_model_checkpoint"] = model
+    return out
 
 
 def _merge_style(text: str, style: str) -> str:
