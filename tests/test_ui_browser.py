@@ -399,3 +399,25 @@ def test_queue_tab_cancels_a_waiting_job(browser: object, ui_server: ServerProce
         with ui_server.client() as client:
             client.post(f"/api/queue/{running}/cancel")
     page.close()
+
+
+@pytest.mark.parametrize(("width", "height"), [(1280, 900), (390, 844)])
+def test_xyz_plot_from_the_script_dropdown(browser: object, ui_server: ServerProcess, width: int,
+                                           height: int) -> None:
+    page = _open(browser, ui_server, width, height)
+    page.click("#txt2img_script input")
+    page.get_by_role("option", name="X/Y/Z plot").click()
+    page.locator("#txt2img_xyz_X_type").wait_for(state="visible")
+    page.click("#txt2img_xyz_X_type input")
+    page.get_by_role("option", name="Steps", exact=True).click()
+    page.fill("#txt2img_xyz_X_values textarea, #txt2img_xyz_X_values input", "1, 2")
+    infotext = _generate(page, f"xyz plot {width}", seed=99)
+    assert "Script: X/Y/Z plot, X Type: Steps, X Values: \"1, 2\"" in infotext
+    grid_w, grid_h = _image_size(page, "#txt2img_gallery img")
+    assert grid_w == 128 and grid_h > 64  # two 64px cells side by side under a row of "Steps: N" labels
+    grids = list((ui_server.data_dir / "outputs" / "txt2img-grids").rglob("xyz_grid-*.png"))
+    assert grids, "the X/Y/Z grid was not saved under outputs/txt2img-grids"
+    if width < 500:
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+    _screenshot(page, f"ui-xyz-plot-{width}.png")
+    page.close()

@@ -105,6 +105,10 @@ def generation_panel(kind: str, choices: Choices, image_inputs: Callable[[], dic
                 _hires_controls(f, choices)
             else:
                 _inpaint_controls(f)
+            from sdcloud.ui.scripts_panel import script_controls
+
+            extra["script"] = script_controls(kind, ["None", *[u for u in choices.upscalers
+                                                              if not u.startswith("Latent")]])
         with gr.Column(scale=1, min_width=300, elem_classes="sd-results"):
             progress = gr.HTML("", elem_id=f"{kind}_progress", js_on_load=None)
             preview = gr.Image(label="Preview", visible=False, interactive=False, height=320,

@@ -36,7 +36,7 @@ def _image_inputs() -> dict[str, Any]:
 
 
 def _build_request(form: dict[str, Any], extra: list[Any]) -> dict[str, Any]:
-    mode, init, editor, mask_upload = extra
+    mode, init, editor, mask_upload = extra[:4]
     if mode == "inpaint":
         image, mask = inpaint_inputs(editor, mask_upload)
         if image is None:
@@ -52,5 +52,10 @@ def _build_request(form: dict[str, Any], extra: list[Any]) -> dict[str, Any]:
 def img2img_tab(services: Any, choices: Choices) -> GenerationPanel:
     panel = generation_panel("img2img", choices, image_inputs=_image_inputs)
     x = panel.extra
-    wire_panel(services, panel, _build_request, [x["mode"], x["init"], x["editor"], x["mask_upload"]])
+    script = x["script"]
+
+    def build(form: dict[str, Any], extra: list[Any]) -> dict[str, Any]:
+        return {**_build_request(form, extra), **script.request_fields(extra[4:])}
+
+    wire_panel(services, panel, build, [x["mode"], x["init"], x["editor"], x["mask_upload"], *script.inputs])
     return panel

@@ -12,5 +12,7 @@ from sdcloud.ui.params import txt2img_request
 
 def txt2img_tab(services: Any, choices: Choices) -> GenerationPanel:
     panel = generation_panel("txt2img", choices)
-    wire_panel(services, panel, lambda form, _extra: txt2img_request(form))
+    script = panel.extra["script"]
+    wire_panel(services, panel, lambda form, extra: {**txt2img_request(form), **script.request_fields(extra)},
+               script.inputs)
     return panel
