@@ -421,3 +421,33 @@ def test_xyz_plot_from_the_script_dropdown(browser: object, ui_server: ServerPro
         assert page.evaluate("document.documentElement.scrollWidth") <= width
     _screenshot(page, f"ui-xyz-plot-{width}.png")
     page.close()
+
+
+def test_styles_save_apply_and_use(browser: object, ui_server: ServerProcess) -> None:
+    """Save the prompts as a style (written to styles.csv in A1111's format), pick it for a
+    generation (listed in the API), and Apply it into the prompt boxes."""
+    page = _open(browser, ui_server, 1280, 900)
+    page.fill("#txt2img_prompt textarea", "{prompt}, golden hour")
+    page.fill("#txt2img_neg_prompt textarea", "lowres")
+    page.get_by_text("Save prompts as a style").click()
+    page.fill("#txt2img_style_name input, #txt2img_style_name textarea", "golden")
+    page.click("#txt2img_style_save")
+    styles_csv = ui_server.data_dir / "styles.csv"
+    deadline = time.monotonic() + 60
+    while not (styles_csv.exists() and "golden" in styles_csv.read_text()):
+        assert time.monotonic() < deadline, "styles.csv was not written"
+        time.sleep(0.2)
+    assert styles_csv.read_text().splitlines()[0] == "name,prompt,negative_prompt"
+    page.fill("#txt2img_prompt textarea", "a harbour")
+    page.fill("#txt2img_neg_prompt textarea", "")
+    page.click("#txt2img_styles input")
+    page.get_by_role("option", name="golden").click()
+    page.keyboard.press("Escape")
+    infotext = _generate(page, "a harbour", seed=5)
+    assert infotext.startswith("a harbour, golden hour\nNegative prompt: lowres\n")
+    _screenshot(page, "ui-styles-desktop.png")
+    page.click("#txt2img_styles_apply")  # the style is still selected: Apply writes it into the boxes
+    page.wait_for_function(
+        "document.querySelector('#txt2img_prompt textarea').value === 'a harbour, golden hour'")
+    assert page.input_value("#txt2img_neg_prompt textarea") == "lowres"
+    page.close()

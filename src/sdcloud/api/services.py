@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import csv
 import json
 import secrets
 import time
@@ -260,22 +259,24 @@ class Services:
     def latent_upscale_modes(self) -> list[dict[str, str]]:
         return [{"name": n} for n in LATENT_UPSCALE_MODES]
 
+    @property
+    def styles_path(self) -> Path:
+        return self.settings.data_dir / "styles.csv"
+
     def prompt_styles(self) -> list[dict[str, Any]]:
-        path = self.settings.data_dir / "styles.csv"
-        try:
-            with path.open(newline="", encoding="utf-8-sig") as fh:
-                rows = list(csv.DictReader(fh))
-        except (FileNotFoundError, csv.Error, UnicodeDecodeError):
-            return []
-        return [
-            {
-                "name": r.get("name") or "",
-                "prompt": r.get("prompt") or "",
-                "negative_prompt": r.get("negative_prompt") or "",
-            }
-            for r in rows
-            if r.get("name")
-        ]
+        from sdcloud.api.styles import read_styles
+
+        return read_styles(self.styles_path)
+
+    def save_style(self, name: str, prompt: str, negative_prompt: str) -> list[dict[str, Any]]:
+        from sdcloud.api.styles import save_style
+
+        return save_style(self.styles_path, name, prompt, negative_prompt)
+
+    def delete_style(self, name: str) -> list[dict[str, Any]]:
+        from sdcloud.api.styles import delete_style
+
+        return delete_style(self.styles_path, name)
 
     def cmd_flags(self) -> dict[str, Any]:
         """A1111's command-line flags as far as they have a meaning here (never secrets)."""
@@ -466,16 +467,12 @@ class Services:
     def script_env(self, req: Txt2ImgRequest | Img2ImgRequest | None = None,
                    init_names: list[str] | None = None) -> Any:
         """What a script may look up while it checks its arguments (names resolve here)."""
+        from sdcloud.api.styles import apply_styles as apply
         from sdcloud.engine.samplers import available_samplers
         from sdcloud.scripts import ScriptEnv
 
         def apply_styles(prompt: str, negative: str, names: list[str]) -> tuple[str, str]:
-            styles = {s["name"]: s for s in self.prompt_styles()}
-            for name in names:
-                if name in styles:
-                    prompt = _merge_style(prompt, styles[name]["prompt"])
-                    negative = _merge_style(negative, styles[name]["negative_prompt"])
-            return prompt, negative
+            return apply(self.prompt_styles(), names, prompt, negative)
 
         lim = self.settings.limits
         return ScriptEnv(
@@ -575,14 +572,9 @@ class Services:
         prompt, negative = req.prompt, req.negative_prompt
         if not req.styles:
             return prompt, negative
-        styles = {s["name"]: s for s in self.prompt_styles()}
-        for name in req.styles:
-            style = styles.get(name)
-            if style is None:
-                continue
-            prompt = _merge_style(prompt, style["prompt"])
-            negative = _merge_style(negative, style["negative_prompt"])
-        return prompt, negative
+        from sdcloud.api.styles import apply_styles
+
+        return apply_styles(self.prompt_styles(), list(req.styles), prompt, negative)
 
     def _engine_fields(
         self,
@@ -781,14 +773,6 @@ def _infotext_overrides(fields: dict[str, Any], keep_model: bool) -> dict[str, A
         if isinstance(model, str) and model:
             out["sd_model_checkpoint"] = model
     return out
-
-
-def _merge_style(text: str, style: str) -> str:
-    if not style:
-        return text
-    if "{prompt}" in style:
-        return style.replace("{prompt}", text)
-    return f"{text}, {style}" if text else style
 
 
 def _safetensors_metadata(path: Path) -> dict[str, Any]:

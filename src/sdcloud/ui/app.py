@@ -161,8 +161,14 @@ def build_ui(services: Any) -> gr.Blocks:
         _wire_png_info(tabs, png, txt2img, choices)
         # One load event refreshes every list and setting, then marks the page ready (tests
         # wait for the mark so they do not race the refresh).
-        blocks.load(lambda: [*_dropdowns(load_choices(services)), *settings.refresh()],
-                    outputs=[model, vae, txt2img.lora, img2img.lora, *settings.outputs],
+        def on_load() -> list[Any]:
+            c = load_choices(services)
+            styles = [gr.Dropdown(choices=c.styles)] * 2
+            return [*_dropdowns(c), *styles, *settings.refresh()]
+
+        blocks.load(on_load,
+                    outputs=[model, vae, txt2img.lora, img2img.lora, txt2img.extra["styles"].dropdown,
+                             img2img.extra["styles"].dropdown, *settings.outputs],
                     show_progress="hidden").then(
             None, js="() => { document.body.dataset.sdcloudReady = '1'; }")
     return blocks

@@ -62,16 +62,19 @@ def generation_panel(kind: str, choices: Choices, image_inputs: Callable[[], dic
                                      placeholder="Prompt (press Ctrl+Enter or the Generate button)")
             f["negative_prompt"] = gr.Textbox(label="Negative prompt", lines=2, max_lines=8,
                                               elem_id=f"{kind}_neg_prompt")
+            from sdcloud.ui.styles_panel import style_controls
+
+            styles = style_controls(kind, list(getattr(choices, "styles", [])))
         with gr.Column(scale=1, min_width=160, elem_classes="sd-actions"):
             generate = gr.Button("Generate", variant="primary", elem_id=f"{kind}_generate")
             interrupt = gr.Button("Interrupt", variant="stop", elem_id=f"{kind}_interrupt")
             lora = gr.Dropdown(choices=choices.loras, value=None, label="Add LoRA", elem_id=f"{kind}_lora",
                                info="inserts <lora:name:1> into the prompt")
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"styles": styles}
     with gr.Row(equal_height=False, elem_classes=["sd-main-row", f"sd-{kind}"]):
         with gr.Column(scale=1, min_width=300):
             if image_inputs is not None:
-                extra = image_inputs()
+                extra.update(image_inputs())
                 f["resize_mode"] = gr.Radio(list(RESIZE_MODES), value=RESIZE_MODES[0], label="Resize mode")
             with gr.Row():
                 f["sampler_name"] = gr.Dropdown(choices.samplers, value=_first(choices.samplers, "DPM++ 2M"),

@@ -12,6 +12,7 @@ from sdcloud.ui.controls import GenerationPanel, generation_panel
 from sdcloud.ui.generate import wire_panel
 from sdcloud.ui.images import inpaint_inputs, to_base64_png
 from sdcloud.ui.params import img2img_request
+from sdcloud.ui.styles_panel import wire_styles
 
 
 def _image_inputs() -> dict[str, Any]:
@@ -52,10 +53,13 @@ def _build_request(form: dict[str, Any], extra: list[Any]) -> dict[str, Any]:
 def img2img_tab(services: Any, choices: Choices) -> GenerationPanel:
     panel = generation_panel("img2img", choices, image_inputs=_image_inputs)
     x = panel.extra
-    script = x["script"]
+    script, styles = x["script"], x["styles"]
 
     def build(form: dict[str, Any], extra: list[Any]) -> dict[str, Any]:
-        return {**_build_request(form, extra), **script.request_fields(extra[4:])}
+        return {**_build_request(form, extra), "styles": list(extra[4] or []),
+                **script.request_fields(extra[5:])}
 
-    wire_panel(services, panel, build, [x["mode"], x["init"], x["editor"], x["mask_upload"], *script.inputs])
+    wire_panel(services, panel, build,
+               [x["mode"], x["init"], x["editor"], x["mask_upload"], styles.dropdown, *script.inputs])
+    wire_styles(services, styles, panel.fields["prompt"], panel.fields["negative_prompt"])
     return panel

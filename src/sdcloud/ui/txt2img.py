@@ -8,11 +8,16 @@ from sdcloud.ui.choices import Choices
 from sdcloud.ui.controls import GenerationPanel, generation_panel
 from sdcloud.ui.generate import wire_panel
 from sdcloud.ui.params import txt2img_request
+from sdcloud.ui.styles_panel import wire_styles
 
 
 def txt2img_tab(services: Any, choices: Choices) -> GenerationPanel:
     panel = generation_panel("txt2img", choices)
-    script = panel.extra["script"]
-    wire_panel(services, panel, lambda form, extra: {**txt2img_request(form), **script.request_fields(extra)},
-               script.inputs)
+    script, styles = panel.extra["script"], panel.extra["styles"]
+
+    def build(form: dict[str, Any], extra: list[Any]) -> dict[str, Any]:
+        return {**txt2img_request(form), "styles": list(extra[0] or []), **script.request_fields(extra[1:])}
+
+    wire_panel(services, panel, build, [styles.dropdown, *script.inputs])
+    wire_styles(services, styles, panel.fields["prompt"], panel.fields["negative_prompt"])
     return panel
