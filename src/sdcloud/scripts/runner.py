@@ -88,7 +88,7 @@ def _info(first: dict[str, Any], out: ScriptOutput, p: dict[str, Any]) -> dict[s
 
 
 def _write(runner: Any, ctx: JobContext, out: ScriptOutput, p: dict[str, Any], is_img2img: bool) -> list[Path]:
-    from sdcloud.jobs.generation import image_bytes
+    from sdcloud.image_files import image_bytes
 
     kind = "img2img" if is_img2img else "txt2img"
     for img, text in zip(out.images, out.infotexts, strict=False):
@@ -102,7 +102,8 @@ def _write(runner: Any, ctx: JobContext, out: ScriptOutput, p: dict[str, Any], i
             path.write_bytes(image_bytes(img, fmt, int(p.get("jpeg_quality", 80))))
             paths.append(path)
         return paths
-    from sdcloud.outputs import output_dir, save_images, write_png_atomic
+    from sdcloud.image_files import write_png_atomic
+    from sdcloud.outputs import output_dir, save_images
 
     samples = save_images(out.samples, out.sample_infotexts, out.sample_seeds, runner.settings, kind=kind)
     grids_dir = runner.settings.outputs_path / f"{kind}-grids" / output_dir(runner.settings, kind).name
