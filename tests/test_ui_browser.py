@@ -440,6 +440,8 @@ def test_styles_save_apply_and_use(browser: object, ui_server: ServerProcess) ->
     assert styles_csv.read_text().splitlines()[0] == "name,prompt,negative_prompt"
     page.fill("#txt2img_prompt textarea", "a harbour")
     page.fill("#txt2img_neg_prompt textarea", "")
+    # A1111's token counter under the prompt box
+    page.wait_for_function("document.querySelector('#txt2img_token_counter').innerText.trim() === '2/75'")
     page.click("#txt2img_styles input")
     page.get_by_role("option", name="golden").click()
     page.keyboard.press("Escape")

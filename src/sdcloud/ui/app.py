@@ -31,6 +31,8 @@ UI_CSS = """
 .sd-failed .sd-progress-fill { background: var(--error-background-fill); opacity: 1; }
 .sd-progress-text { position: relative; display: block; padding: .25em .6em; font-size: .9em; }
 .sd-actions button { min-height: 3em; }
+.sd-token-counter { text-align: right; font-size: .8em; opacity: .7; margin-top: -0.5em !important;
+  min-height: 0 !important; }
 #quicksettings { align-items: flex-end; }
 @media (max-width: 640px) {
   .gradio-container { padding: 4px !important; }

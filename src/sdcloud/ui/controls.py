@@ -60,17 +60,21 @@ def generation_panel(kind: str, choices: Choices, image_inputs: Callable[[], dic
         with gr.Column(scale=6, min_width=280):
             f["prompt"] = gr.Textbox(label="Prompt", lines=3, max_lines=12, elem_id=f"{kind}_prompt",
                                      placeholder="Prompt (press Ctrl+Enter or the Generate button)")
+            counter = gr.HTML("0/75", elem_id=f"{kind}_token_counter", elem_classes="sd-token-counter")
             f["negative_prompt"] = gr.Textbox(label="Negative prompt", lines=2, max_lines=8,
                                               elem_id=f"{kind}_neg_prompt")
+            neg_counter = gr.HTML("0/75", elem_id=f"{kind}_negative_token_counter",
+                                  elem_classes="sd-token-counter")
             from sdcloud.ui.styles_panel import style_controls
 
             styles = style_controls(kind, list(getattr(choices, "styles", [])))
         with gr.Column(scale=1, min_width=160, elem_classes="sd-actions"):
             generate = gr.Button("Generate", variant="primary", elem_id=f"{kind}_generate")
             interrupt = gr.Button("Interrupt", variant="stop", elem_id=f"{kind}_interrupt")
+            skip = gr.Button("Skip", elem_id=f"{kind}_skip")
             lora = gr.Dropdown(choices=choices.loras, value=None, label="Add LoRA", elem_id=f"{kind}_lora",
                                info="inserts <lora:name:1> into the prompt")
-    extra: dict[str, Any] = {"styles": styles}
+    extra: dict[str, Any] = {"styles": styles, "skip": skip, "token_counters": (counter, neg_counter)}
     with gr.Row(equal_height=False, elem_classes=["sd-main-row", f"sd-{kind}"]):
         with gr.Column(scale=1, min_width=300):
             if image_inputs is not None:

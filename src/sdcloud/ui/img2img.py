@@ -10,6 +10,7 @@ from PIL import Image
 from sdcloud.image_files import encode_image
 from sdcloud.ui.choices import Choices
 from sdcloud.ui.controls import GenerationPanel, generation_panel
+from sdcloud.ui.gen_extras import wire_extras
 from sdcloud.ui.inpaint_mask import inpaint_inputs
 from sdcloud.ui.job_polling import wire_panel
 from sdcloud.ui.params import img2img_request
@@ -63,4 +64,5 @@ def img2img_tab(services: Any, choices: Choices) -> GenerationPanel:
     wire_panel(services, panel, build,
                [x["mode"], x["init"], x["editor"], x["mask_upload"], styles.dropdown, *script.inputs])
     wire_styles(services, styles, panel.fields["prompt"], panel.fields["negative_prompt"])
+    wire_extras(services, panel)
     return panel

@@ -6,6 +6,7 @@ from typing import Any
 
 from sdcloud.ui.choices import Choices
 from sdcloud.ui.controls import GenerationPanel, generation_panel
+from sdcloud.ui.gen_extras import wire_extras
 from sdcloud.ui.job_polling import wire_panel
 from sdcloud.ui.params import txt2img_request
 from sdcloud.ui.styles_panel import wire_styles
@@ -20,4 +21,5 @@ def txt2img_tab(services: Any, choices: Choices) -> GenerationPanel:
 
     wire_panel(services, panel, build, [styles.dropdown, *script.inputs])
     wire_styles(services, styles, panel.fields["prompt"], panel.fields["negative_prompt"])
+    wire_extras(services, panel)
     return panel

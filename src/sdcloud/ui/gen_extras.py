@@ -1,0 +1,26 @@
+"""Small generation controls A1111 users expect on both tabs: **Skip** (drop the current
+image of the batch, go on with the next) and the token counters on the prompt boxes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from sdcloud.ui.controls import GenerationPanel
+from sdcloud.ui.token_count import counter_text
+
+
+def wire_extras(services: Any, panel: GenerationPanel) -> None:
+    def skip(job_id: str | None) -> None:
+        running = services.queue.running()
+        if job_id is None or running is None or running.id != job_id:
+            gr.Info("Nothing of yours is running.")
+            return
+        services.skip()
+
+    panel.extra["skip"].click(skip, inputs=panel.job_id, outputs=None, concurrency_limit=None)
+    counter, neg_counter = panel.extra["token_counters"]
+    for box, out in ((panel.fields["prompt"], counter), (panel.fields["negative_prompt"], neg_counter)):
+        box.change(counter_text, inputs=box, outputs=out, show_progress="hidden", trigger_mode="always_last",
+                   concurrency_limit=None)
