@@ -453,3 +453,22 @@ def test_styles_save_apply_and_use(browser: object, ui_server: ServerProcess) ->
         "document.querySelector('#txt2img_prompt textarea').value === 'a harbour, golden hour'")
     assert page.input_value("#txt2img_neg_prompt textarea") == "lowres"
     page.close()
+
+
+def test_extra_network_cards_insert_lora(browser: object, ui_server: ServerProcess) -> None:
+    """Open Extra networks, find the LoRA card by search, click it: the tag goes into the prompt
+    with the weight from the slider."""
+    page = _open(browser, ui_server, 390, 844)
+    page.fill("#txt2img_prompt textarea", "a castle")
+    page.get_by_text("Extra networks").first.click()
+    _set_slider(page, "txt2img_en_weight", 0.6)
+    page.fill("#txt2img_en_search input, #txt2img_en_search textarea", "detail")
+    card = page.locator("#txt2img_en_cards button img").first
+    card.wait_for()
+    assert page.locator("#txt2img_en_cards button img").count() == 1
+    card.click()
+    page.wait_for_function(
+        "document.querySelector('#txt2img_prompt textarea').value === 'a castle, <lora:detail_tweaker:0.6>'")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    _screenshot(page, "ui-extra-networks-phone.png")
+    page.close()

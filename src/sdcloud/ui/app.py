@@ -129,8 +129,9 @@ def _wire_png_info(tabs: gr.Tabs, png: PngInfoTab, txt2img: GenerationPanel, cho
         values, dropped = fit_choices(values, {"sampler_name": choices.samplers,
                                                "scheduler": choices.schedulers,
                                                "hr_upscaler": choices.upscalers})
+        labels = {"sampler_name": "Sampler", "scheduler": "Schedule type", "hr_upscaler": "Hires upscaler"}
         for key, value in dropped.items():
-            gr.Warning(f"{key} '{value}' is not available here; kept the current one.")
+            gr.Warning(f"{labels.get(key, key)} '{value}' is not available here; kept the current one.")
         return [values.get(k, gr.skip()) for k in keys] + [gr.Tabs(selected="txt2img")]
 
     png.send_to_txt2img.click(send, inputs=png.params_state, outputs=txt2img.inputs + [tabs])

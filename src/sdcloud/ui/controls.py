@@ -68,13 +68,17 @@ def generation_panel(kind: str, choices: Choices, image_inputs: Callable[[], dic
             from sdcloud.ui.styles_panel import style_controls
 
             styles = style_controls(kind, list(getattr(choices, "styles", [])))
+            from sdcloud.ui.extra_networks import extra_networks_controls
+
+            networks = extra_networks_controls(kind)
         with gr.Column(scale=1, min_width=160, elem_classes="sd-actions"):
             generate = gr.Button("Generate", variant="primary", elem_id=f"{kind}_generate")
             interrupt = gr.Button("Interrupt", variant="stop", elem_id=f"{kind}_interrupt")
             skip = gr.Button("Skip", elem_id=f"{kind}_skip")
             lora = gr.Dropdown(choices=choices.loras, value=None, label="Add LoRA", elem_id=f"{kind}_lora",
                                info="inserts <lora:name:1> into the prompt")
-    extra: dict[str, Any] = {"styles": styles, "skip": skip, "token_counters": (counter, neg_counter)}
+    extra: dict[str, Any] = {"styles": styles, "skip": skip, "token_counters": (counter, neg_counter),
+                             "extra_networks": networks}
     with gr.Row(equal_height=False, elem_classes=["sd-main-row", f"sd-{kind}"]):
         with gr.Column(scale=1, min_width=300):
             if image_inputs is not None:
@@ -141,7 +145,7 @@ def _hires_controls(f: dict[str, gr.components.Component], choices: Choices) -> 
         f["enable_hr"] = gr.Checkbox(False, label="Enable hires. fix", elem_id="txt2img_enable_hr")
         with gr.Row():
             f["hr_upscaler"] = gr.Dropdown(choices.upscalers, value=_first(choices.upscalers, "Latent"),
-                                           label="Upscaler")
+                                           label="Upscaler", elem_id="txt2img_hr_upscaler")
             f["hr_second_pass_steps"] = gr.Slider(0, r.max_steps, value=0, step=1, label="Hires steps",
                                                   info="0 = same as sampling steps", elem_id="txt2img_hr_steps")
         with gr.Row():

@@ -22,6 +22,10 @@ def _tokenizer() -> Any:
     return tok
 
 
+def warm_up() -> None:
+    _tokenizer()
+
+
 def count_tokens(prompt: str) -> tuple[int, int]:
     """(tokens used, tokens available) for ``prompt``, as A1111's counter shows them."""
     from sdcloud.prompt_syntax import extract_extra_networks, get_schedules, prompt_chunks
