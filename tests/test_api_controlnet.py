@@ -84,4 +84,4 @@ def test_unit_without_image_and_other_scripts(client: httpx.Client) -> None:
         {"module": "canny", "model": "control_tiny_canny"}]}}})
     assert r.status_code == 400 and "has no image" in r.json()["detail"]
     r = client.post("/sdapi/v1/txt2img", json={**SMALL, "alwayson_scripts": {"adetailer": {"args": []}}})
-    assert r.status_code == 400 and "adetailer" in r.json()["detail"]
+    assert r.status_code == 422 and "adetailer" in r.json()["detail"]  # as A1111

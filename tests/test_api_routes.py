@@ -274,8 +274,9 @@ def test_listing_routes(client: httpx.Client, sdcloud_server: Any) -> None:
     assert get("sd-vae").json() == [] and get("loras").json() == []
     assert get("embeddings").json() == {"loaded": {}, "skipped": {}}
     assert get("prompt-styles").json() == [{"name": "sharp", "prompt": "{prompt}, sharp", "negative_prompt": "blur"}]
-    assert get("scripts").json() == {"txt2img": [], "img2img": []}
-    assert get("script-info").json() == [] and get("hypernetworks").json() == []
+    assert "x/y/z plot" in get("scripts").json()["txt2img"]
+    assert {s["name"] for s in get("script-info").json()} >= {"x/y/z plot", "sd upscale"}
+    assert get("hypernetworks").json() == []
     assert get("face-restorers").json() == [] and get("realesrgan-models").json() == []
     flags = get("cmd-flags").json()
     assert flags["api"] is True and flags["api_auth"] is None and flags["port"] == sdcloud_server.port
@@ -327,7 +328,7 @@ def test_extras_upscale(client: httpx.Client) -> None:
         ("/sdapi/v1/txt2img", {**SMALL, "batch_size": 50}, 400, "batch_size"),
         ("/sdapi/v1/txt2img", {**SMALL, "prompt": "x" * 3000}, 400, "at most 2000"),
         ("/sdapi/v1/txt2img", {**SMALL, "seed": 2**40}, 400, "seed"),
-        ("/sdapi/v1/txt2img", {**SMALL, "script_name": "x/y plot"}, 400, "script"),
+        ("/sdapi/v1/txt2img", {**SMALL, "script_name": "x/y plot"}, 422, "Script 'x/y plot' not found"),
         ("/sdapi/v1/img2img", {"init_images": ["%%%not base64%%%"], **SMALL}, 400, "init image 0"),
         (
             "/sdapi/v1/img2img",

@@ -448,3 +448,74 @@ def test_language_switch_in_settings_is_kept(browser: object, ui_server: ServerP
     page.goto(ui_server.url + "/?lang=auto")
     _wait_ready(page)
     context.close()
+@pytest.mark.parametrize(("width", "height"), [(1280, 900), (390, 844)])
+def test_xyz_plot_from_the_script_dropdown(browser: object, ui_server: ServerProcess, width: int,
+                                           height: int) -> None:
+    page = _open(browser, ui_server, width, height)
+    page.click("#txt2img_script input")
+    page.get_by_role("option", name="X/Y/Z plot").click()
+    page.locator("#txt2img_xyz_X_type").wait_for(state="visible")
+    page.click("#txt2img_xyz_X_type input")
+    page.get_by_role("option", name="Steps", exact=True).click()
+    page.fill("#txt2img_xyz_X_values textarea, #txt2img_xyz_X_values input", "1, 2")
+    infotext = _generate(page, f"xyz plot {width}", seed=99)
+    assert "Script: X/Y/Z plot, X Type: Steps, X Values: \"1, 2\"" in infotext
+    grid_w, grid_h = _image_size(page, "#txt2img_gallery img")
+    assert grid_w == 128 and grid_h > 64  # two 64px cells side by side under a row of "Steps: N" labels
+    grids = list((ui_server.data_dir / "outputs" / "txt2img-grids").rglob("xyz_grid-*.png"))
+    assert grids, "the X/Y/Z grid was not saved under outputs/txt2img-grids"
+    if width < 500:
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+    _screenshot(page, f"ui-xyz-plot-{width}.png")
+    page.close()
+
+
+def test_styles_save_apply_and_use(browser: object, ui_server: ServerProcess) -> None:
+    """Save the prompts as a style (written to styles.csv in A1111's format), pick it for a
+    generation (listed in the API), and Apply it into the prompt boxes."""
+    page = _open(browser, ui_server, 1280, 900)
+    page.fill("#txt2img_prompt textarea", "{prompt}, golden hour")
+    page.fill("#txt2img_neg_prompt textarea", "lowres")
+    page.get_by_text("Save prompts as a style").click()
+    page.fill("#txt2img_style_name input, #txt2img_style_name textarea", "golden")
+    page.click("#txt2img_style_save")
+    styles_csv = ui_server.data_dir / "styles.csv"
+    deadline = time.monotonic() + 60
+    while not (styles_csv.exists() and "golden" in styles_csv.read_text()):
+        assert time.monotonic() < deadline, "styles.csv was not written"
+        time.sleep(0.2)
+    assert styles_csv.read_text().splitlines()[0] == "name,prompt,negative_prompt"
+    page.fill("#txt2img_prompt textarea", "a harbour")
+    page.fill("#txt2img_neg_prompt textarea", "")
+    # A1111's token counter under the prompt box
+    page.wait_for_function("document.querySelector('#txt2img_token_counter').innerText.trim() === '2/75'")
+    page.click("#txt2img_styles input")
+    page.get_by_role("option", name="golden").click()
+    page.keyboard.press("Escape")
+    infotext = _generate(page, "a harbour", seed=5)
+    assert infotext.startswith("a harbour, golden hour\nNegative prompt: lowres\n")
+    _screenshot(page, "ui-styles-desktop.png")
+    page.click("#txt2img_styles_apply")  # the style is still selected: Apply writes it into the boxes
+    page.wait_for_function(
+        "document.querySelector('#txt2img_prompt textarea').value === 'a harbour, golden hour'")
+    assert page.input_value("#txt2img_neg_prompt textarea") == "lowres"
+    page.close()
+
+
+def test_extra_network_cards_insert_lora(browser: object, ui_server: ServerProcess) -> None:
+    """Open Extra networks, find the LoRA card by search, click it: the tag goes into the prompt
+    with the weight from the slider."""
+    page = _open(browser, ui_server, 390, 844)
+    page.fill("#txt2img_prompt textarea", "a castle")
+    page.get_by_text("Extra networks").first.click()
+    _set_slider(page, "txt2img_en_weight", 0.6)
+    page.fill("#txt2img_en_search input, #txt2img_en_search textarea", "detail")
+    card = page.locator("#txt2img_en_cards button img").first
+    card.wait_for()
+    assert page.locator("#txt2img_en_cards button img").count() == 1
+    card.click()
+    page.wait_for_function(
+        "document.querySelector('#txt2img_prompt textarea').value === 'a castle, <lora:detail_tweaker:0.6>'")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    _screenshot(page, "ui-extra-networks-phone.png")
+    page.close()

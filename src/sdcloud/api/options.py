@@ -1,9 +1,11 @@
-"""The A1111 options (``/sdapi/v1/options``) this server honours, kept in ``<state>/options.json``.
+"""The A1111 options (``/sdapi/v1/options``), kept in ``<state>/options.json``.
 
-Only options that change something are listed, plus the model/VAE keys clients read; a POST
-may send back the whole dict GET returned. Unknown keys are ignored (A1111 would fail on
-them); a value of the wrong type is a ``BadRequest``. ``sd_model_checkpoint`` and
-``sd_checkpoint_hash`` are not stored here: they describe the loaded model.
+Every key of A1111 1.10's settings is answered (``a1111_options``), so a POST may send back
+the whole dict GET returned. ``DEFAULTS`` are the options this server acts on: checked
+strictly (a wrong type or range is a ``BadRequest``). Every other A1111 key is stored and
+read back as A1111 keeps it (a value of another kind than A1111's default is refused).
+Keys A1111 does not have are ignored. ``sd_model_checkpoint`` and ``sd_checkpoint_hash`` are
+not stored here: they describe the loaded model.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from sdcloud.api.a1111_options import A1111_DEFAULTS
 from sdcloud.errors import BadRequest
 
 SAMPLE_FORMATS = ("png", "jpg", "jpeg", "webp")
@@ -29,6 +32,8 @@ DEFAULTS: dict[str, Any] = {
     "face_restoration_model": "CodeFormer",  # what restore_faces uses (A1111's default)
 }
 
+COMPUTED = ("sd_model_checkpoint", "sd_checkpoint_hash")  # describe the loaded model, never stored
+
 _RANGES: dict[str, tuple[int, int]] = {
     "CLIP_stop_at_last_layers": (1, 12),
     "jpeg_quality": (1, 100),
@@ -42,7 +47,7 @@ class OptionsStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._values = dict(DEFAULTS)
+        self._values = {k: v for k, v in {**A1111_DEFAULTS, **DEFAULTS}.items() if k not in COMPUTED}
         try:
             stored = json.loads(path.read_text())
         except (FileNotFoundError, ValueError):
@@ -51,6 +56,7 @@ class OptionsStore:
             for key, value in stored.items():
                 try:
                     self._values.update(validate({key: value}))
+                    self._values.update(validate_kept({key: value}))
                 except BadRequest:
                     continue  # a hand-edited file with a bad value falls back to the default
 
@@ -63,8 +69,8 @@ class OptionsStore:
             return self._values[key]
 
     def update(self, changes: dict[str, Any]) -> None:
-        """Validate and store ``changes`` (unknown keys dropped)."""
-        clean = validate(changes)
+        """Validate and store ``changes`` (keys A1111 does not have are dropped)."""
+        clean = {**validate_kept(changes), **validate(changes)}
         if not clean:
             return
         with self._lock:
@@ -101,4 +107,28 @@ def validate(changes: dict[str, Any]) -> dict[str, Any]:
         if key == "samples_format" and value.lower() not in SAMPLE_FORMATS:
             raise BadRequest(f"samples_format must be one of {', '.join(SAMPLE_FORMATS)}, got {value!r}")
         clean[key] = value.lower() if key == "samples_format" else value
+    return clean
+
+
+def validate_kept(changes: dict[str, Any]) -> dict[str, Any]:
+    """The A1111 keys of ``changes`` this server keeps without acting on them, checked to be of
+    the kind of A1111's default (a number for a number, a list for a list, ...)."""
+    clean: dict[str, Any] = {}
+    for key, value in changes.items():
+        if key in DEFAULTS or key in COMPUTED or key not in A1111_DEFAULTS:
+            continue
+        default = A1111_DEFAULTS[key]
+        if default is None or value is None:
+            ok = value is None or isinstance(value, (str, int, float, bool))
+        elif isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, (int, float)):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        elif isinstance(default, list):
+            ok = isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value)
+        else:
+            ok = isinstance(value, str)
+        if not ok:
+            raise BadRequest(f"option '{key}' must be like its A1111 default {default!r}, got {value!r}")
+        clean[key] = value
     return clean

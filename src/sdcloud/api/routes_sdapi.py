@@ -168,12 +168,16 @@ def memory(request: Request) -> dict[str, Any]:
 
 @router.get("/scripts")
 def scripts() -> dict[str, list[str]]:
-    return {"txt2img": [], "img2img": []}
+    from sdcloud.scripts import listing
+
+    return listing()
 
 
 @router.get("/script-info")
-def script_info() -> list[dict[str, Any]]:
-    return []
+def script_info(request: Request) -> list[dict[str, Any]]:
+    from sdcloud.scripts import script_info as info
+
+    return info(_services(request).script_env())
 
 
 @router.post("/unload-checkpoint")

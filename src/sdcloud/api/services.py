@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import csv
 import json
 import time
 from pathlib import Path
@@ -22,14 +21,14 @@ from sdcloud.api.ckpt_tools import CheckpointTools
 from sdcloud.api.extras import ExtrasService
 from sdcloud.api.image_input import decode_image
 from sdcloud.api.models import Img2ImgRequest, Txt2ImgRequest
-from sdcloud.api.options import OptionsStore, validate
+from sdcloud.api.options import OptionsStore, validate, validate_kept
 from sdcloud.api.training import TrainingService
 from sdcloud.catalog import DEMO_MODELS, ModelFile
 from sdcloud.checkpoints.hashing import HashCache
-from sdcloud.engine.request_rules import LATENT_UPSCALE_MODES
+from sdcloud.engine.request_rules import HIRES_UPSCALERS, LATENT_UPSCALE_MODES
 from sdcloud.engine.request_rules import validate as validate_request
-from sdcloud.engine.sampler_names import sampler_list, scheduler_list
-from sdcloud.errors import BadRequest, Cancelled, NotFound, SdcloudError
+from sdcloud.engine.sampler_names import resolve_sampler, sampler_list, scheduler_list
+from sdcloud.errors import BadRequest, Cancelled, NotFound, SdcloudError, Unsupported
 from sdcloud.image_files import image_bytes
 from sdcloud.interrogate import Interrogator
 from sdcloud.jobs import CANCELLED, FAILED, GPU_LANE, Job
@@ -249,22 +248,24 @@ class Services:
     def latent_upscale_modes(self) -> list[dict[str, str]]:
         return [{"name": n} for n in LATENT_UPSCALE_MODES]
 
+    @property
+    def styles_path(self) -> Path:
+        return self.settings.data_dir / "styles.csv"
+
     def prompt_styles(self) -> list[dict[str, Any]]:
-        path = self.settings.data_dir / "styles.csv"
-        try:
-            with path.open(newline="", encoding="utf-8-sig") as fh:
-                rows = list(csv.DictReader(fh))
-        except (FileNotFoundError, csv.Error, UnicodeDecodeError):
-            return []
-        return [
-            {
-                "name": r.get("name") or "",
-                "prompt": r.get("prompt") or "",
-                "negative_prompt": r.get("negative_prompt") or "",
-            }
-            for r in rows
-            if r.get("name")
-        ]
+        from sdcloud.api.styles import read_styles
+
+        return read_styles(self.styles_path)
+
+    def save_style(self, name: str, prompt: str, negative_prompt: str) -> list[dict[str, Any]]:
+        from sdcloud.api.styles import save_style
+
+        return save_style(self.styles_path, name, prompt, negative_prompt)
+
+    def delete_style(self, name: str) -> list[dict[str, Any]]:
+        from sdcloud.api.styles import delete_style
+
+        return delete_style(self.styles_path, name)
 
     def cmd_flags(self) -> dict[str, Any]:
         """A1111's command-line flags as far as they have a meaning here (never secrets)."""
@@ -347,6 +348,7 @@ class Services:
         if isinstance(vae, str):
             self._vae_key(vae)  # unknown names are refused before anything changes
         validate(changes)
+        validate_kept(changes)
         if checkpoint:
             selected = self._selected_entry()
             if not selected or checkpoint != selected[0]:
@@ -379,13 +381,12 @@ class Services:
             if name not in ("init_images", "mask"):
                 check_client_value(getattr(req, name), name)
         req = self._apply_infotext(req)
-        if req.script_name:
-            raise BadRequest(f"script '{req.script_name}' not found; this server has no scripts")
+        script = self._find_script(req)
         from sdcloud.controlnet import requests as cn_requests
 
         unknown = [k for k in (req.alwayson_scripts or {}) if k != cn_requests.script_key(req.alwayson_scripts)]
         if unknown:
-            raise BadRequest(f"always on script {unknown[0]} not found; this server has ControlNet only")
+            raise Unsupported(f"always on script {unknown[0]} not found; this server has ControlNet only")
         cn_units, cn_files = cn_requests.prepare(
             req.alwayson_scripts or {}, self.settings.models_root / "ControlNet",
             lambda text, what: decode_image(text, self.settings, what), isinstance(req, Img2ImgRequest))
@@ -443,10 +444,52 @@ class Services:
         )
         payload.update(controlnet=cn_units, restore_faces=restore)
         files.update(cn_files)
+        if script is not None:
+            payload["script"] = {"title": script.title, "plan": script.prepare(
+                req.script_args, payload["request"], self.script_env(req, init_names), kind == "img2img")}
         if not req.override_settings_restore_afterwards:  # A1111 keeps the overrides
             self.options.update(clean)
             self.selected_model = model_key
         return self.queue.submit(kind, payload, files)
+
+    # scripts ---------------------------------------------------------------------------
+    def _find_script(self, req: Txt2ImgRequest | Img2ImgRequest) -> Any:
+        """The selectable script a request names (422 when unknown, as in A1111)."""
+        from sdcloud.scripts import find
+
+        if not req.script_name or req.script_name.strip().lower() == "none":
+            return None
+        script = find(req.script_name, isinstance(req, Img2ImgRequest))
+        if script is None:
+            raise Unsupported(f"Script '{req.script_name}' not found")
+        return script
+
+    def script_env(self, req: Txt2ImgRequest | Img2ImgRequest | None = None,
+                   init_names: list[str] | None = None) -> Any:
+        """What a script may look up while it checks its arguments (names resolve here)."""
+        from sdcloud.api.styles import apply_styles as apply
+        from sdcloud.engine.sampler_names import available_samplers
+        from sdcloud.scripts import ScriptEnv
+
+        def apply_styles(prompt: str, negative: str, names: list[str]) -> tuple[str, str]:
+            return apply(self.prompt_styles(), names, prompt, negative)
+
+        lim = self.settings.limits
+        return ScriptEnv(
+            resolve_model=self.resolve_model,
+            resolve_vae=self._vae_key,
+            resolve_sampler=resolve_sampler,
+            apply_styles=apply_styles,
+            upscalers=[u["name"] for u in self.upscalers()],
+            hr_upscalers=[*HIRES_UPSCALERS, *(n for n in self.extras.upscalers.names() if n not in ("None", *HIRES_UPSCALERS))],
+            checkpoints=[m["title"] for m in self.sd_models()],
+            vaes=[v["model_name"] for v in self.sd_vae()],
+            samplers=available_samplers(),
+            schedules=[s["label"] for s in scheduler_list()],
+            styles=[s["name"] for s in self.prompt_styles()],
+            seed_was_random=bool(req is not None and req.seed == -1),
+            max_images=max(1, lim.max_batch_size * lim.max_n_iter),
+        )
 
     def _apply_infotext(self, req: Txt2ImgRequest | Img2ImgRequest) -> Txt2ImgRequest | Img2ImgRequest:
         """Fill the fields the request did not set from its ``infotext`` (A1111 1.8+)."""
@@ -464,6 +507,14 @@ class Services:
             fields.setdefault("negative_prompt", parsed["Negative prompt"])
         known = type(req).model_fields
         updates = {k: v for k, v in fields.items() if k in known and k not in req.model_fields_set}
+        overrides = _infotext_overrides(fields, bool(self.options["disable_weights_auto_swap"]))
+        if "sd_vae" in overrides:
+            try:
+                self._vae_key(overrides["sd_vae"])
+            except NotFound:  # a VAE this server lacks: the model's own is used, as A1111 falls back
+                del overrides["sd_vae"]
+        if overrides:  # A1111's get_override_settings: options written in the infotext
+            updates["override_settings"] = {**overrides, **(req.override_settings or {})}
         try:
             return type(req).model_validate({**req.model_dump(), **updates})
         except ValidationError as err:
@@ -474,14 +525,9 @@ class Services:
         prompt, negative = req.prompt, req.negative_prompt
         if not req.styles:
             return prompt, negative
-        styles = {s["name"]: s for s in self.prompt_styles()}
-        for name in req.styles:
-            style = styles.get(name)
-            if style is None:
-                continue
-            prompt = _merge_style(prompt, style["prompt"])
-            negative = _merge_style(negative, style["negative_prompt"])
-        return prompt, negative
+        from sdcloud.api.styles import apply_styles
+
+        return apply_styles(self.prompt_styles(), list(req.styles), prompt, negative)
 
     def generation_response(self, job: Job) -> dict[str, Any]:
         """The A1111 txt2img/img2img answer for a finished job (an error if it did not finish well)."""
@@ -632,12 +678,19 @@ def check_client_value(value: Any, where: str, max_depth: int = MAX_JSON_DEPTH) 
             stack.extend((v, path, depth + 1) for v in item)
 
 
-def _merge_style(text: str, style: str) -> str:
-    if not style:
-        return text
-    if "{prompt}" in style:
-        return style.replace("{prompt}", text)
-    return f"{text}, {style}" if text else style
+def _infotext_overrides(fields: dict[str, Any], keep_model: bool) -> dict[str, Any]:
+    """Options an infotext sets (A1111 applies them as ``override_settings``): ``Clip skip``,
+    ``VAE`` and, unless ``disable_weights_auto_swap`` (A1111's default) is on, the model."""
+    out: dict[str, Any] = {}
+    if isinstance(fields.get("clip_skip"), int):
+        out["CLIP_stop_at_last_layers"] = fields["clip_skip"]
+    if isinstance(fields.get("vae"), str) and fields["vae"]:
+        out["sd_vae"] = fields["vae"]
+    if not keep_model:
+        model = fields.get("model_hash") or fields.get("model")
+        if isinstance(model, str) and model:
+            out["sd_model_checkpoint"] = model
+    return out
 
 
 def _safetensors_metadata(path: Path) -> dict[str, Any]:

@@ -136,6 +136,10 @@ class GenerationRunner:
             from sdcloud.controlnet.requests import load as load_units
 
             req.controlnet = load_units(p["controlnet"], ctx.input_path, load_image)
+        if p.get("script"):  # X/Y/Z plot & co: many engine calls, one job (sdcloud.scripts)
+            from sdcloud.scripts.runner import run_script
+
+            return run_script(self, ctx, req)
         every = int(p.get("preview_every") or 0)
 
         def progress(pr: Progress) -> None:

@@ -34,6 +34,8 @@ UI_CSS = """
 .sd-failed .sd-progress-fill { background: var(--error-background-fill); opacity: 1; }
 .sd-progress-text { position: relative; display: block; padding: .25em .6em; font-size: .9em; }
 .sd-actions button { min-height: 3em; }
+.sd-token-counter { text-align: right; font-size: .8em; opacity: .7; margin-top: -0.5em !important;
+  min-height: 0 !important; }
 #quicksettings { align-items: flex-end; }
 @media (max-width: 640px) {
   .gradio-container { padding: 4px !important; }
@@ -130,8 +132,9 @@ def _wire_png_info(tabs: gr.Tabs, png: PngInfoTab, txt2img: GenerationPanel, cho
         values, dropped = fit_choices(values, {"sampler_name": choices.samplers,
                                                "scheduler": choices.schedulers,
                                                "hr_upscaler": choices.upscalers})
+        labels = {"sampler_name": "Sampler", "scheduler": "Schedule type", "hr_upscaler": "Hires upscaler"}
         for key, value in dropped.items():
-            gr.Warning(f"{key} '{value}' is not available here; kept the current one.")
+            gr.Warning(f"{labels.get(key, key)} '{value}' is not available here; kept the current one.")
         return [values.get(k, gr.skip()) for k in keys] + [gr.Tabs(selected="txt2img")]
 
     png.send_to_txt2img.click(send, inputs=png.params_state, outputs=txt2img.inputs + [tabs])
@@ -171,8 +174,14 @@ def build_ui(services: Any, translations: gr.I18n | None = None) -> gr.Blocks:
         _wire_png_info(tabs, png, txt2img, choices)
         # One load event refreshes every list and setting, then marks the page ready (tests
         # wait for the mark so they do not race the refresh).
-        blocks.load(lambda: [*_dropdowns(load_choices(services)), *settings.refresh()],
-                    outputs=[model, vae, txt2img.lora, img2img.lora, *settings.outputs],
+        def on_load() -> list[Any]:
+            c = load_choices(services)
+            styles = [gr.Dropdown(choices=c.styles)] * 2
+            return [*_dropdowns(c), *styles, *settings.refresh()]
+
+        blocks.load(on_load,
+                    outputs=[model, vae, txt2img.lora, img2img.lora, txt2img.extra["styles"].dropdown,
+                             img2img.extra["styles"].dropdown, *settings.outputs],
                     show_progress="hidden").then(
             None, js="() => { document.body.dataset.sdcloudReady = '1'; }")
         blocks.load(None, outputs=lang, js=SHOW_CHOICE_JS, show_progress="hidden")

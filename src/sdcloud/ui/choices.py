@@ -16,6 +16,7 @@ class Choices:
     models: list[str]
     vaes: list[str]
     loras: list[str]
+    styles: list[str]
     current_model: str | None
     current_vae: str
     ranges: Ranges
@@ -34,6 +35,7 @@ def load_choices(services: Any) -> Choices:
         models=[m["title"] for m in services.sd_models()],
         vaes=["Automatic", "None"] + [v["model_name"] for v in services.sd_vae()],
         loras=[lora["name"] for lora in services.loras()],
+        styles=[s["name"] for s in services.prompt_styles()],
         current_model=options.get("sd_model_checkpoint") or None,
         current_vae=options.get("sd_vae") or "Automatic",
         ranges=Ranges.from_limits(services.settings.limits),

@@ -60,18 +60,29 @@ def generation_panel(kind: str, choices: Choices, image_inputs: Callable[[], dic
         with gr.Column(scale=6, min_width=280):
             f["prompt"] = gr.Textbox(label="Prompt", lines=3, max_lines=12, elem_id=f"{kind}_prompt",
                                      placeholder="Prompt (press Ctrl+Enter or the Generate button)")
+            counter = gr.HTML("0/75", elem_id=f"{kind}_token_counter", elem_classes="sd-token-counter")
             f["negative_prompt"] = gr.Textbox(label="Negative prompt", lines=2, max_lines=8,
                                               elem_id=f"{kind}_neg_prompt")
+            neg_counter = gr.HTML("0/75", elem_id=f"{kind}_negative_token_counter",
+                                  elem_classes="sd-token-counter")
+            from sdcloud.ui.styles_panel import style_controls
+
+            styles = style_controls(kind, list(getattr(choices, "styles", [])))
+            from sdcloud.ui.extra_networks import extra_networks_controls
+
+            networks = extra_networks_controls(kind)
         with gr.Column(scale=1, min_width=160, elem_classes="sd-actions"):
             generate = gr.Button("Generate", variant="primary", elem_id=f"{kind}_generate")
             interrupt = gr.Button("Interrupt", variant="stop", elem_id=f"{kind}_interrupt")
+            skip = gr.Button("Skip", elem_id=f"{kind}_skip")
             lora = gr.Dropdown(choices=choices.loras, value=None, label="Add LoRA", elem_id=f"{kind}_lora",
                                info="inserts <lora:name:1> into the prompt")
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"styles": styles, "skip": skip, "token_counters": (counter, neg_counter),
+                             "extra_networks": networks}
     with gr.Row(equal_height=False, elem_classes=["sd-main-row", f"sd-{kind}"]):
         with gr.Column(scale=1, min_width=300):
             if image_inputs is not None:
-                extra = image_inputs()
+                extra.update(image_inputs())
                 f["resize_mode"] = gr.Radio(list(RESIZE_MODES), value=RESIZE_MODES[0], label="Resize mode")
             with gr.Row():
                 f["sampler_name"] = gr.Dropdown(choices.samplers, value=_first(choices.samplers, "DPM++ 2M"),
@@ -105,6 +116,10 @@ def generation_panel(kind: str, choices: Choices, image_inputs: Callable[[], dic
                 _hires_controls(f, choices)
             else:
                 _inpaint_controls(f)
+            from sdcloud.ui.scripts_panel import script_controls
+
+            extra["script"] = script_controls(kind, ["None", *[u for u in choices.upscalers
+                                                              if not u.startswith("Latent")]])
         with gr.Column(scale=1, min_width=300, elem_classes="sd-results"):
             progress = gr.HTML("", elem_id=f"{kind}_progress", js_on_load=None)
             preview = gr.Image(label="Preview", visible=False, interactive=False, height=320,
@@ -130,7 +145,7 @@ def _hires_controls(f: dict[str, gr.components.Component], choices: Choices) -> 
         f["enable_hr"] = gr.Checkbox(False, label="Enable hires. fix", elem_id="txt2img_enable_hr")
         with gr.Row():
             f["hr_upscaler"] = gr.Dropdown(choices.upscalers, value=_first(choices.upscalers, "Latent"),
-                                           label="Upscaler")
+                                           label="Upscaler", elem_id="txt2img_hr_upscaler")
             f["hr_second_pass_steps"] = gr.Slider(0, r.max_steps, value=0, step=1, label="Hires steps",
                                                   info="0 = same as sampling steps", elem_id="txt2img_hr_steps")
         with gr.Row():

@@ -11,9 +11,11 @@ from sdcloud.image_files import encode_image
 from sdcloud.ui.choices import Choices
 from sdcloud.ui.controlnet_panel import controlnet_panel
 from sdcloud.ui.controls import GenerationPanel, generation_panel
+from sdcloud.ui.gen_extras import wire_extras
 from sdcloud.ui.inpaint_mask import inpaint_inputs
 from sdcloud.ui.job_polling import wire_panel
 from sdcloud.ui.params import img2img_request
+from sdcloud.ui.styles_panel import wire_styles
 
 
 def _image_inputs() -> dict[str, Any]:
@@ -54,10 +56,20 @@ def _build_request(form: dict[str, Any], extra: list[Any]) -> dict[str, Any]:
 def img2img_tab(services: Any, choices: Choices) -> GenerationPanel:
     panel = generation_panel("img2img", choices, image_inputs=_image_inputs)
     x = panel.extra
+    script, styles = x["script"], x["styles"]
     cn = controlnet_panel(services, "img2img")
     interrogate = gr.Button("Interrogate DeepBooru", elem_id="img2img_deepbooru")
-    wire_panel(services, panel, lambda form, extra: cn.add_to(_build_request(form, extra), extra[4:]),
-               [x["mode"], x["init"], x["editor"], x["mask_upload"], *cn.inputs])
+    n_script = len(script.inputs)
+
+    def build(form: dict[str, Any], extra: list[Any]) -> dict[str, Any]:
+        request = {**_build_request(form, extra), "styles": list(extra[4] or []),
+                   **script.request_fields(extra[5:5 + n_script])}
+        return cn.add_to(request, extra[5 + n_script:])
+
+    wire_panel(services, panel, build,
+               [x["mode"], x["init"], x["editor"], x["mask_upload"], styles.dropdown, *script.inputs, *cn.inputs])
+    wire_styles(services, styles, panel.fields["prompt"], panel.fields["negative_prompt"])
+    wire_extras(services, panel)
     interrogate.click(lambda image: interrogate_prompt(services, image), inputs=x["init"],
                       outputs=panel.fields["prompt"])
     return panel

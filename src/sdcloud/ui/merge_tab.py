@@ -12,7 +12,10 @@ from sdcloud.errors import SdcloudError
 from sdcloud.jobs.ckpt import MergeRequest
 from sdcloud.ui.i18n import DATA_CLASS
 
-METHODS = ["weighted_sum", "add_difference", "train_difference", "ties", "dare"]
+# (label shown, value sent): A1111's words on screen, the API's names in the request
+METHODS = [("Weighted sum", "weighted_sum"), ("Add difference", "add_difference"),
+           ("Train difference", "train_difference"), ("TIES", "ties"), ("DARE", "dare")]
+VAE_CHOICES = [("Bake in A's VAE", "a"), ("Merge the VAEs", "merge"), ("No VAE", "none")]
 STATUS_EVERY_S = 10.0
 
 
@@ -31,8 +34,9 @@ def merge_tab(services: Any) -> None:
         method = gr.Radio(METHODS, value="weighted_sum", label="Method", elem_id="merge_method")
         alpha = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Multiplier (alpha)", elem_id="merge_alpha")
     with gr.Row():
-        dtype = gr.Radio(["fp16", "bf16", "fp32", "keep"], value="fp16", label="Save as", elem_id="merge_dtype")
-        vae = gr.Radio(["a", "merge", "none"], value="a", label="VAE", elem_id="merge_vae")
+        dtype = gr.Radio([("fp16", "fp16"), ("bf16", "bf16"), ("fp32", "fp32"), ("Keep as is", "keep")],
+                         value="fp16", label="Save as", elem_id="merge_dtype")
+        vae = gr.Radio(VAE_CHOICES, value="a", label="VAE", elem_id="merge_vae")
         output = gr.Textbox(label="Output name (in models/Stable-diffusion)", placeholder="my-merge",
                             elem_id="merge_output")
     block_weights = gr.Textbox(label="Block weights (optional: 26 values for SD1/SD2, 20 for SDXL)",
