@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from sdcloud import __version__
-from sdcloud.api import routes_ckpt, routes_jobs, routes_sdapi, routes_server
+from sdcloud.api import routes_ckpt, routes_jobs, routes_sdapi, routes_server, routes_webhooks
 from sdcloud.api.errors import install_error_handlers
 from sdcloud.api.security import (
     ASGIApp,
@@ -74,6 +74,7 @@ def create_app(
     app.include_router(routes_sdapi.router, prefix="/sdapi/v1")
     app.include_router(routes_jobs.router, prefix="/api")
     app.include_router(routes_server.router, prefix="/api")
+    app.include_router(routes_webhooks.router, prefix="/api")
     app.include_router(routes_ckpt.router, prefix="/api/ckpt")
     if ui:
         from sdcloud.ui import mount_ui

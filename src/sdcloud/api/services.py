@@ -91,6 +91,10 @@ class Services:
         self.ckpt = CheckpointTools(settings, self.catalog, self.queue, self.hashes)
         self.selected_model: str | None = None  # the key new jobs use (A1111's sd_model_checkpoint)
         self.session = SessionControl(settings, self.queue, self.persistence)  # cost meter, limits
+        from sdcloud.webhooks.jobs import JobWebhooks
+        from sdcloud.webhooks.setup import make_sender
+
+        self.webhooks = JobWebhooks(self.queue, make_sender(settings))
         self._started = False
 
     # lifecycle ---------------------------------------------------------------------------
@@ -107,6 +111,7 @@ class Services:
             self.set_model(wanted)
         self.persistence.start(on_checkpoints=self.refresh)
         self.queue.start()
+        self.webhooks.start()
         self.session.start()
         self._started = True
 
@@ -114,6 +119,7 @@ class Services:
         """Finish the running job, then try to get every saved image into the store."""
         self.session.stop()
         self.queue.stop()
+        self.webhooks.stop()
         self.persistence.stop()
         self._started = False
 
@@ -385,6 +391,11 @@ class Services:
         """Validate an A1111 request and queue it; everything a user can get wrong is
         refused here, before the job reaches the queue."""
         kind = "img2img" if isinstance(req, Img2ImgRequest) else "txt2img"
+        webhook = req.webhook_url or self.settings.webhook_url
+        if webhook:
+            from sdcloud.webhooks import check_webhook_url
+
+            check_webhook_url(webhook, self.settings.webhook_allow_private)
         req = self._apply_infotext(req)
         self._check_limits(req)
         if req.script_name:
@@ -424,6 +435,7 @@ class Services:
                 mask_name = "mask.png"
                 files[mask_name] = image_bytes(decode_image(req.mask, self.settings, "mask"))
         echo = req.model_dump()
+        echo.pop("webhook_url", None)  # may carry a token; not part of A1111's echo
         if isinstance(req, Img2ImgRequest) and not req.include_init_images:
             echo["init_images"] = None
             echo["mask"] = None
@@ -444,10 +456,15 @@ class Services:
             else 0,
             "parameters": echo,
         }
+        if webhook:
+            payload["webhook"] = webhook
         if not req.override_settings_restore_afterwards:  # A1111 keeps the overrides
             self.options.update(clean)
             self.selected_model = model_key
-        return self.queue.submit(kind, payload, files)
+        job = self.queue.submit(kind, payload, files)
+        if webhook:
+            self.webhooks.queued(job, webhook)
+        return job
 
     def _apply_infotext(self, req: Txt2ImgRequest | Img2ImgRequest) -> Txt2ImgRequest | Img2ImgRequest:
         """Fill the fields the request did not set from its ``infotext`` (A1111 1.8+)."""
