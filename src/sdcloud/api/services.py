@@ -88,6 +88,12 @@ class Services:
             settings.state_path,
             {"txt2img": runner, "img2img": runner, **dict.fromkeys(CKPT_KINDS, ckpt_runner)},
         )
+        self.fleet: Any = None  # the FleetJobQueue when generation goes to workers (--broker)
+        if queue is None and settings.broker:
+            from sdcloud.fleet.setup import fleet_queue
+
+            self.fleet = self.queue = fleet_queue(settings, self.queue, self.persistence.store, self.catalog,
+                                                  self.hashes)
         self.ckpt = CheckpointTools(settings, self.catalog, self.queue, self.hashes)
         self.selected_model: str | None = None  # the key new jobs use (A1111's sd_model_checkpoint)
         self.session = SessionControl(settings, self.queue, self.persistence)  # cost meter, limits
@@ -137,12 +143,17 @@ class Services:
                 h = self._cached_sha(m)
                 if h and wanted.lower() in (h, h[:10], h[:8]):
                     return m.name
+            if self.fleet is not None:  # a model only the workers hold
+                for w in self.fleet.workers():
+                    if f"name:{bare}" in w.get("models", []):
+                        return bare
             raise
 
     def set_model(self, name: str) -> None:
         """Load a checkpoint now (waits for the running job) and use it for new jobs."""
         key = self.resolve_model(name)
-        self.host.ensure_model(key)
+        if self.fleet is None:  # with workers, the model is loaded where the jobs run
+            self.host.ensure_model(key)
         self.selected_model = key
 
     def unload_model(self) -> None:
@@ -714,6 +725,10 @@ class Services:
 
     def cancel(self, job_id: str) -> Job:
         return self.queue.cancel(job_id)
+
+    def workers(self) -> list[dict[str, Any]]:
+        """The fleet's workers (empty in single-box mode)."""
+        return [] if self.fleet is None else self.fleet.workers()
 
     # images ----------------------------------------------------------------------------
     def png_info(self, image_b64: str) -> dict[str, Any]:
