@@ -28,7 +28,7 @@ def main() -> int:
     import torch
 
     from sdcloud.engine.engine import Engine
-    from sdcloud.engine.samplers import build_scheduler
+    from sdcloud.engine.sampler_names import build_scheduler
     from sdcloud.engine.types import GenerationRequest
     from sdcloud.settings import Settings
 

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from sdcloud.api.images import check_url, decode_image, encode_image
+from sdcloud.api.image_input import check_url, decode_image
 from sdcloud.api.options import OptionsStore
 from sdcloud.errors import BadRequest
+from sdcloud.image_files import encode_image
 from sdcloud.settings import Settings
 
 
@@ -83,7 +84,7 @@ def test_encoding_keeps_the_infotext() -> None:
     img.info["parameters"] = "a cat\nSteps: 2, Seed: 1, ünïcode"
     png = Image.open(io.BytesIO(base64.b64decode(encode_image(img))))
     assert png.format == "PNG" and png.info["parameters"] == img.info["parameters"]
-    from sdcloud.infotext import read_image_infotext
+    from sdcloud.image_files import read_image_infotext
 
     for fmt, name in (("jpg", "JPEG"), ("webp", "WEBP")):
         other = Image.open(io.BytesIO(base64.b64decode(encode_image(img, fmt))))

@@ -19,7 +19,8 @@ from sdcloud.engine.demo import build_demo_pipeline, write_demo_checkpoint
 from sdcloud.engine.engine import Engine
 from sdcloud.engine.types import GenerationRequest
 from sdcloud.errors import NotFound, UnsafeFile, Unsupported
-from sdcloud.infotext import parse_infotext, read_image_infotext
+from sdcloud.image_files import read_image_infotext
+from sdcloud.infotext import parse_infotext
 from sdcloud.settings import Settings
 
 

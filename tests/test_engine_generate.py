@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from sdcloud.engine.engine import Engine
-from sdcloud.engine.samplers import available_samplers, resolve_sampler, scheduler_list
+from sdcloud.engine.sampler_names import available_samplers, resolve_sampler, scheduler_list
 from sdcloud.engine.types import CancelToken, GenerationRequest
 from sdcloud.errors import BadRequest
 from sdcloud.infotext import parse_infotext

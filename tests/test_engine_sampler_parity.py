@@ -16,8 +16,8 @@ from PIL import Image
 
 from sdcloud.engine.demo import SCHEDULER
 from sdcloud.engine.engine import Engine
-from sdcloud.engine.ksamplers import DPMPP2SAncestralScheduler, RestartScheduler
-from sdcloud.engine.samplers import (
+from sdcloud.engine.kdiffusion_schedulers import DPMPP2SAncestralScheduler, RestartScheduler
+from sdcloud.engine.sampler_names import (
     build_scheduler,
     custom_sigma_samplers,
     resolve_sampler,

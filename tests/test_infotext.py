@@ -13,16 +13,14 @@ from PIL import Image
 
 from sdcloud import __version__
 from sdcloud.errors import CorruptFile
+from sdcloud.image_files import exif_for, pnginfo_for, read_image_infotext
 from sdcloud.infotext import (
     VERSION,
     build_infotext,
-    exif_for,
     generation_params,
     infotext_to_request_fields,
     parse_infotext,
     parse_name_hashes,
-    pnginfo_for,
-    read_image_infotext,
     split_sampler_name,
 )
 
@@ -559,7 +557,7 @@ def test_module_imports_without_torch_or_pil() -> None:
     import sys
 
     code = (
-        "import sys, sdcloud.infotext, sdcloud.engine.prompt_parser;"
+        "import sys, sdcloud.infotext, sdcloud.prompt_syntax;"
         "bad = [m for m in ('torch', 'diffusers', 'PIL') if m in sys.modules];"
         "assert not bad, bad"
     )

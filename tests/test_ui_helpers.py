@@ -9,7 +9,9 @@ import pytest
 from PIL import Image, ImageDraw
 
 from sdcloud.errors import BadRequest
-from sdcloud.ui.images import from_base64, inpaint_inputs, mask_from_layers, to_base64_png
+from sdcloud.image_files import decode_base64 as from_base64
+from sdcloud.image_files import encode_image as to_base64_png
+from sdcloud.ui.inpaint_mask import inpaint_inputs, mask_from_layers
 from sdcloud.ui.progress import progress_html
 from sdcloud.ui.queue_tab import queue_rows
 from sdcloud.ui.settings_tab import changed_options, typed_changes

@@ -1,4 +1,5 @@
-"""A1111 "parameters" text (infotext): build it, parse it, store it in and read it from images.
+"""A1111 "parameters" text (infotext): build it and parse it (``sdcloud.image_files`` stores it in
+and reads it from images).
 
 The format, written by A1111's ``create_infotext`` and read by ``parse_generation_parameters``::
 
@@ -7,26 +8,19 @@ The format, written by A1111's ``create_infotext`` and read by ``parse_generatio
     Steps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7.0, Seed: 42, Size: 512x512, ...
 
 This module reproduces both sides from the documented behaviour (see docs/infotext.md) so
-that images made here paste into A1111 unchanged and A1111 images load here. It does not
-depend on torch; PIL is imported only by the functions that touch images.
+that images made here paste into A1111 unchanged and A1111 images load here. It depends on
+neither torch nor PIL.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import math
-import os
 import re
-import struct
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sdcloud import __version__
-from sdcloud.errors import CorruptFile
-
-if TYPE_CHECKING:
-    from PIL.PngImagePlugin import PngInfo
 
 VERSION = f"sdcloud-{__version__}"
 """Our ``Version`` value. Deliberately not PEP 440-parseable: A1111 readers turn on legacy
@@ -318,7 +312,7 @@ def parse_infotext(text: str) -> dict[str, str]:
 
 
 def _uses_emphasis(*prompts: str) -> bool:
-    from sdcloud.engine.prompt_parser import parse_prompt_attention
+    from sdcloud.prompt_syntax import parse_prompt_attention
 
     return any(
         weight != 1.0 and text != "BREAK" for p in prompts for text, weight in parse_prompt_attention(p)
@@ -432,73 +426,3 @@ def infotext_to_request_fields(parsed: Mapping[str, str]) -> dict[str, Any]:
         fields["enable_hr"] = True
     fields["extra"] = extra
     return fields
-
-
-# ----------------------------------------------------------------------------- images
-
-_EXIF_IFD = 0x8769
-_USER_COMMENT = 0x9286
-_UNICODE_PREFIX = b"UNICODE\0"
-_USER_COMMENT_CODECS = {b"ASCII\0\0\0": "ascii", b"JIS\0\0\0\0\0": "shift_jis", _UNICODE_PREFIX: "utf_16_be"}
-
-
-def pnginfo_for(text: str) -> PngInfo:
-    """PNG text chunks holding ``parameters``: tEXt when the text is Latin-1, else iTXt (UTF-8)."""
-    from PIL.PngImagePlugin import PngInfo
-
-    info = PngInfo()
-    info.add_text("parameters", text)
-    return info
-
-
-def exif_for(text: str) -> bytes:
-    """EXIF bytes for JPEG/WEBP ``save(exif=...)``: UserComment = ``UNICODE\\0`` + UTF-16BE, as A1111.
-
-    Written by hand (big-endian TIFF, as piexif writes it) because Pillow would store the
-    comment as BYTE, which A1111's piexif reader cannot decode; UserComment is UNDEFINED.
-    """
-    comment = _UNICODE_PREFIX + text.encode("utf_16_be")
-    exif_ifd = 8 + 2 + 12 + 4  # after the TIFF header and IFD0 (one entry)
-    data_at = exif_ifd + 2 + 12 + 4
-    tiff = b"MM\x00\x2a" + struct.pack(">I", 8)
-    tiff += struct.pack(">H", 1) + struct.pack(">HHII", _EXIF_IFD, 4, 1, exif_ifd) + struct.pack(">I", 0)
-    tiff += struct.pack(">H", 1) + struct.pack(">HHII", _USER_COMMENT, 7, len(comment), data_at)
-    tiff += struct.pack(">I", 0) + comment
-    return b"Exif\x00\x00" + tiff
-
-
-def _decode_user_comment(data: bytes | str) -> str:
-    if isinstance(data, str):
-        return data
-    codec = _USER_COMMENT_CODECS.get(data[:8])
-    if codec is None:
-        return data.decode("utf8", errors="ignore")
-    return data[8:].decode(codec, errors="replace")
-
-
-def read_image_infotext(image: Any) -> str | None:
-    """The A1111 ``parameters`` text of an image (PIL image, path or bytes), or None.
-
-    Looks where A1111 does: the PNG ``parameters`` text chunk, then the EXIF UserComment
-    (JPEG/WEBP), then a GIF comment.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    if isinstance(image, (bytes, bytearray, str, os.PathLike)):
-        source = io.BytesIO(image) if isinstance(image, (bytes, bytearray)) else image
-        try:
-            with Image.open(source) as img:
-                return read_image_infotext(img)
-        except (UnidentifiedImageError, OSError) as exc:
-            raise CorruptFile(f"cannot read the image: {exc}; send a PNG, JPEG or WEBP file") from None
-
-    text = image.info.get("parameters")
-    if isinstance(text, str):
-        return str(text)
-    comment = image.getexif().get_ifd(_EXIF_IFD).get(_USER_COMMENT)
-    if comment:
-        return _decode_user_comment(comment) or None
-    gif_comment = image.info.get("comment")
-    if isinstance(gif_comment, bytes):
-        return gif_comment.decode("utf8", errors="replace") or None
-    return None

@@ -13,8 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sdcloud.durable import atomic_write
-from sdcloud.infotext import pnginfo_for
+from sdcloud.image_files import write_png_atomic
 from sdcloud.settings import Settings
 
 FOLDERS = {"txt2img": "txt2img-images", "img2img": "img2img-images", "extras": "extras-images"}
@@ -29,12 +28,6 @@ def output_dir(settings: Settings, kind: str, when: float | None = None) -> Path
 def _next_number(folder: Path) -> int:
     numbers = [int(m.group(1)) for p in folder.iterdir() if (m := _COUNTER.match(p.name))]
     return max(numbers, default=-1) + 1
-
-
-def write_png_atomic(image: Any, path: Path, infotext: str | None) -> None:
-    """Save a PNG (with its ``parameters`` chunk) via temp file + fsync + rename."""
-    with atomic_write(path) as fh:
-        image.save(fh, format="PNG", pnginfo=pnginfo_for(infotext) if infotext else None)
 
 
 def save_images(images: list[Any], infotexts: list[str], seeds: list[int], settings: Settings,

@@ -16,10 +16,9 @@ from pydantic import BaseModel, Field
 from sdcloud.catalog import Catalog, ModelFile
 from sdcloud.errors import BadRequest, SdcloudError, Unsupported
 from sdcloud.jobs import Job, JobQueue
-from sdcloud.jobs.ckpt import output_name
+from sdcloud.jobs.ckpt import ConvertRequest, LoraBakeRequest, MergeRequest, PruneRequest, output_name
 from sdcloud.settings import Settings
 
-Dtype = Literal["fp16", "bf16", "fp32", "keep"]
 SAFE_EXT = ".safetensors"
 
 
@@ -31,49 +30,6 @@ class InspectRequest(BaseModel):
 class HashRequest(BaseModel):
     name: str = Field(description="model name in its folder")
     kind: Literal["checkpoint", "lora", "vae", "embedding"] = "checkpoint"
-
-
-class MergeRequest(BaseModel):
-    a: str
-    b: str
-    c: str | None = Field(None, description="the common base, for add_difference, train_difference, ties")
-    output: str = Field(description="file name written into models/Stable-diffusion")
-    method: Literal["weighted_sum", "add_difference", "train_difference", "ties", "dare"] = "weighted_sum"
-    alpha: float = Field(0.5, ge=-1.0, le=2.0)
-    block_weights: str | None = Field(None, description="26 (SD1/SD2) or 20 (SDXL) values, or block names")
-    density: float = Field(0.2, gt=0.0, le=1.0)
-    drop_rate: float = Field(0.5, ge=0.0, lt=1.0)
-    seed: int = Field(0, ge=0, le=2**32 - 1)
-    dtype: Dtype = "fp16"
-    vae: Literal["a", "merge", "none"] = "a"
-    bake_vae: str | None = Field(None, description="a VAE name from /sdapi/v1/sd-vae to put in the result")
-    keep_a_text_encoder: bool = False
-
-
-class ConvertRequest(BaseModel):
-    model: str
-    output: str
-    dtype: Dtype = "keep"
-
-
-class PruneRequest(BaseModel):
-    model: str
-    output: str
-    ema: Literal["drop", "use", "keep"] = "drop"
-    dtype: Dtype = "fp16"
-    keep_extra: bool = False
-
-
-class LoraRatio(BaseModel):
-    name: str
-    ratio: float = Field(1.0, ge=-10.0, le=10.0)
-
-
-class LoraBakeRequest(BaseModel):
-    model: str
-    loras: list[LoraRatio] = Field(min_length=1, max_length=32)
-    output: str
-    dtype: Dtype = "keep"
 
 
 class CheckpointTools:

@@ -9,16 +9,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
-from sdcloud.api.ckpt_tools import (
-    CheckpointTools,
-    ConvertRequest,
-    HashRequest,
-    InspectRequest,
-    LoraBakeRequest,
-    MergeRequest,
-    PruneRequest,
-)
+from sdcloud.api.ckpt_tools import CheckpointTools, HashRequest, InspectRequest
 from sdcloud.api.routes_jobs import job_view
+from sdcloud.jobs.ckpt import ConvertRequest, LoraBakeRequest, MergeRequest, PruneRequest
 
 router = APIRouter(tags=["checkpoint tools"])
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, Request
 from starlette.concurrency import run_in_threadpool
 
 from sdcloud.api.extras import html_info, upscale
-from sdcloud.api.images import decode_image, encode_image
+from sdcloud.api.image_input import decode_image
 from sdcloud.api.models import (
     ExtrasBatchRequest,
     ExtrasBatchResponse,
@@ -22,6 +22,7 @@ from sdcloud.api.models import (
     Txt2ImgRequest,
 )
 from sdcloud.api.services import Services
+from sdcloud.image_files import encode_image
 from sdcloud.jobs import Job, JobQueue
 
 router = APIRouter(tags=["A1111 API"])

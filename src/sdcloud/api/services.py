@@ -19,19 +19,20 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from sdcloud.api.ckpt_tools import CheckpointTools
-from sdcloud.api.images import decode_image, encode_image
+from sdcloud.api.image_input import decode_image
 from sdcloud.api.models import Img2ImgRequest, Txt2ImgRequest
 from sdcloud.api.options import OptionsStore, validate
 from sdcloud.api.persistence import Persistence
 from sdcloud.api.session_control import SessionControl
 from sdcloud.catalog import DEMO_MODELS, Catalog, ModelFile
 from sdcloud.checkpoints.hashing import HashCache
-from sdcloud.engine.samplers import resolve_sampler, sampler_list, scheduler_list
+from sdcloud.engine.sampler_names import resolve_sampler, sampler_list, scheduler_list
 from sdcloud.errors import BadRequest, Cancelled, NotFound, SdcloudError
+from sdcloud.image_files import encode_image, image_bytes
 from sdcloud.jobs import CANCELLED, FAILED, Job, JobQueue, LocalJobQueue
 from sdcloud.jobs.ckpt import KINDS as CKPT_KINDS
 from sdcloud.jobs.ckpt import CheckpointRunner
-from sdcloud.jobs.generation import EngineHost, GenerationRunner, image_bytes
+from sdcloud.jobs.generation import EngineHost, GenerationRunner
 from sdcloud.settings import Settings
 
 LATENT_UPSCALE_MODES = (
@@ -732,7 +733,8 @@ class Services:
 
     # images ----------------------------------------------------------------------------
     def png_info(self, image_b64: str) -> dict[str, Any]:
-        from sdcloud.infotext import parse_infotext, read_image_infotext
+        from sdcloud.image_files import read_image_infotext
+        from sdcloud.infotext import parse_infotext
 
         img = decode_image(image_b64, self.settings, "image")
         text = read_image_infotext(img) or ""

@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         req.init_images = [_open_image(args.init_image, "init image")]
     if args.mask:
         req.mask = _open_image(args.mask, "mask")
-    from sdcloud.engine.generate import validate
+    from sdcloud.engine.sampling_loop import validate
 
     validate(req, settings.limits)  # fail fast, before loading a model
     settings.ensure_dirs()

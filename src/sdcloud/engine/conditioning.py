@@ -4,7 +4,7 @@ Attention weights ``(word:1.3)``/``[word]`` scale each token's embedding and the
 is restored afterwards; prompts longer than 75 tokens are split into 75-token chunks (each
 wrapped in BOS/EOS to 77) and concatenated; ``BREAK`` starts a new chunk; clip skip takes an
 earlier hidden layer (SD1: then the final layer norm; SDXL: counted from the penultimate
-layer that SDXL always uses). Parsing lives in ``prompt_parser``; this module does the math.
+layer that SDXL always uses). Parsing lives in ``sdcloud.prompt_syntax``; this module does the math.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from sdcloud.engine import prompt_parser
+from sdcloud import prompt_syntax
 
 CHUNK = 75
 
@@ -53,7 +53,7 @@ class PromptEncoder:
         return self._cache[key]
 
     # -- tokenisation ------------------------------------------------------------------
-    def _chunks(self, tokenizer: Any, prompt: str) -> list[prompt_parser.PromptChunk]:
+    def _chunks(self, tokenizer: Any, prompt: str) -> list[prompt_syntax.PromptChunk]:
         maybe_convert = getattr(self.pipe, "maybe_convert_prompt", None)
 
         def tokenize(text: str) -> list[int]:
@@ -62,9 +62,9 @@ class PromptEncoder:
             return tokenizer(text, add_special_tokens=False, truncation=False).input_ids
 
         comma = tokenizer.convert_tokens_to_ids(",</w>")
-        return prompt_parser.prompt_chunks(prompt, tokenize, comma, chunk_len=CHUNK)
+        return prompt_syntax.prompt_chunks(prompt, tokenize, comma, chunk_len=CHUNK)
 
-    def _encode_one(self, tokenizer: Any, encoder: Any, chunks: list[prompt_parser.PromptChunk],
+    def _encode_one(self, tokenizer: Any, encoder: Any, chunks: list[prompt_syntax.PromptChunk],
                     clip_skip: int, want_pooled: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         device = encoder.device
         outs: list[torch.Tensor] = []
@@ -98,7 +98,7 @@ class PromptEncoder:
         chunk_lists = [self._chunks(tok, prompt) for tok, _ in self.encoders]
         n = max(len(c) for c in chunk_lists)
         for idx, ((tok, enc), chunks) in enumerate(zip(self.encoders, chunk_lists, strict=True)):
-            chunks = chunks + [prompt_parser.PromptChunk() for _ in range(n - len(chunks))]
+            chunks = chunks + [prompt_syntax.PromptChunk() for _ in range(n - len(chunks))]
             want_pooled = self.family in ("sdxl", "sdxl_refiner") and idx == len(self.encoders) - 1
             z, p = self._encode_one(tok, enc, chunks, clip_skip, want_pooled)
             embeds.append(z)

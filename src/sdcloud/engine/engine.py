@@ -22,13 +22,13 @@ from sdcloud.checkpoints.hashing import HashCache
 from sdcloud.engine import loader
 from sdcloud.engine.conditioning import PromptEncoder
 from sdcloud.engine.demo import build_demo_pipeline
-from sdcloud.engine.generate import ModelContext, generate_images
 from sdcloud.engine.loader import DEMO_KINDS, ModelInfo
 from sdcloud.engine.networks import NetworkManager
-from sdcloud.engine.prompt_parser import extract_extra_networks
+from sdcloud.engine.sampling_loop import ModelContext, generate_images
 from sdcloud.engine.types import CancelToken, GenerationRequest, GenerationResult, ProgressCallback
 from sdcloud.errors import NotFound
 from sdcloud.infotext import build_infotext, generation_params
+from sdcloud.prompt_syntax import extract_extra_networks
 from sdcloud.settings import Settings
 
 log = logging.getLogger(__name__)

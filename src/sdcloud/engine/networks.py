@@ -10,8 +10,8 @@ from typing import Any
 
 from sdcloud.catalog import Catalog
 from sdcloud.checkpoints.hashing import HashCache
-from sdcloud.engine.prompt_parser import ExtraNetwork
 from sdcloud.errors import BadRequest, Unsupported
+from sdcloud.prompt_syntax import ExtraNetwork
 
 log = logging.getLogger(__name__)
 

@@ -2,9 +2,10 @@
 ``ckpt-lora-bake`` run ``sdcloud.checkpoints`` on the job worker, one at a time with generation
 (they share the machine's RAM and disk bandwidth), with the tool's byte progress as job progress.
 
-Payloads name models only as the catalog knows them (``models/...`` relative names); they are
-resolved again when the job runs, so a journaled job never carries a path. Outputs go into
-the checkpoint folder under a plain file name. Result: ``output`` (its catalog name), ``sha256``,
+The request models (``MergeRequest``, ...) live here beside the jobs they describe. Payloads
+name models only as the catalog knows them (``models/...`` relative names); they are resolved
+again when the job runs, so a journaled job never carries a path. Outputs go into the
+checkpoint folder under a plain file name. Result: ``output`` (its catalog name), ``sha256``,
 ``short_hash`` and a few figures from the tool.
 """
 
@@ -12,7 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
 
 from sdcloud.catalog import Catalog
 from sdcloud.engine.types import Progress
@@ -21,6 +24,53 @@ from sdcloud.jobs.base import JobContext
 from sdcloud.settings import Settings
 
 KINDS = ("ckpt-merge", "ckpt-convert", "ckpt-prune", "ckpt-lora-bake")
+Dtype = Literal["fp16", "bf16", "fp32", "keep"]
+
+
+# the requests of the four kinds (the API and the UI validate with them before queueing) ------
+
+
+class MergeRequest(BaseModel):
+    a: str
+    b: str
+    c: str | None = Field(None, description="the common base, for add_difference, train_difference, ties")
+    output: str = Field(description="file name written into models/Stable-diffusion")
+    method: Literal["weighted_sum", "add_difference", "train_difference", "ties", "dare"] = "weighted_sum"
+    alpha: float = Field(0.5, ge=-1.0, le=2.0)
+    block_weights: str | None = Field(None, description="26 (SD1/SD2) or 20 (SDXL) values, or block names")
+    density: float = Field(0.2, gt=0.0, le=1.0)
+    drop_rate: float = Field(0.5, ge=0.0, lt=1.0)
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    dtype: Dtype = "fp16"
+    vae: Literal["a", "merge", "none"] = "a"
+    bake_vae: str | None = Field(None, description="a VAE name from /sdapi/v1/sd-vae to put in the result")
+    keep_a_text_encoder: bool = False
+
+
+class ConvertRequest(BaseModel):
+    model: str
+    output: str
+    dtype: Dtype = "keep"
+
+
+class PruneRequest(BaseModel):
+    model: str
+    output: str
+    ema: Literal["drop", "use", "keep"] = "drop"
+    dtype: Dtype = "fp16"
+    keep_extra: bool = False
+
+
+class LoraRatio(BaseModel):
+    name: str
+    ratio: float = Field(1.0, ge=-10.0, le=10.0)
+
+
+class LoraBakeRequest(BaseModel):
+    model: str
+    loras: list[LoraRatio] = Field(min_length=1, max_length=32)
+    output: str
+    dtype: Dtype = "keep"
 
 
 def output_name(name: str) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 
 from sdcloud.engine.types import GenerationRequest, GenerationResult, Progress
 from sdcloud.errors import BadRequest
+from sdcloud.image_files import image_bytes, load_image, write_png_atomic
 from sdcloud.jobs.base import JobContext
 from sdcloud.settings import Settings
 
@@ -74,17 +75,15 @@ class GenerationRunner:
         self.on_saved = on_saved  # the outbox: saved images are journaled before the job is done
 
     def __call__(self, ctx: JobContext) -> dict[str, Any]:
-        from PIL import Image
-
         p = ctx.payload
         saved = self._saved_before(ctx)
         if saved is not None:  # saved by a run that a crash cut off: finish without a second copy
             return saved
         fields = dict(p["request"])
         if p.get("init_images"):
-            fields["init_images"] = [_load(Image, ctx.input_path(n)) for n in p["init_images"]]
+            fields["init_images"] = [load_image(ctx.input_path(n)) for n in p["init_images"]]
         if p.get("mask"):
-            fields["mask"] = _load(Image, ctx.input_path(p["mask"]))
+            fields["mask"] = load_image(ctx.input_path(p["mask"]))
         # the model and VAE are loaded here, so the engine is told to keep what is loaded
         req = GenerationRequest(**{**fields, "model": None, "vae": None})
         every = int(p.get("preview_every") or 0)
@@ -137,7 +136,7 @@ class GenerationRunner:
         the job's own folder in ``samples_format``, for the answer."""
         kind = "img2img" if ctx.job.kind == "img2img" else "txt2img"
         if p.get("save_images"):
-            from sdcloud.outputs import output_dir, save_result, write_png_atomic
+            from sdcloud.outputs import output_dir, save_result
 
             saved = save_result(result, self.settings, kind=kind)
             if grid is None:
@@ -156,39 +155,6 @@ class GenerationRunner:
             path.write_bytes(image_bytes(img, fmt, quality))
             paths.append(path)
         return paths
-
-
-def image_bytes(img: Any, fmt: str = "png", jpeg_quality: int = 80) -> bytes:
-    """``img`` encoded as PNG/JPEG/WEBP with its ``parameters`` infotext kept where A1111 puts
-    it: a PNG text chunk (other text items too) or the EXIF UserComment."""
-    import io
-
-    from sdcloud.infotext import exif_for, pnginfo_for
-
-    text = img.info.get("parameters") if isinstance(img.info.get("parameters"), str) else None
-    buf = io.BytesIO()
-    fmt = fmt.lower()
-    if fmt == "png":
-        from PIL.PngImagePlugin import PngInfo
-
-        info = pnginfo_for(text) if text else PngInfo()
-        for key, value in img.info.items():
-            if key != "parameters" and isinstance(key, str) and isinstance(value, str):
-                info.add_text(key, value)
-        img.save(buf, format="PNG", pnginfo=info)
-    else:
-        kwargs: dict[str, Any] = {"quality": jpeg_quality}
-        if text:
-            kwargs["exif"] = exif_for(text)
-        rgb = img.convert("RGB") if img.mode not in ("RGB", "L") else img
-        rgb.save(buf, format="JPEG" if fmt in ("jpg", "jpeg") else "WEBP", **kwargs)
-    return buf.getvalue()
-
-
-def _load(image_module: Any, path: Path) -> Any:
-    with image_module.open(path) as img:
-        img.load()
-        return img.copy()
 
 
 def make_grid(images: list[Any], batch_size: int) -> Any:

@@ -7,10 +7,11 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
+from sdcloud.image_files import encode_image
 from sdcloud.ui.choices import Choices
 from sdcloud.ui.controls import GenerationPanel, generation_panel
-from sdcloud.ui.generate import wire_panel
-from sdcloud.ui.images import inpaint_inputs, to_base64_png
+from sdcloud.ui.inpaint_mask import inpaint_inputs
+from sdcloud.ui.job_polling import wire_panel
 from sdcloud.ui.params import img2img_request
 
 
@@ -43,10 +44,10 @@ def _build_request(form: dict[str, Any], extra: list[Any]) -> dict[str, Any]:
             raise gr.Error("Upload an image to inpaint first.")
         if mask is None:
             raise gr.Error("Paint over the area to repaint, or upload a mask.")
-        return img2img_request(form, to_base64_png(image), to_base64_png(mask))
+        return img2img_request(form, encode_image(image), encode_image(mask))
     if not isinstance(init, Image.Image):
         raise gr.Error("Upload an image for img2img first.")
-    return img2img_request(form, to_base64_png(init))
+    return img2img_request(form, encode_image(init))
 
 
 def img2img_tab(services: Any, choices: Choices) -> GenerationPanel:

@@ -8,8 +8,8 @@ from typing import Any
 import gradio as gr
 from pydantic import ValidationError
 
-from sdcloud.api.ckpt_tools import MergeRequest
 from sdcloud.errors import SdcloudError
+from sdcloud.jobs.ckpt import MergeRequest
 
 METHODS = ["weighted_sum", "add_difference", "train_difference", "ties", "dare"]
 STATUS_EVERY_S = 10.0

@@ -6,7 +6,7 @@ from typing import Any
 
 from sdcloud.ui.choices import Choices
 from sdcloud.ui.controls import GenerationPanel, generation_panel
-from sdcloud.ui.generate import wire_panel
+from sdcloud.ui.job_polling import wire_panel
 from sdcloud.ui.params import txt2img_request
 
 

@@ -1,29 +1,12 @@
-"""Image conversions between Gradio values and the A1111 request fields (PIL only)."""
+"""The inpaint editor's value (background + painted layers, optional uploaded mask) as the
+init image and mask of an img2img request (PIL only)."""
 
 from __future__ import annotations
 
-import base64
-import io
 from collections.abc import Mapping
 from typing import Any
 
 from PIL import Image, ImageChops
-
-
-def to_base64_png(image: Image.Image) -> str:
-    """Raw base64 PNG, the form A1111's API takes for ``init_images`` and ``mask``."""
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def from_base64(data: str) -> Image.Image:
-    """Decode a raw base64 or ``data:`` URL image (the API's ``current_image`` preview)."""
-    if data.startswith("data:"):
-        data = data.split(",", 1)[1]
-    image = Image.open(io.BytesIO(base64.b64decode(data)))
-    image.load()
-    return image
 
 
 def mask_from_layers(layers: list[Image.Image], size: tuple[int, int]) -> Image.Image | None:

@@ -17,7 +17,7 @@ class _StepOutput:
     prev_sample: Any
 
 
-class KSampler(ABC):
+class KDiffusionScheduler(ABC):
     """A k-diffusion sampler as a diffusers-style scheduler for our loop. ``set_sigmas`` lays out the
     model calls as ``(sigma of the call, data)``; their timesteps (k-diffusion ``sigma_to_t``) form
     ``timesteps``, and ``step`` returns the model's next input (for a second-order method, the
@@ -115,7 +115,7 @@ class KSampler(ABC):
         """The model's next input, from this call's denoised prediction."""
 
 
-class DPMPP2SAncestralScheduler(KSampler):
+class DPMPP2SAncestralScheduler(KDiffusionScheduler):
     """A1111's "DPM++ 2S a": k-diffusion ``sample_dpmpp_2s_ancestral`` (eta 1, s_noise 1). Each step
     calls the model at ``sigma`` and at the log-midpoint towards ``sigma_down`` (once only on a step
     to 0); the second call's result gives the next sample, plus ``sigma_up`` of fresh noise."""
@@ -162,7 +162,7 @@ def _karras(n: int, sigma_min: float, sigma_max: float) -> Any:
     return schedule_sigmas("Karras", n, sigma_min, sigma_max)
 
 
-class RestartScheduler(KSampler):
+class RestartScheduler(KDiffusionScheduler):
     """A1111's "Restart" (``sd_samplers_extra.restart_sampler``, Restart Sampling, Xu et al. 2023):
     Heun steps; from 20 steps on, the main schedule becomes Karras with fewer steps and, once sigma
     reaches about 0.1, the run jumps back to sigma about 2 with fresh noise (twice from 36 steps) and

@@ -8,7 +8,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Any
 
-from sdcloud.engine.ksamplers import DPMPP2SAncestralScheduler, KSampler, RestartScheduler
+from sdcloud.engine.kdiffusion_schedulers import DPMPP2SAncestralScheduler, KDiffusionScheduler, RestartScheduler
 from sdcloud.engine.sigmas import schedule_sigmas
 from sdcloud.errors import BadRequest
 
@@ -193,7 +193,7 @@ def set_timesteps(scheduler: Any, sampler: str, schedule_label: str, steps: int,
     scheduler's sigmas and the matching timesteps (k-diffusion's ``sigma_to_t``, not rounded) are
     replaced; our own samplers always take such a list."""
     sched = _SCHEDULE_BY_KEY[effective_schedule(sampler, schedule_label).lower()]
-    own = isinstance(scheduler, KSampler)
+    own = isinstance(scheduler, KDiffusionScheduler)
     spec = _BY_NAME[sampler]
     if not own and not _sigma_list_for(sched, spec.scheduler_cls):
         steps = min(steps, int(scheduler.config.num_train_timesteps))

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sdcloud.engine.prompt_parser import (
+from sdcloud.errors import BadRequest
+from sdcloud.prompt_syntax import (
     BREAK,
     ExtraNetwork,
     PromptChunk,
@@ -19,7 +20,6 @@ from sdcloud.engine.prompt_parser import (
     split_chunks,
     weighted_tokens,
 )
-from sdcloud.errors import BadRequest
 
 # ----------------------------------------------------------------------------- extra networks
 

@@ -1,63 +1,33 @@
-"""Images in and out of the API: base64 / data URL / (opt-in) http(s) URL decoding with the
-checks a public server needs, and raw-base64 encoding with the infotext kept."""
+"""Images into the API: base64 / data URL / (opt-in) http(s) URL decoding with the checks a
+public server needs (no local or private addresses, size limits). Encoding and the plain
+decoding live in ``sdcloud.image_files``."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import io
 import ipaddress
 import socket
-import warnings
 from typing import Any
 from urllib.parse import urlsplit
 
 from sdcloud.errors import BadRequest
-from sdcloud.jobs.generation import image_bytes
+from sdcloud.image_files import base64_payload, open_image
 from sdcloud.settings import Settings
 
 URL_TIMEOUT_S = 10.0
 
 
 def decode_image(text: str, settings: Settings, what: str = "image") -> Any:
-    """A PIL image (EXIF-transposed, fully loaded) from what A1111 clients send."""
+    """A PIL image (EXIF-transposed, fully loaded) from what A1111 clients send: raw base64,
+    a ``data:`` URL or (opt-in) an http(s) URL, within the server's size limits."""
     if not isinstance(text, str) or not text.strip():
         raise BadRequest(f"{what} is empty; send a base64-encoded PNG/JPEG/WEBP")
     text = text.strip()
     if text.startswith(("http://", "https://")):
         data = fetch_url_image(text, settings, what)
     else:
-        if text.startswith("data:"):
-            text = text.partition(",")[2]
-        try:
-            data = base64.b64decode(text, validate=False)
-        except (binascii.Error, ValueError):
-            raise BadRequest(f"{what} is not valid base64") from None
-    return open_image(data, settings, what)
-
-
-def open_image(data: bytes, settings: Settings, what: str = "image") -> Any:
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    if len(data) > settings.limits.max_body_bytes:
-        raise BadRequest(f"{what} is larger than {settings.limits.max_body_bytes} bytes")
-    max_pixels = 4 * settings.limits.max_width * settings.limits.max_height
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            if img.width * img.height > max_pixels:
-                raise BadRequest(
-                    f"{what} is {img.width}x{img.height}; at most {max_pixels} pixels are accepted"
-                )
-            img.load()
-            return ImageOps.exif_transpose(img)
-    except BadRequest:
-        raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise BadRequest(f"{what} is not a readable image (PNG, JPEG or WEBP, base64-encoded)") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as err:
-        raise BadRequest(f"{what} is a broken image: {err}") from None
+        data = base64_payload(text, what)
+    lim = settings.limits
+    return open_image(data, what, max_bytes=lim.max_body_bytes, max_pixels=4 * lim.max_width * lim.max_height)
 
 
 def _forbidden_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
@@ -117,9 +87,3 @@ def fetch_url_image(url: str, settings: Settings, what: str) -> bytes:
     except httpx.HTTPError as err:
         raise BadRequest(f"{what} URL could not be fetched: {err}") from None
     return b"".join(chunks)
-
-
-def encode_image(img: Any, fmt: str = "png", jpeg_quality: int = 80) -> str:
-    """Raw base64 (no ``data:`` prefix) of ``img`` in ``fmt``; the ``parameters`` infotext goes into
-    a PNG text chunk or, for JPEG/WEBP, the EXIF UserComment, as A1111 does."""
-    return base64.b64encode(image_bytes(img, fmt, jpeg_quality)).decode("ascii")

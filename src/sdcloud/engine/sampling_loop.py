@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from sdcloud.engine import images as im
-from sdcloud.engine import prompt_parser
+from sdcloud import prompt_syntax
+from sdcloud.engine import image_ops as im
 from sdcloud.engine.conditioning import Conditioning, PromptEncoder, pad_to_same_length
-from sdcloud.engine.samplers import build_scheduler, effective_schedule, resolve_sampler, set_timesteps
+from sdcloud.engine.sampler_names import build_scheduler, effective_schedule, resolve_sampler, set_timesteps
 from sdcloud.engine.types import CancelToken, GenerationRequest, Progress, ProgressCallback
 from sdcloud.errors import BadRequest, GenerationFailed
 
@@ -212,7 +212,7 @@ def make_noise(seeds: list[int], subseeds: list[int], strength: float, shape: tu
     return torch.stack(out), gens
 
 
-class Sampler:
+class Denoiser:
     """Runs passes for one request on one model context."""
 
     def __init__(self, ctx: ModelContext, req: GenerationRequest, progress: ProgressCallback | None,
@@ -228,7 +228,7 @@ class Sampler:
         """Conditioning per step range; for the hires pass, A1111 times edits on the
         first-pass steps (``[a:b:0.5]`` = half of the first pass, so the hires pass sees b)."""
         out = []
-        for end, text in prompt_parser.get_schedules(prompt, steps, hires_steps=hires_steps):
+        for end, text in prompt_syntax.get_schedules(prompt, steps, hires_steps=hires_steps):
             out.append((end, self.ctx.encoder(text, self.req.clip_skip)))
         return out
 
@@ -385,7 +385,7 @@ def _interp(latents: torch.Tensor, size: tuple[int, int], mode: str, antialias: 
     return F.interpolate(latents, **kwargs)
 
 
-def run_batch(sampler: Sampler, req: GenerationRequest, seeds: list[int], subseeds: list[int],
+def run_batch(sampler: Denoiser, req: GenerationRequest, seeds: list[int], subseeds: list[int],
               first: Pass, hires: Pass | None, init: dict[str, Any] | None) -> list[Image.Image]:
     """One batch: first pass (txt2img or img2img/inpaint), optional hires pass, decode, overlay."""
     shape = (4, first.height // 8, first.width // 8)
@@ -431,7 +431,7 @@ def run_batch(sampler: Sampler, req: GenerationRequest, seeds: list[int], subsee
     return images
 
 
-def prepare_init(sampler: Sampler, req: GenerationRequest, batch: int) -> dict[str, Any]:
+def prepare_init(sampler: Denoiser, req: GenerationRequest, batch: int) -> dict[str, Any]:
     """Resize init images, prepare the mask (blur, invert, 'only masked' crop, fill)."""
     width, height = req.width, req.height
     sources = list(req.init_images)
@@ -488,7 +488,7 @@ def generate_images(ctx: ModelContext, req: GenerationRequest, limits: Any,
     run_first = img2img_steps(first_steps, denoise)[1] + 1 if is_img2img else first_steps
     run_hr = hr_steps if hires and img2img_steps(hr_steps, denoise, True)[0] > 0 else 0
     total = (run_first + run_hr) * req.n_iter
-    s = Sampler(ctx, req, progress, cancel, preview, total)
+    s = Denoiser(ctx, req, progress, cancel, preview, total)
     try:
         conds = s.schedule_conds(req.prompt, first_steps)
         unconds = s.schedule_conds(req.negative_prompt, first_steps)
