@@ -39,6 +39,16 @@ class Fleet:
         self.redis.start()
         self.store = root / "store"
         self.store.mkdir()
+        # a checkpoint the API's catalog knows and the store holds, but no worker: pulled on demand
+        from sdcloud.engine.demo import write_demo_checkpoint
+
+        ckpts = root / "api" / "models" / "Stable-diffusion"
+        ckpts.mkdir(parents=True)
+        write_demo_checkpoint(ckpts / "tiny.safetensors", seed=3)
+        (self.store / "models" / "Stable-diffusion").mkdir(parents=True)
+        (self.store / "models" / "Stable-diffusion" / "tiny.safetensors").write_bytes(
+            (ckpts / "tiny.safetensors").read_bytes())
+        (ckpts / "ghost.safetensors").write_bytes((ckpts / "tiny.safetensors").read_bytes())  # not in the store
         self.server = launch(root / "api", "--broker", self.redis.url, "--store", str(self.store),
                              "--webhook-allow-private",
                              env={"SDCLOUD_WORKER_TIMEOUT": WORKER_TIMEOUT, "SDCLOUD_MAX_ATTEMPTS": "3"})
@@ -201,6 +211,19 @@ def test_cancel_a_queued_job_never_runs_it(fleet: Fleet) -> None:
     assert not any(f"/{victim[:12]}-" in k for k in fleet.store_images())
 
 
+def test_a_worker_pulls_a_model_it_lacks_from_the_store(fleet: Fleet) -> None:
+    job_id = fleet.submit(override_settings={"sd_model_checkpoint": "tiny"})
+    [job] = wait_jobs(fleet.client, [job_id], timeout=90)
+    assert job["state"] == "done", job["error"]
+    assert job["result"]["info"]["sd_model_name"] == "tiny"
+    worker = fleet.root / job["result"]["worker"] / "models" / "Stable-diffusion" / "tiny.safetensors"
+    assert worker.is_file()
+    missing = fleet.submit(override_settings={"sd_model_checkpoint": "ghost"})
+    [job] = wait_jobs(fleet.client, [missing], timeout=90)
+    assert job["state"] == "failed"
+    assert "no model 'ghost.safetensors'" in job["error"] and job["error"].count("store has none") == 3
+
+
 def test_bad_broker_urls_are_one_line_errors(fleet: Fleet, tmp_path: Path) -> None:
     wrong = fleet.redis.url.replace(fleet.redis.password, "wrong-password")
     dead = f"redis://127.0.0.1:{fleet.redis.port + 1 if fleet.redis.port < 65535 else 1}/0"
@@ -226,3 +249,26 @@ def test_single_box_mode_imports_neither_celery_nor_redis(tmp_path: Path) -> Non
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_serve_broker_local_starts_its_own_redis_for_local_workers(tmp_path: Path) -> None:
+    server = launch(tmp_path / "api", "--broker", "local")
+    worker = None
+    try:
+        url_file = tmp_path / "api" / ".sdcloud" / "redis" / "url"
+        assert url_file.stat().st_mode & 0o077 == 0 and "@127.0.0.1:" in url_file.read_text()
+        assert "appendonly yes" in (tmp_path / "api" / ".sdcloud" / "redis" / "redis.conf").read_text()
+        worker = WorkerProcess(tmp_path / "api", "local", "solo", "--model", "demo")  # same --data-dir
+        with server.client() as client:
+            wait_workers(client, {"solo"})
+            r = client.post("/api/txt2img", json=TINY)
+            [job] = wait_jobs(client, [r.json()["id"]])
+            assert job["state"] == "done" and job["result"]["worker"] == "solo"
+        assert "started a private redis-server on 127.0.0.1" in server.log()
+    finally:
+        if worker is not None:
+            worker.kill()
+        server.stop()
+    out = subprocess.run(["pgrep", "-f", str(tmp_path / "api" / ".sdcloud" / "redis" / "redis.conf")],
+                         capture_output=True, text=True)
+    assert out.stdout.strip() == ""  # serve stopped its redis-server with it
