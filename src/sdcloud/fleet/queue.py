@@ -72,6 +72,7 @@ class FleetJobQueue(JobQueue):
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self.refused_late = 0  # results/events refused because their fence was stale
+        self._live_cache: tuple[float, list[dict[str, Any]]] = (0.0, [])
         self.redis = connect(broker_url)
         self.app = P.make_app(broker_url)
 
@@ -232,6 +233,14 @@ class FleetJobQueue(JobQueue):
             w["cost_per_hour"] = w.get("price_per_hour")
         return sorted(out, key=lambda w: w.get("name", ""))
 
+    def _live(self) -> list[dict[str, Any]]:
+        """Live workers for routing: the reaper's snapshot (at most a second old), else a fresh one."""
+        at, live = self._live_cache
+        if time.monotonic() - at > 2 * REAP_EVERY_S:
+            live = self.workers()
+            self._live_cache = (time.monotonic(), live)
+        return live
+
     def attempt_info(self, job_id: str) -> dict[str, Any]:
         row = self._db.execute("SELECT fence, route, worker, reasons FROM attempts WHERE job_id=?",
                                (job_id,)).fetchone()
@@ -255,7 +264,7 @@ class FleetJobQueue(JobQueue):
         self._db.execute("UPDATE attempts SET fence=?, dispatched=NULL, route=NULL WHERE job_id=?",
                          (fence, job.id))
         try:
-            route = route or self._route(job.payload.get("model"), self.workers())
+            route = route or self._route(job.payload.get("model"), self._live())
             self.redis.set(P.FENCE_PREFIX + job.id, fence, ex=7 * 86400)
             self.app.send_task(P.TASK, args=[{"job_id": job.id, "fence": fence, "kind": job.kind,
                                               "payload": job.payload, "created": job.created}],
@@ -395,6 +404,7 @@ class FleetJobQueue(JobQueue):
 
     def _reap(self) -> None:
         live = self.workers()
+        self._live_cache = (time.monotonic(), live)
         by_name = {w["name"]: w for w in live}
         holders = {k for w in live for k in w.get("models", [])}
         now = time.time()

@@ -68,6 +68,7 @@ class WorkerRuntime:
         self.catalog = Catalog(settings)
         self.runner = GenerationRunner(settings, self.host)
         self.preloaded = list(models or [])
+        self._held: tuple[str | None, float, list[str]] | None = None
         for model in self.preloaded:
             self.host.ensure_model(model)
         self.gpu, self.vram_gb = _device_info(engine)
@@ -83,7 +84,16 @@ class WorkerRuntime:
     # announcement ------------------------------------------------------------------------
     def held_models(self) -> list[str]:
         """Affinity keys of what this worker holds: checkpoints on its disk, the loaded model,
-        and demo models it was started with."""
+        and demo models it was started with (the disk scan is redone at most every 30 s)."""
+        now = time.monotonic()
+        loaded = self.host.model_key
+        if self._held is not None and self._held[0] == loaded and now - self._held[1] < 30:
+            return self._held[2]
+        keys = self._scan_held()
+        self._held = (loaded, now, keys)
+        return keys
+
+    def _scan_held(self) -> list[str]:
         keys: list[str] = []
         for m in self.catalog.checkpoints():
             cached = self.engine.hashes.get(m.path, compute=False) if m.path.is_file() else None
