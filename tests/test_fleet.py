@@ -216,8 +216,16 @@ def test_a_worker_pulls_a_model_it_lacks_from_the_store(fleet: Fleet) -> None:
     [job] = wait_jobs(fleet.client, [job_id], timeout=90)
     assert job["state"] == "done", job["error"]
     assert job["result"]["info"]["sd_model_name"] == "tiny"
-    worker = fleet.root / job["result"]["worker"] / "models" / "Stable-diffusion" / "tiny.safetensors"
-    assert worker.is_file()
+    puller = job["result"]["worker"]
+    assert (fleet.root / puller / "models" / "Stable-diffusion" / "tiny.safetensors").is_file()
+    deadline = time.monotonic() + 20  # the next heartbeat announces the pulled model
+    while not any("name:tiny.safetensors" in w["models"] and w["name"] == puller
+                  for w in fleet.client.get("/api/workers").json()["workers"]):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    again = wait_jobs(fleet.client, [fleet.submit(override_settings={"sd_model_checkpoint": "tiny"})
+                                     for _ in range(3)])
+    assert [j["result"]["worker"] for j in again] == [puller] * 3  # now routed to the worker holding it
     missing = fleet.submit(override_settings={"sd_model_checkpoint": "ghost"})
     [job] = wait_jobs(fleet.client, [missing], timeout=90)
     assert job["state"] == "failed"

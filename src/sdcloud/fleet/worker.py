@@ -69,6 +69,7 @@ class WorkerRuntime:
         self.runner = GenerationRunner(settings, self.host)
         self.preloaded = list(models or [])
         self._held: tuple[str | None, float, list[str]] | None = None
+        self.consumer: Any = None  # the Celery consumer, once the worker is ready
         for model in self.preloaded:
             self.host.ensure_model(model)
         self.gpu, self.vram_gb = _device_info(engine)
@@ -206,7 +207,21 @@ class WorkerRuntime:
             shutil.rmtree(tmp, ignore_errors=True)
         self.emit(event)
         self.job = None
+        self._subscribe_held()
         return event["type"]
+
+    def _subscribe_held(self) -> None:
+        """Take the jobs of every model held now, including one pulled for the last job (runs in
+        the consumer's own thread: the solo pool runs tasks there)."""
+        if self.consumer is None:
+            return
+        for key in self.held_models():
+            queue = P.model_queue(key)
+            try:
+                if not self.consumer.task_consumer.consuming_from(queue):
+                    self.consumer.add_task_queue(queue)
+            except Exception as err:  # noqa: BLE001  affinity is an optimisation: never fail a job on it
+                log.warning("could not subscribe to %s: %s", queue, err)
 
     def _generate(self, msg: dict[str, Any], tmp: Path, base: dict[str, Any]) -> dict[str, Any]:
         payload = dict(msg["payload"])
@@ -317,6 +332,13 @@ def run_worker(runtime: WorkerRuntime, *, loglevel: str = "WARNING") -> None:
         return runtime.run(msg)
 
     queues = [P.ANY_QUEUE] + sorted({P.model_queue(k) for k in runtime.held_models()})
+
+    from celery import signals
+
+    def keep_consumer(sender: Any = None, **_: Any) -> None:
+        runtime.consumer = sender  # to subscribe to the queue of a model pulled later
+
+    signals.worker_ready.connect(keep_consumer, weak=False)
     runtime.start_heartbeat()
     try:
         worker = app.Worker(hostname=f"{runtime.name}@{socket.gethostname()}", pool_cls="solo", concurrency=1,
