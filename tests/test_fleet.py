@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from conftest import launch
+from conftest import launch, wait_ready
 from fleet_helpers import HAVE_REDIS, RedisServer, WorkerProcess, wait_jobs, wait_workers
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not HAVE_REDIS, reason="redis-server not installed "
@@ -50,16 +50,18 @@ class Fleet:
             (ckpts / "tiny.safetensors").read_bytes())
         (ckpts / "ghost.safetensors").write_bytes((ckpts / "tiny.safetensors").read_bytes())  # not in the store
         self.server = launch(root / "api", "--broker", self.redis.url, "--store", str(self.store),
-                             "--webhook-allow-private",
+                             "--webhook-allow-private", wait=False,
                              env={"SDCLOUD_WORKER_TIMEOUT": WORKER_TIMEOUT, "SDCLOUD_MAX_ATTEMPTS": "3"})
         self.workers: dict[str, WorkerProcess] = {}
-        for name, model in (("w1", "demo"), ("w2", "demo"), ("w3", "demo-xl")):
+        for name, model in (("w1", "demo"), ("w2", "demo"), ("w3", "demo-xl")):  # start beside the server
             self.add(name, model)
+        wait_ready(self.server)
         self.client = self.server.client()
         wait_workers(self.client, set(self.workers))
 
     def add(self, name: str, model: str) -> WorkerProcess:
         self.workers[name] = WorkerProcess(self.root / name, self.redis.url, name, "--model", model,
+                                           "--store", str(self.store),
                                            "--max-pixels", MAX_PIXELS, "--price-per-hour", "0.35")
         return self.workers[name]
 

@@ -128,6 +128,9 @@ class WorkerRuntime:
         }
 
     def beat(self) -> None:
+        ttl = self.redis.hget(P.CONFIG_KEY, "heartbeat_timeout")  # the server may start after us
+        if ttl:
+            self.heartbeat_ttl = float(ttl)
         self.redis.set(P.WORKER_PREFIX + self.name, json.dumps(self.announcement()),
                        px=int(self.heartbeat_ttl * 1000))
 
