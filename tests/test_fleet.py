@@ -204,11 +204,18 @@ def test_webhooks_carry_image_keys_from_workers(fleet: Fleet) -> None:
 
 
 def test_cancel_a_queued_job_never_runs_it(fleet: Fleet) -> None:
-    blockers = [fleet.submit(steps=20) for _ in range(4)]  # more than the workers: the victim waits
-    victim = fleet.submit(seed=424242)
+    blockers = [fleet.submit(steps=150, width=96, height=96)] + [fleet.submit(steps=20) for _ in range(3)]
+    victim = fleet.submit(seed=424242)  # more jobs ahead than workers: it waits
     r = fleet.client.post(f"/api/queue/{victim}/cancel")
     assert r.json()["state"] == "cancelled"
-    wait_jobs(fleet.client, blockers)
+    deadline = time.monotonic() + 60
+    while fleet.client.get(f"/api/jobs/{blockers[0]}").json()["step"] == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    fleet.client.post(f"/api/queue/{blockers[0]}/cancel")  # running on a worker: stopped between steps
+    jobs = wait_jobs(fleet.client, blockers)
+    assert jobs[0]["state"] == "cancelled" and jobs[0]["error"] == "cancelled while running"
+    assert [j["state"] for j in jobs[1:]] == ["done"] * 3
     time.sleep(1)
     assert not any(f"/{victim[:12]}-" in k for k in fleet.store_images())
 
