@@ -73,6 +73,7 @@ class FleetJobQueue(JobQueue):
         self._threads: list[threading.Thread] = []
         self.refused_late = 0  # results/events refused because their fence was stale
         self._live_cache: tuple[float, list[dict[str, Any]]] = (0.0, [])
+        self._elsewhere: dict[str, float] = {}  # running job -> when its worker was first seen on another
         self.redis = connect(broker_url)
         self.app = P.make_app(broker_url)
 
@@ -310,8 +311,14 @@ class FleetJobQueue(JobQueue):
 
     def _apply(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
+        paths: list[str] = []
+        if kind == "result":  # fetch the images without holding the lock (a remote store is slow)
+            with self._lock:
+                if self._current(event) is None:
+                    return
+            paths = self._fetch(event["job"], event.get("keys", []))
         with self._lock:
-            job = self._current(event)
+            job = self._current(event)  # checked again: the attempt may have been given up meanwhile
             if job is None:
                 return
             if kind == "started":
@@ -331,21 +338,25 @@ class FleetJobQueue(JobQueue):
                     elapsed = time.time() - job.started
                     job.eta_seconds = round(elapsed / job.progress - elapsed, 2)
             elif kind == "result":
-                self._take_result(job, event)
+                self._take_result(job, event, paths)
             elif kind == "failed":
                 self._attempt_failed(job, f"{event.get('worker')}: {event.get('reason')}",
                                      retry=bool(event.get("retry", True)),
                                      status=int(event.get("status") or 500))
             self._changed.notify_all()
 
-    def _take_result(self, job: Job, event: dict[str, Any]) -> None:
-        out = self._out(job.id)
+    def _fetch(self, job_id: str, keys: list[str]) -> list[str]:
+        """Copy a result's images from the store into the job's folder, for the API's answers."""
+        out = self._out(job_id)
         out.mkdir(parents=True, exist_ok=True)
         paths = []
-        for i, key in enumerate(event.get("keys", [])):
+        for i, key in enumerate(keys):
             local = out / f"{i:05d}{Path(key).suffix}"
             self.store.get(key, local)
             paths.append(str(local))
+        return paths
+
+    def _take_result(self, job: Job, event: dict[str, Any], paths: list[str]) -> None:
         result = {"paths": paths, "keys": list(event.get("keys", [])), "info": event.get("info") or {},
                   "interrupted": bool(event.get("interrupted")), "worker": event.get("worker")}
         job.result = result
@@ -384,6 +395,7 @@ class FleetJobQueue(JobQueue):
         if job.id in self._order:
             self._order.remove(job.id)
         self._cancel_requested.discard(job.id)
+        self._elsewhere.pop(job.id, None)
         self._renumber()
         callbacks = self._callbacks.pop(job.id, [])
         self._safe(lambda: self.redis.delete(P.FENCE_PREFIX + job.id, P.CANCEL_PREFIX + job.id))
@@ -415,11 +427,17 @@ class FleetJobQueue(JobQueue):
                 worker, dispatched, route = row
                 if job.state == RUNNING:
                     w = by_name.get(worker)
-                    moved_on = (w is not None and w.get("job") != job.id
-                                and now - (job.started or now) > 2 * P.HEARTBEAT_S + 1)
+                    if w is not None and w.get("job") != job.id:
+                        first = self._elsewhere.setdefault(job.id, now)  # its answer may still be on its way
+                    else:
+                        self._elsewhere.pop(job.id, None)
+                        first = now
+                    moved_on = w is not None and now - first > self.worker_timeout
                     if w is None or moved_on:  # dead, or restarted under the same name
-                        self._attempt_failed(job, f"{worker}: stopped answering (no heartbeat for "
-                                             f"{self.worker_timeout:g} s)", retry=True)
+                        self._elsewhere.pop(job.id, None)
+                        why = ("is alive but no longer runs it (restarted?)" if moved_on else
+                               f"stopped answering (no heartbeat for {self.worker_timeout:g} s)")
+                        self._attempt_failed(job, f"{worker}: {why}", retry=True)
                 elif dispatched is None:
                     self._dispatch(job)
                 elif (route and route != P.ANY_QUEUE and now - dispatched > 2 * P.HEARTBEAT_S
