@@ -133,6 +133,13 @@ def test_sync_a1111_route_and_progress_through_workers(fleet: Fleet) -> None:
     assert r.status_code == 200, r.text
     body = r.json()
     assert len(body["images"]) == 2 and json.loads(body["info"])["all_seeds"] == [7, 8]
+    # img2img: the init image goes to the store, the worker fetches it from there
+    r = fleet.client.post("/sdapi/v1/img2img", json={**TINY, "init_images": [body["images"][0]],
+                                                     "denoising_strength": 0.5, "steps": 2})
+    assert r.status_code == 200, r.text
+    assert len(r.json()["images"]) == 1 and "Denoising strength: 0.5" in json.loads(r.json()["info"])["infotexts"][0]
+    assert any(k.startswith("fleet/jobs/") for k in
+               (p.relative_to(fleet.store).as_posix() for p in fleet.store.rglob("init-0.png")))
 
 
 def test_kill_9_mid_job_runs_again_elsewhere_without_duplicates(fleet: Fleet) -> None:

@@ -51,6 +51,7 @@ class FleetJobQueue(JobQueue):
     def __init__(self, state_path: Path, broker_url: str, store: Any, local: LocalJobQueue, *,
                  worker_timeout: float = 15.0, max_attempts: int = 3,
                  model_keys: Callable[[str | None], list[str]] | None = None,
+                 model_sha256: Callable[[str | None], str | None] | None = None,
                  on_stop: Callable[[], None] | None = None) -> None:
         self.state_path = state_path
         self.broker_url = broker_url
@@ -59,6 +60,7 @@ class FleetJobQueue(JobQueue):
         self.worker_timeout = worker_timeout
         self.max_attempts = max_attempts
         self.model_keys = model_keys or (lambda name: [f"name:{name}"] if name else [])
+        self.model_sha256 = model_sha256 or (lambda name: None)
         self.on_stop = on_stop
         self.journal = Journal(state_path / "fleet.sqlite")
         self._db = sqlite3.connect(str(state_path / "fleet.sqlite"), check_same_thread=False, isolation_level=None)
@@ -113,6 +115,9 @@ class FleetJobQueue(JobQueue):
         if kind not in FLEET_KINDS:
             return self.local.submit(kind, payload, files)
         job = Job(id=uuid.uuid4().hex, kind=kind, payload=dict(payload))
+        sha = self.model_sha256(payload.get("model"))
+        if sha:  # lets a worker that lacks the model find it by content in the store
+            job.payload["model_sha256"] = sha
         if files:  # inputs go to the store; workers fetch them from there (never through Redis)
             keys = {}
             with tempfile.TemporaryDirectory() as tmp:

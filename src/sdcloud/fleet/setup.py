@@ -39,21 +39,24 @@ def fleet_queue(settings: Settings, local: LocalJobQueue, store: Any, catalog: A
         folder.mkdir(parents=True, exist_ok=True)
         store = LocalStore(folder)
 
-    def model_keys(name: str | None) -> list[str]:
-        if not name:
-            return []
-        if name in DEMO_MODELS:
-            return P.model_keys(name, None)
+    def model_sha256(name: str | None) -> str | None:
+        """The checkpoint's SHA-256 when this server has the file and has hashed it."""
+        if not name or name in DEMO_MODELS:
+            return None
         try:
             m = catalog.resolve("checkpoint", name)
         except NotFound:
-            return P.model_keys(name, None)
+            return None
         cached = hashes.get(m.path, compute=False) if m.path.is_file() else None
-        return P.model_keys(m.name, cached.sha256 if cached else None)
+        return cached.sha256 if cached else None
+
+    def model_keys(name: str | None) -> list[str]:
+        return P.model_keys(name, model_sha256(name)) if name else []
 
     try:
         queue = FleetJobQueue(settings.state_path, url, store, local, worker_timeout=settings.worker_timeout,
                               max_attempts=settings.max_attempts, model_keys=model_keys,
+                              model_sha256=model_sha256,
                               on_stop=owned.stop if owned else None)
     except BaseException:
         if owned is not None:
