@@ -128,6 +128,17 @@ def start_server(tmp_path: Path) -> Iterator[object]:
         server.stop()
 
 
+SERVER_FIXTURES = {"sdcloud_server", "start_server"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that start a server are slow (``-m "not slow"`` skips them): those that use the
+    server fixtures here, and the modules that call ``launch`` themselves mark themselves."""
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> object:
     """An in-process engine with the demo model loaded, shared by one test module (modules that

@@ -3,11 +3,12 @@ the queue is journaled in SQLite in the data folder."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 from conftest import TIGHT_LIMITS
+from sdcloud.jobs import FINISHED
+from waiting import wait_until
 
 
 def test_killed_server_finishes_its_queue_after_restart(start_server: Any, tmp_path: Path) -> None:
@@ -24,22 +25,19 @@ def test_killed_server_finishes_its_queue_after_restart(start_server: Any, tmp_p
             ).json()
             for i in range(3)
         ]
-        deadline = time.monotonic() + 120
-        while c.get(f"/api/jobs/{running['id']}").json()["state"] != "running":
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_until(lambda: c.get(f"/api/jobs/{running['id']}").json()["state"] == "running", 120,
+                   message="the first job to run")
     server.kill()
 
     again = start_server(data_dir=data, env=TIGHT_LIMITS)
     with again.client() as c:
-        deadline = time.monotonic() + 240
         ids = [running["id"], *(j["id"] for j in queued)]
-        while True:
+
+        def all_finished() -> list[dict] | None:
             jobs = [c.get(f"/api/jobs/{i}").json() for i in ids]
-            if all(j["state"] in ("done", "failed", "cancelled") for j in jobs):
-                break
-            assert time.monotonic() < deadline, jobs
-            time.sleep(0.1)
+            return jobs if all(j["state"] in FINISHED for j in jobs) else None
+
+        jobs = wait_until(all_finished, 240, 0.1, "the four jobs to finish")
         assert [j["state"] for j in jobs] == ["done"] * 4
         assert [j["attempts"] for j in jobs] == [2, 1, 1, 1]  # the cut-off job ran again
         assert [j["result"]["info"]["all_seeds"] for j in jobs] == [[1], [10], [11], [12]]

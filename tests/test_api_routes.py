@@ -5,12 +5,14 @@ from __future__ import annotations
 import base64
 import io
 import json
-import time
 from typing import Any
 
 import httpx
 import pytest
 from PIL import Image
+
+from sdcloud.jobs import FINISHED
+from waiting import wait_until
 
 SMALL = {"width": 64, "height": 64, "steps": 2, "sampler_name": "Euler"}
 
@@ -38,13 +40,8 @@ def client(sdcloud_server: Any) -> httpx.Client:
 
 
 def wait_job(client: httpx.Client, job_id: str, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        job = client.get(f"/api/jobs/{job_id}").json()
-        if job["state"] in ("done", "failed", "cancelled"):
-            return job
-        assert time.monotonic() < deadline, job
-        time.sleep(0.05)
+    return wait_until(lambda: (j := client.get(f"/api/jobs/{job_id}").json())["state"] in FINISHED and j,
+                      timeout, 0.05, f"job {job_id} to finish")
 
 
 def test_txt2img_answers_like_a1111(client: httpx.Client) -> None:
@@ -173,13 +170,8 @@ def test_progress_preview_interrupt_and_skip(client: httpx.Client) -> None:
     job = client.post("/api/txt2img", json=body)
     assert job.status_code == 202, job.text
     job_id = job.json()["id"]
-    deadline = time.monotonic() + 120
-    while True:
-        p = client.get("/sdapi/v1/progress").json()
-        if p["state"]["sampling_step"] >= 1 and p["current_image"]:
-            break
-        assert time.monotonic() < deadline, p
-        time.sleep(0.02)
+    p = wait_until(lambda: (q := client.get("/sdapi/v1/progress").json())["state"]["sampling_step"] >= 1
+                   and q["current_image"] and q, 120, 0.02, "a progress report with a preview")
     assert p["state"]["job_count"] == 2 and p["state"]["sampling_steps"] == 80  # steps over both batches
     assert 0 < p["progress"] <= 1 and p["state"]["job"] == f"task({job_id})"
     assert decode(p["current_image"]).format == "PNG"

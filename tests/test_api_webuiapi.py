@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import pytest
 import webuiapi
 from PIL import Image
+
+from waiting import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -79,10 +80,9 @@ def test_progress_and_interrupt(api: webuiapi.WebUIApi) -> None:
         )
     )
     worker.start()
-    deadline = time.monotonic() + 120
-    while (p := api.get_progress())["state"]["sampling_step"] < 1:
-        assert time.monotonic() < deadline and worker.is_alive()
-        time.sleep(0.02)
+    p = wait_until(lambda: (q := api.get_progress())["state"]["sampling_step"] >= 1 and q, 120, 0.02,
+                   "the first step")
+    assert worker.is_alive()
     assert p["progress"] > 0 and p["state"]["job_count"] == 2
     assert api.interrupt() == {}
     worker.join(120)

@@ -4,7 +4,6 @@ job queue, outbox and local store for the work that must not be lost."""
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
@@ -14,6 +13,7 @@ from sdcloud.cloud.price_catalog import load_price_catalog
 from sdcloud.jobs.local import LocalJobQueue
 from sdcloud.storage.local import LocalStore
 from sdcloud.storage.outbox import Outbox
+from waiting import wait_until
 
 
 class FakeClock:
@@ -78,10 +78,8 @@ def test_budget_warns_15_minutes_before_then_drains_flushes_and_exits(server):
     queue, outbox = server["queue"], server["outbox"]
     running = queue.submit("txt2img", {"prompt": "a lighthouse"})
     queued = queue.submit("txt2img", {"prompt": "a harbour"})
-    deadline = time.monotonic() + 5
-    while queue.running() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert queue.running() is not None and queue.running().id == running.id
+    wait_until(queue.running, 5, message="the first job to run")
+    assert [j.id for j in queue.running()] == [running.id]  # running() lists the running jobs
 
     events: list[str] = []
     exits: list[int] = []
@@ -93,7 +91,7 @@ def test_budget_warns_15_minutes_before_then_drains_flushes_and_exits(server):
         events.append("drain")
         finisher.start()
         queue.stop(timeout=timeout)
-        return queue.running() is None
+        return not queue.running()
 
     def flush(timeout):
         events.append("flush")

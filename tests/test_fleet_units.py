@@ -115,7 +115,8 @@ def test_a_late_result_from_a_given_up_attempt_is_refused(tmp_path: Path) -> Non
             queue.redis.xadd(P.EVENTS, P.dump({**event, "job": job.id, "fence": new_fence, "worker": "b"}))
         done = queue.wait(job.id, timeout=10)
         assert done.state == "done" and done.attempts == 2 and done.result["worker"] == "b"
-        assert Path(done.result["paths"][0]).read_bytes() == b"good"
+        assert done.result["images"] == ["job:00000.png"]
+        assert queue.output_file(job.id, "00000.png").read_bytes() == b"good"
         assert queue.attempt_info(job.id)["reasons"] == ["a: stopped answering"]
         assert queue.redis.get(P.FENCE_PREFIX + job.id) is None  # a stale redelivery now finds no fence
     finally:

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ import pytest
 from sdcloud.engine.types import Progress
 from sdcloud.errors import GenerationFailed, NotFound
 from sdcloud.jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, JobContext, LocalJobQueue
+from waiting import wait_until
 
 
 @pytest.fixture
@@ -54,10 +54,8 @@ def make_queue(tmp_path: Path, gate: threading.Event, ran: list[str]) -> LocalJo
 
 
 def wait_state(q: LocalJobQueue, job_id: str, state: str, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while q.get(job_id).state != state:
-        assert time.monotonic() < deadline, f"job never reached {state}: {q.get(job_id).state}"
-        time.sleep(0.01)
+    wait_until(lambda: q.get(job_id).state == state, timeout,
+               message=lambda: f"{state}; the job is {q.get(job_id).state}")
 
 
 def test_jobs_run_fifo_with_positions(tmp_path: Path, gate: threading.Event) -> None:
@@ -101,14 +99,11 @@ def test_progress_cancel_and_interrupt(tmp_path: Path, gate: threading.Event) ->
     try:
         running = q.submit("steps", {})
         queued = q.submit("record", {"name": "never"})
-        deadline = time.monotonic() + 10
-        while q.get(running.id).step < 1:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_until(lambda: q.get(running.id).step >= 1, message="the first step")
         seen = q.get(running.id)
         assert seen.state == RUNNING and seen.steps == 4 and seen.progress == pytest.approx(0.25)
         assert seen.eta_seconds is not None and seen.eta_seconds >= 0
-        assert q.running().id == running.id
+        assert [j.id for j in q.running()] == [running.id]  # running() lists the running jobs
         cancelled = q.cancel(queued.id)
         assert cancelled.state == CANCELLED and q.get(queued.id).state == CANCELLED
         q.cancel(running.id)
@@ -186,11 +181,8 @@ def run_until_first_job_starts(state: Path, *names: str) -> None:
     marker.unlink(missing_ok=True)
     proc = subprocess.Popen([sys.executable, "-c", _CRASHER, str(state), *names])
     try:
-        deadline = time.monotonic() + 60
-        while not marker.exists():
-            assert proc.poll() is None, "crasher exited early"
-            assert time.monotonic() < deadline, "first job never started"
-            time.sleep(0.05)
+        wait_until(lambda: marker.exists() or proc.poll() is not None, 60, 0.05, "the first job to start")
+        assert proc.poll() is None, "crasher exited early"
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -218,10 +210,7 @@ def test_job_running_at_two_crashes_fails_with_reason(tmp_path: Path) -> None:
     # second life: "a" is retried (and hangs again), then the process is killed again
     proc = subprocess.Popen([sys.executable, "-c", _CRASHER, str(tmp_path)])
     try:
-        deadline = time.monotonic() + 60
-        while not (tmp_path / "started").exists():
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_until((tmp_path / "started").exists, 60, 0.05, "the retried job to start")
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()

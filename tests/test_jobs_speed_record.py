@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from sdcloud.cloud.price_catalog import load_price_catalog
+from sdcloud.cloud.speed_recorder import record_speed
 from sdcloud.cloud.throughput import MEASUREMENTS_FILE, ThroughputTable
 from sdcloud.engine.loader import ModelInfo
 from sdcloud.engine.types import GenerationRequest, GenerationResult
-from sdcloud.jobs.generation import record_speed
 from sdcloud.settings import Settings
 
 

@@ -5,12 +5,15 @@ and hash answer at once; merge and prune run as queued jobs whose result shows u
 from __future__ import annotations
 
 import hashlib
-import time
 
 import pytest
 
 from conftest import launch
 from sdcloud.engine.demo import write_demo_checkpoint
+from sdcloud.jobs import FINISHED
+from waiting import wait_until
+
+pytestmark = pytest.mark.slow  # a real server
 
 
 @pytest.fixture(scope="module")
@@ -27,13 +30,8 @@ def server(tmp_path_factory):
 
 
 def finished(c, job_id: str, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = c.get(f"/api/jobs/{job_id}").json()
-        if job["state"] in ("done", "failed", "cancelled"):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not finish")
+    return wait_until(lambda: (j := c.get(f"/api/jobs/{job_id}").json())["state"] in FINISHED and j,
+                      timeout, 0.2, f"job {job_id} to finish")
 
 
 def test_inspect_and_hash_answer_at_once_without_server_paths(server):

@@ -7,8 +7,11 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from conftest import launch
+
+pytestmark = pytest.mark.slow  # a real server
 
 
 def test_public_url_uses_the_platform_proxy_and_forces_auth(tmp_path: Path) -> None:

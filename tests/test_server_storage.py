@@ -10,7 +10,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -18,6 +17,7 @@ import pytest
 from PIL import Image
 
 from conftest import launch
+from waiting import wait_until
 
 GEN = {"prompt": "a red cube", "width": 64, "height": 64, "steps": 2, "sampler_name": "Euler",
        "save_images": True, "send_images": False}
@@ -25,13 +25,7 @@ AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_
 
 
 def wait_for(check, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_until(check, timeout, 0.2, what)
 
 
 def local_outputs(data_dir: Path) -> dict[str, bytes]:
@@ -75,6 +69,7 @@ def test_without_a_store_storage_says_so_and_images_stay_local(start_server):
     assert len(local_outputs(server.data_dir)) == 1
 
 
+@pytest.mark.slow
 def test_a_store_that_cannot_be_used_stops_serve_with_one_line(tmp_path):
     data = tmp_path / "data"
     r = subprocess.run([sys.executable, "-m", "sdcloud.cli", "--data-dir", str(data), "serve", "--model", "demo",
@@ -127,6 +122,7 @@ def _bucket_files(fs) -> dict[str, bytes]:
     return {k[len(prefix):]: fs.cat_file(k) for k in fs.find(prefix)}
 
 
+@pytest.mark.slow
 def test_kill_9_mid_batch_loses_and_duplicates_nothing_in_s3(s3_server, tmp_path):
     """20 jobs of one image each with an S3 store; SIGKILL the server once some are done; start it
     again: every image a job reported done is in the bucket, byte for byte (infotext inside),

@@ -21,6 +21,7 @@ from sdcloud.settings import Settings
 from sdcloud.storage.local import LocalStore
 from sdcloud.storage.outbox import Outbox
 from sdcloud.storage.s3 import S3Store
+from waiting import wait_until
 
 FAST = (0.05, 0.3)  # backoff base/max in seconds
 
@@ -40,12 +41,7 @@ def make_image(settings: Settings, n: int, seed: int = 1) -> Path:
 
 
 def wait_for(cond, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return False
+    return bool(wait_until(cond, timeout, 0.02, "the outbox"))
 
 
 @pytest.fixture

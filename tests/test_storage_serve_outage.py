@@ -5,12 +5,12 @@ jobs all succeed, ``/api/storage`` warns, and every image arrives once the servi
 from __future__ import annotations
 
 import socket
-import time
 import uuid
 
 import pytest
 
 from conftest import launch
+from waiting import wait_until
 
 GEN = {"prompt": "a blue sphere", "width": 64, "height": 64, "steps": 2, "sampler_name": "Euler",
        "save_images": True, "send_images": False}
@@ -18,13 +18,7 @@ AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_
 
 
 def wait_for(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_until(check, timeout, 0.2, what)
 
 
 def free_port() -> int:

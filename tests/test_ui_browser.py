@@ -22,10 +22,10 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 TIMEOUT_MS = 180_000  # generous: the CPU may be shared with other test runs
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     not CHROMIUM.exists(),
     reason="Debian's chromium is not installed at /usr/bin/chromium (scripts/test.sh installs it)",
-)
+)]
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
 
 

@@ -53,7 +53,10 @@ def create_app(
     """The server app. It starts the services (model load, job worker) on start-up and stops
     them on shutdown. Refuses to build an exposed server without auth."""
     check_exposure(settings, public_url=public_url)
-    services = services or Services(settings)
+    if services is None:
+        from sdcloud.runtime import Runtime
+
+        services = Services(Runtime(settings))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

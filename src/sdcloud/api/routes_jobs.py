@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -13,6 +12,7 @@ from sdcloud.api.models import Img2ImgRequest, Txt2ImgRequest
 from sdcloud.api.services import Services
 from sdcloud.errors import NotFound
 from sdcloud.jobs import Job
+from sdcloud.jobs.generation import GENERATION_KINDS, image_keys
 
 router = APIRouter(tags=["sdcloud API"])
 
@@ -24,10 +24,10 @@ def _services(request: Request) -> Services:
 def job_view(job: Job) -> dict[str, Any]:
     """A job as JSON; its images as URLs under this API, never as server paths."""
     out = job.to_dict()
-    if job.result is not None and not job.kind.startswith("ckpt-"):  # checkpoint jobs: result as is
-        paths = job.result.get("paths") or []
+    if job.result is not None and job.kind in GENERATION_KINDS:  # other kinds: result as is
+        keys = image_keys(job.result)
         out["result"] = {
-            "images": [f"/api/jobs/{job.id}/images/{i}" for i in range(len(paths))],
+            "images": [f"/api/jobs/{job.id}/images/{i}" for i in range(len(keys))],
             "info": job.result.get("info"),
             "interrupted": job.result.get("interrupted", False),
         }
@@ -90,14 +90,10 @@ def job_image(request: Request, job_id: str, index: int) -> FileResponse:
     are ever served."""
     services = _services(request)
     job = services.job(job_id)
-    paths = (job.result or {}).get("paths") or []
-    if not 0 <= index < len(paths):
+    keys = image_keys(job.result)
+    if not 0 <= index < len(keys):
         raise NotFound(f"job '{job_id}' has no image {index}")
-    path = Path(paths[index]).resolve()
-    allowed = (
-        services.settings.outputs_path.resolve(),
-        (services.settings.state_path / "jobs" / job.id).resolve(),
-    )
-    if not any(path.is_relative_to(root) for root in allowed) or not path.is_file():
-        raise NotFound(f"image {index} of job '{job_id}' is no longer available")
-    return FileResponse(path)
+    try:
+        return FileResponse(services.runtime.result_file(job, keys[index]))
+    except NotFound:
+        raise NotFound(f"image {index} of job '{job_id}' is no longer available") from None

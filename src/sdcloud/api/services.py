@@ -11,40 +11,28 @@ import base64
 import contextlib
 import csv
 import json
-import secrets
 import time
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from sdcloud.api.a1111_request import to_generation_request
 from sdcloud.api.ckpt_tools import CheckpointTools
 from sdcloud.api.image_input import decode_image
 from sdcloud.api.models import Img2ImgRequest, Txt2ImgRequest
 from sdcloud.api.options import OptionsStore, validate
-from sdcloud.api.persistence import Persistence
-from sdcloud.api.session_control import SessionControl
-from sdcloud.catalog import DEMO_MODELS, Catalog, ModelFile
+from sdcloud.catalog import DEMO_MODELS, ModelFile
 from sdcloud.checkpoints.hashing import HashCache
-from sdcloud.engine.sampler_names import resolve_sampler, sampler_list, scheduler_list
+from sdcloud.engine.request_rules import LATENT_UPSCALE_MODES, PIXEL_UPSCALERS
+from sdcloud.engine.request_rules import validate as validate_request
+from sdcloud.engine.sampler_names import sampler_list, scheduler_list
 from sdcloud.errors import BadRequest, Cancelled, NotFound, SdcloudError
-from sdcloud.image_files import encode_image, image_bytes
-from sdcloud.jobs import CANCELLED, FAILED, Job, JobQueue, LocalJobQueue
-from sdcloud.jobs.ckpt import KINDS as CKPT_KINDS
-from sdcloud.jobs.ckpt import CheckpointRunner
-from sdcloud.jobs.generation import EngineHost, GenerationRunner
-from sdcloud.settings import Settings
+from sdcloud.image_files import image_bytes
+from sdcloud.jobs import CANCELLED, FAILED, GPU_LANE, Job
+from sdcloud.jobs.generation import generation_payload
+from sdcloud.runtime import Runtime
 
-LATENT_UPSCALE_MODES = (
-    "Latent",
-    "Latent (antialiased)",
-    "Latent (bicubic)",
-    "Latent (bicubic antialiased)",
-    "Latent (nearest)",
-    "Latent (nearest-exact)",
-)
-PIXEL_UPSCALERS = ("Lanczos", "Nearest")
-MAX_SEED = 2**32 - 1
 _INFO_SKIP = {
     "parameters",
     "exif",
@@ -70,38 +58,27 @@ class JobError(SdcloudError):
 
 
 class Services:
-    def __init__(self, settings: Settings, engine: Any = None, queue: JobQueue | None = None) -> None:
-        settings.ensure_dirs()
-        self.settings = settings
-        self.persistence = Persistence(settings)  # checks --store now: a bad one is a one-line error
-        self.persistence.pull_session()  # before the catalog and options read the restored files
-        self.catalog = Catalog(settings)
-        self.options = OptionsStore(settings.state_path / "options.json")
-        if engine is None:
-            from sdcloud.engine.engine import Engine
+    """The A1111 face of one ``Runtime`` (``sdcloud.runtime``): model selection, options,
+    request checking and the listing routes. It wires nothing itself."""
 
-            engine = Engine(settings)
-        self.host = EngineHost(engine)
-        self.hashes: HashCache = engine.hashes  # one cache, so hashes the engine computes show up here
-        runner = GenerationRunner(settings, self.host, on_saved=self.persistence.add)
-        ckpt_runner = CheckpointRunner(settings, self.catalog, self.hashes, on_output=self.refresh)
-        self.queue = queue or LocalJobQueue(
-            settings.state_path,
-            {"txt2img": runner, "img2img": runner, **dict.fromkeys(CKPT_KINDS, ckpt_runner)},
-        )
-        self.fleet: Any = None  # the FleetJobQueue when generation goes to workers (--broker)
-        if queue is None and settings.broker:
-            from sdcloud.fleet.setup import fleet_queue
-
-            self.fleet = self.queue = fleet_queue(settings, self.queue, self.persistence.store, self.catalog,
-                                                  self.hashes)
-        self.ckpt = CheckpointTools(settings, self.catalog, self.queue, self.hashes)
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.settings = runtime.settings
+        self.persistence = runtime.persistence
+        self.catalog = runtime.catalog
+        self.host = runtime.host
+        self.hashes: HashCache = runtime.hashes
+        self.queue = runtime.queue
+        self.session = runtime.session  # cost meter, limits
+        self.options = OptionsStore(self.settings.state_path / "options.json")
+        self.ckpt = CheckpointTools(self.settings, self.catalog, self.queue, self.hashes)
         self.selected_model: str | None = None  # the key new jobs use (A1111's sd_model_checkpoint)
-        self.session = SessionControl(settings, self.queue, self.persistence)  # cost meter, limits
+        # the FleetJobQueue when generation goes to workers (serve --broker), else None
+        self.fleet: Any = self.queue if getattr(self.queue, "is_fleet", False) else None
         from sdcloud.webhooks.jobs import JobWebhooks
         from sdcloud.webhooks.setup import make_sender
 
-        self.webhooks = JobWebhooks(self.queue, make_sender(settings))
+        self.webhooks = JobWebhooks(self.queue, make_sender(self.settings))
         self._started = False
 
     # lifecycle ---------------------------------------------------------------------------
@@ -116,18 +93,14 @@ class Services:
             wanted = self.catalog.checkpoints()[0].name
         if wanted is not None:
             self.set_model(wanted)
-        self.persistence.start(on_checkpoints=self.refresh)
-        self.queue.start()
+        self.runtime.start()
         self.webhooks.start()
-        self.session.start()
         self._started = True
 
     def stop(self) -> None:
         """Finish the running job, then try to get every saved image into the store."""
-        self.session.stop()
-        self.queue.stop()
+        self.runtime.stop()
         self.webhooks.stop()
-        self.persistence.stop()
         self._started = False
 
     # models ----------------------------------------------------------------------------
@@ -259,8 +232,7 @@ class Services:
         return {"loaded": loaded, "skipped": {}}
 
     def refresh(self) -> None:
-        self.catalog.refresh()
-        self.host.engine.catalog.refresh()
+        self.runtime.refresh()
 
     # static lists ----------------------------------------------------------------------
     def samplers(self) -> list[dict[str, Any]]:
@@ -409,7 +381,6 @@ class Services:
 
             check_webhook_url(webhook, self.settings.webhook_allow_private)
         req = self._apply_infotext(req)
-        self._check_limits(req)
         if req.script_name:
             raise BadRequest(f"script '{req.script_name}' not found; this server has no scripts")
         if req.alwayson_scripts:
@@ -425,54 +396,51 @@ class Services:
                 model_key = self.resolve_model(wanted)
         clean = validate(overrides)
         opts.update(clean)
+        if isinstance(req, Img2ImgRequest) and not req.init_images:
+            raise NotFound("Init image not found")
+        prompt, negative = self._apply_styles(req)
+        gen = to_generation_request(req, prompt, negative, opts)
+        validate_request(gen, self.settings.limits)
         vae_key = self._vae_key(opts["sd_vae"]) if isinstance(opts["sd_vae"], str) else None
         if model_key is None:
             raise BadRequest(
                 "no model is loaded; start the server with --model NAME (or --model demo) "
                 "or set the option sd_model_checkpoint"
             )
-        prompt, negative = self._apply_styles(req)
-        fields = self._engine_fields(req, prompt, negative, opts)
         files: dict[str, bytes] = {}
         init_names: list[str] = []
+        for i, text in enumerate(gen.init_images):
+            init_names.append(f"init-{i}.png")
+            files[init_names[-1]] = image_bytes(decode_image(text, self.settings, f"init image {i}"))
         mask_name = None
-        if isinstance(req, Img2ImgRequest):
-            if not req.init_images:
-                raise NotFound("Init image not found")
-            for i, text in enumerate(req.init_images):
-                img = decode_image(text, self.settings, f"init image {i}")
-                init_names.append(f"init-{i}.png")
-                files[init_names[-1]] = image_bytes(img)
-            if req.mask:
-                mask_name = "mask.png"
-                files[mask_name] = image_bytes(decode_image(req.mask, self.settings, "mask"))
+        if gen.mask:
+            mask_name = "mask.png"
+            files[mask_name] = image_bytes(decode_image(gen.mask, self.settings, "mask"))
         echo = req.model_dump()
         echo.pop("webhook_url", None)  # may carry a token; not part of A1111's echo
         if isinstance(req, Img2ImgRequest) and not req.include_init_images:
             echo["init_images"] = None
             echo["mask"] = None
-        payload = {
-            "request": fields,
-            "model": model_key,
-            "vae": vae_key,
-            "init_images": init_names,
-            "mask": mask_name,
-            "styles": list(req.styles or []),
-            "save_images": req.save_images,
-            "send_images": req.send_images,
-            "samples_format": opts["samples_format"],
-            "jpeg_quality": opts["jpeg_quality"],
-            "return_grid": opts["return_grid"],
-            "preview_every": max(1, opts["show_progress_every_n_steps"])
-            if opts["live_previews_enable"]
-            else 0,
-            "parameters": echo,
-        }
-        if webhook:
-            payload["webhook"] = webhook
+        payload = generation_payload(
+            gen,
+            model=model_key,
+            vae=vae_key,
+            init_images=init_names,
+            mask=mask_name,
+            save_images=req.save_images,
+            send_images=req.send_images,
+            samples_format=opts["samples_format"],
+            jpeg_quality=opts["jpeg_quality"],
+            return_grid=opts["return_grid"],
+            preview_every=max(1, opts["show_progress_every_n_steps"]) if opts["live_previews_enable"] else 0,
+            styles=req.styles or [],
+            parameters=echo,
+        )
         if not req.override_settings_restore_afterwards:  # A1111 keeps the overrides
             self.options.update(clean)
             self.selected_model = model_key
+        if webhook:
+            payload["webhook"] = webhook
         job = self.queue.submit(kind, payload, files)
         if webhook:
             self.webhooks.queued(job, webhook)
@@ -498,54 +466,6 @@ class Services:
         except ValidationError as err:
             raise BadRequest(f"infotext has a bad value: {_first_error(err)}") from None
 
-    def _check_limits(self, req: Txt2ImgRequest | Img2ImgRequest) -> None:
-        lim = self.settings.limits
-        checks = [
-            ("width", req.width, 64, lim.max_width),
-            ("height", req.height, 64, lim.max_height),
-            ("steps", req.steps, 1, lim.max_steps),
-            ("batch_size", req.batch_size, 1, lim.max_batch_size),
-            ("n_iter", req.n_iter, 1, lim.max_n_iter),
-        ]
-        if isinstance(req, Txt2ImgRequest) and req.enable_hr:
-            checks.append(("hr_second_pass_steps", req.hr_second_pass_steps, 0, lim.max_steps))
-            w = req.hr_resize_x or int(req.width * req.hr_scale)
-            h = req.hr_resize_y or int(req.height * req.hr_scale)
-            checks += [("hires width", w, 64, lim.max_width), ("hires height", h, 64, lim.max_height)]
-        for name, value, lo, hi in checks:
-            if not lo <= value <= hi:
-                raise BadRequest(f"{name} must be between {lo} and {hi}, got {value}")
-        for name in ("seed", "subseed"):
-            value = getattr(req, name)
-            if not -1 <= value <= MAX_SEED:
-                raise BadRequest(f"{name} must be -1 (random) or 0..{MAX_SEED}, got {value}")
-        text = len(req.prompt) + len(req.negative_prompt)
-        if isinstance(req, Txt2ImgRequest):
-            text = max(text, len(req.hr_prompt) + len(req.hr_negative_prompt))
-        if text > lim.max_prompt_length:
-            raise BadRequest(
-                f"prompt and negative prompt are {text} characters; at most "
-                f"{lim.max_prompt_length} are accepted"
-            )
-        if not 0 <= req.cfg_scale <= 100:
-            raise BadRequest(f"cfg_scale must be between 0 and 100, got {req.cfg_scale}")
-        if not 0 <= req.subseed_strength <= 1:
-            raise BadRequest(f"subseed_strength must be between 0 and 1, got {req.subseed_strength}")
-        if req.denoising_strength is not None and not 0 <= req.denoising_strength <= 1:
-            raise BadRequest(f"denoising_strength must be between 0 and 1, got {req.denoising_strength}")
-        if isinstance(req, Txt2ImgRequest) and req.enable_hr and not 1 <= req.hr_scale <= 8:
-            raise BadRequest(f"hr_scale must be between 1 and 8, got {req.hr_scale}")
-        if isinstance(req, Img2ImgRequest):
-            if req.init_images and len(req.init_images) > lim.max_batch_size:
-                raise BadRequest(f"at most {lim.max_batch_size} init images are accepted")
-            if not 0 <= req.resize_mode <= 3:
-                raise BadRequest(f"resize_mode must be 0-3, got {req.resize_mode}")
-            if not 0 <= req.inpainting_fill <= 3:
-                raise BadRequest(f"inpainting_fill must be 0-3, got {req.inpainting_fill}")
-            blur = req.mask_blur if req.mask_blur is not None else req.mask_blur_x
-            if not 0 <= blur <= 256 or not 0 <= req.inpaint_full_res_padding <= 1024:
-                raise BadRequest("mask_blur must be 0-256 and inpaint_full_res_padding 0-1024")
-
     def _apply_styles(self, req: Txt2ImgRequest | Img2ImgRequest) -> tuple[str, str]:
         """A1111 styles: a style's ``{prompt}`` is replaced by the prompt, else it is appended."""
         prompt, negative = req.prompt, req.negative_prompt
@@ -560,81 +480,6 @@ class Services:
             negative = _merge_style(negative, style["negative_prompt"])
         return prompt, negative
 
-    def _engine_fields(
-        self,
-        req: Txt2ImgRequest | Img2ImgRequest,
-        prompt: str,
-        negative: str,
-        opts: dict[str, Any],
-    ) -> dict[str, Any]:
-        sampler, schedule = resolve_sampler(req.sampler_name or req.sampler_index, req.scheduler)
-        fields: dict[str, Any] = {
-            "prompt": prompt,
-            "negative_prompt": negative,
-            "seed": req.seed if req.seed != -1 else secrets.randbelow(MAX_SEED),
-            "subseed": req.subseed if req.subseed != -1 else secrets.randbelow(MAX_SEED),
-            "subseed_strength": req.subseed_strength,
-            "seed_resize_from_h": req.seed_resize_from_h,
-            "seed_resize_from_w": req.seed_resize_from_w,
-            "sampler_name": sampler,
-            "scheduler": schedule,
-            "batch_size": req.batch_size,
-            "n_iter": req.n_iter,
-            "steps": req.steps,
-            "cfg_scale": req.cfg_scale,
-            "width": req.width,
-            "height": req.height,
-            "clip_skip": int(opts["CLIP_stop_at_last_layers"]),
-            "eta": req.eta,
-            "tiling": bool(req.tiling),
-            "denoising_strength": req.denoising_strength,
-        }
-        if isinstance(req, Txt2ImgRequest):
-            hr_sampler = hr_schedule = None
-            if req.hr_sampler_name and req.hr_sampler_name != "Use same sampler":
-                hr_sampler, hr_schedule = resolve_sampler(req.hr_sampler_name, req.hr_scheduler)
-            elif req.hr_scheduler and req.hr_scheduler != "Use same scheduler":
-                hr_schedule = resolve_sampler(sampler, req.hr_scheduler)[1]
-            upscaler = req.hr_upscaler or "Latent"
-            if upscaler not in LATENT_UPSCALE_MODES + PIXEL_UPSCALERS:
-                raise BadRequest(
-                    f"unknown hr_upscaler '{upscaler}'; available: "
-                    f"{', '.join(LATENT_UPSCALE_MODES + PIXEL_UPSCALERS)}"
-                )
-            fields.update(
-                {
-                    "enable_hr": req.enable_hr,
-                    "hr_scale": req.hr_scale,
-                    "hr_upscaler": upscaler,
-                    "hr_second_pass_steps": req.hr_second_pass_steps,
-                    "hr_resize_x": req.hr_resize_x,
-                    "hr_resize_y": req.hr_resize_y,
-                    "hr_sampler_name": hr_sampler,
-                    "hr_scheduler": hr_schedule,
-                    "hr_prompt": req.hr_prompt,
-                    "hr_negative_prompt": req.hr_negative_prompt,
-                }
-            )
-            if req.enable_hr and req.denoising_strength is None:
-                fields["denoising_strength"] = 0.7
-        else:
-            fields.update(
-                {
-                    "resize_mode": req.resize_mode,
-                    "mask_blur": req.mask_blur if req.mask_blur is not None else req.mask_blur_x,
-                    "inpainting_fill": req.inpainting_fill,
-                    "inpaint_full_res": req.inpaint_full_res,
-                    "inpaint_full_res_padding": req.inpaint_full_res_padding,
-                    "inpainting_mask_invert": req.inpainting_mask_invert,
-                    "initial_noise_multiplier": req.initial_noise_multiplier
-                    if req.initial_noise_multiplier is not None
-                    else 1.0,
-                }
-            )
-            if fields["denoising_strength"] is None:
-                fields["denoising_strength"] = 0.75
-        return fields
-
     def generation_response(self, job: Job) -> dict[str, Any]:
         """The A1111 txt2img/img2img answer for a finished job (an error if it did not finish well)."""
         if job.state == FAILED:
@@ -646,9 +491,9 @@ class Services:
         result = job.result or {}
         images = []
         if job.payload.get("send_images", True):
-            for path in result.get("paths", []):
+            for path in self.runtime.image_files(job):
                 try:
-                    images.append(base64.b64encode(Path(path).read_bytes()).decode("ascii"))
+                    images.append(base64.b64encode(path.read_bytes()).decode("ascii"))
                 except FileNotFoundError:
                     raise NotFound(f"an image of job '{job.id}' is no longer on disk") from None
         return {
@@ -665,7 +510,7 @@ class Services:
     # progress --------------------------------------------------------------------------
     def progress(self, skip_current_image: bool = False) -> dict[str, Any]:
         """``/sdapi/v1/progress``: idle is ``progress == 0`` and ``job_count == 0``."""
-        job = self.queue.running()
+        job = self._foreground_job()
         waiting = any(j.state == "queued" for j in self.queue.list(finished_limit=0))
         state = {
             "skipped": False,
@@ -702,7 +547,7 @@ class Services:
         elapsed = time.time() - (job.started or time.time())
         image = None
         if not skip_current_image and job.preview is not None:
-            image = encode_image(job.preview)
+            image = job.preview  # already base64 PNG (the job's ProgressEvent)
         return {
             "progress": progress,
             "eta_relative": max(0.0, elapsed / progress - elapsed),
@@ -711,11 +556,23 @@ class Services:
             "textinfo": None,
         }
 
+    def _foreground(self) -> list[Job]:
+        """The running jobs A1111's progress/interrupt/skip are about: those of the GPU lane
+        (generation, checkpoint tools), not a long job in a lane of its own (training)."""
+        kinds = self.runtime.kinds
+        return [j for j in self.queue.running() if j.kind not in kinds or kinds[j.kind].lane == GPU_LANE]
+
+    def _foreground_job(self) -> Job | None:
+        jobs = self._foreground()
+        return jobs[0] if jobs else None
+
     def interrupt(self) -> None:
-        self.queue.interrupt()
+        for job in self._foreground():
+            self.queue.interrupt(job.id)
 
     def skip(self) -> None:
-        self.queue.skip()
+        for job in self._foreground():
+            self.queue.skip(job.id)
 
     # queue -----------------------------------------------------------------------------
     def jobs(self, finished_limit: int = 20) -> list[Job]:

@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from sdcloud.cloud.meter import CostMeter, SessionGuard, catalog_price, platform_limit_s, uptime_s
+from sdcloud.cloud.meter import Clock, CostMeter, SessionGuard, catalog_price, platform_limit_s, uptime_s
 from sdcloud.cloud.platforms import detect
 from sdcloud.cloud.price_catalog import PriceCatalog, load_price_catalog
 from sdcloud.cloud.system import SystemProbe
@@ -31,7 +31,9 @@ def session_guard_for(
     root: Path | str = "/",
     probe: SystemProbe | None = None,
     catalog: PriceCatalog | None = None,
+    clock: Clock | None = None,
 ) -> SessionGuard:
+    """``clock`` (monotonic seconds) replaces ``time.monotonic`` for the meter (tests)."""
     env = os.environ if env is None else env
     detected = detect(env, root)
     price, source = settings.price_per_hour, "--price-per-hour"
@@ -43,7 +45,7 @@ def session_guard_for(
         found = catalog_price(cat, detected.id, gpu, currency) if gpu else None
         if found:
             price, source = found
-    meter = CostMeter(price, currency, source)
+    meter = CostMeter(price, currency, source) if clock is None else CostMeter(price, currency, source, clock=clock)
     return SessionGuard(
         meter,
         budget=settings.budget,

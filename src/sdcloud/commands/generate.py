@@ -5,16 +5,24 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import sys
+import uuid
 from pathlib import Path
+from typing import Any
 
 from sdcloud.commands._common import load_settings
-from sdcloud.errors import BadRequest, NotFound
+from sdcloud.errors import BadRequest, NotFound, SdcloudError
+
+DONE = "done"
+POLL_S = 0.1
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="generate images (txt2img, img2img, inpaint)",
-                       description="Generate images into the outputs folder (A1111 layout, infotext in each PNG).")
+                       description="Generate images into the outputs folder (A1111 layout, infotext in each "
+                       "PNG); with a store configured (the config file or SDCLOUD_STORE) they are uploaded "
+                       "there too.")
     p.add_argument("prompt", help="prompt, with A1111 syntax: (word:1.2), [a:b:0.5], BREAK, <lora:name:0.8>")
     p.add_argument("--negative", default="", help="negative prompt")
     p.add_argument("--model", help="checkpoint name or path, or 'demo' / 'demo-xl' (default: settings or demo)")
@@ -71,15 +79,13 @@ def _open_image(path: str, what: str):  # noqa: ANN202 - PIL type imported lazil
         raise BadRequest(f"{what} {path} is not a readable image") from None
 
 
-def run(args: argparse.Namespace) -> int:
-    memory = "lowvram" if args.lowvram else "medvram" if args.medvram else None
-    settings = load_settings(args, device=args.device, dtype=args.dtype, memory=memory,
-                             vae_tiling=True if args.vae_tiling else None)
+def _request(args: argparse.Namespace, settings: Any) -> Any:
+    """The flags as a ``GenerationRequest`` (images not loaded yet)."""
+    from sdcloud.engine.types import GenerationRequest
+
     width, height = _size(args.size)
     fill = ["fill", "original", "latent noise", "latent nothing"].index(args.masked_content)
-    from sdcloud.engine.types import CancelToken, GenerationRequest
-
-    req = GenerationRequest(
+    return GenerationRequest(
         prompt=args.prompt, negative_prompt=args.negative, seed=args.seed, subseed=args.variation_seed,
         subseed_strength=args.variation_strength, sampler_name=args.sampler, scheduler=args.scheduler,
         batch_size=args.batch, n_iter=args.batch_count, steps=args.steps, cfg_scale=args.cfg, width=width,
@@ -88,45 +94,73 @@ def run(args: argparse.Namespace) -> int:
         resize_mode=args.resize_mode, mask_blur=args.mask_blur, inpainting_fill=fill,
         inpaint_full_res=args.only_masked, model=args.model or settings.model or "demo", vae=args.vae,
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    memory = "lowvram" if args.lowvram else "medvram" if args.medvram else None
+    settings = load_settings(args, device=args.device, dtype=args.dtype, memory=memory,
+                             vae_tiling=True if args.vae_tiling else None)
+    req = _request(args, settings)
     if args.init_image:
         req.init_images = [_open_image(args.init_image, "init image")]
     if args.mask:
         req.mask = _open_image(args.mask, "mask")
-    from sdcloud.engine.sampling_loop import validate
+    from sdcloud.engine.request_rules import validate
 
     validate(req, settings.limits)  # fail fast, before loading a model
-    settings.ensure_dirs()
+    # The same runner, journal and outbox as the server: a configured store gets the images.
+    # The job journal is this run's own, so a server on the same data folder is not disturbed.
+    from sdcloud.runtime import Runtime
+
+    runtime = Runtime(settings, restore_session=False,
+                      queue_dir=settings.state_path / "generate" / uuid.uuid4().hex)
+    try:
+        return _generate(args, runtime, req)
+    finally:
+        runtime.stop()
+        shutil.rmtree(runtime.queue_dir, ignore_errors=True)
+
+
+def _generate(args: argparse.Namespace, runtime: Any, req: Any) -> int:
     from tqdm import tqdm
 
-    from sdcloud.engine.engine import Engine
-    from sdcloud.outputs import save_result
+    from sdcloud.image_files import image_bytes
+    from sdcloud.jobs.generation import generation_payload
 
-    engine = Engine(settings)
     print(f"loading model {req.model} ...", file=sys.stderr)
-    info = engine.load_model(req.model or "demo")
+    info = runtime.host.ensure_model(req.model)
     if info.is_demo:
         print("note: the demo model has random weights; its images are noise", file=sys.stderr)
-    cancel = CancelToken()
+    runtime.host.ensure_vae(req.vae)
+    files = {f"init-{i}.png": image_bytes(img) for i, img in enumerate(req.init_images)}
+    if req.mask is not None:
+        files["mask.png"] = image_bytes(req.mask)
+    payload = generation_payload(req, model=req.model, vae=req.vae, init_images=list(files)[:len(req.init_images)],
+                                 mask="mask.png" if req.mask is not None else None, return_grid=False)
+    kind = "img2img" if req.is_img2img else "txt2img"
+    runtime.start(watch_session=False, fetch_checkpoints=False)
+    job = runtime.queue.submit(kind, payload, files)
     bar = tqdm(total=1, unit="step", desc="generating", file=sys.stderr, dynamic_ncols=True)
-
-    def on_progress(p) -> None:  # noqa: ANN001
-        bar.total = p.steps
-        bar.n = p.step
-        bar.refresh()
-
     try:
-        result = engine.generate(req, progress=on_progress, cancel=cancel)
+        while not job.finished_state:
+            job = runtime.queue.wait(job.id, timeout=POLL_S)
+            bar.total, bar.n = max(job.steps, 1), job.step
+            bar.refresh()
     except KeyboardInterrupt:
-        bar.close()
-        print("sdcloud: interrupted; nothing was saved for the unfinished batch", file=sys.stderr)
+        runtime.queue.cancel(job.id)
+        job = runtime.queue.wait(job.id)
+        print("sdcloud: interrupted; the images of finished batches were saved", file=sys.stderr)
         return 130
     finally:
         bar.close()
-    kind = "img2img" if req.is_img2img else "txt2img"
-    paths = save_result(result, settings, kind)
+    if job.state != DONE:
+        raise SdcloudError(job.error or f"generation {job.state}")
+    paths = runtime.image_files(job)
+    result_info = job.result["info"]
     if args.json:
-        print(json.dumps({"images": [str(p) for p in paths], "seeds": result.seeds,
-                          "infotexts": result.infotexts, "model": result.model_name}, indent=2))
+        print(json.dumps({"images": [str(p) for p in paths], "seeds": result_info.get("all_seeds", [])[:len(paths)],
+                          "infotexts": result_info.get("infotexts", []),
+                          "model": result_info.get("sd_model_name")}, indent=2))
     else:
         for path in paths:
             print(path)

@@ -25,9 +25,10 @@ from sdcloud.engine.demo import build_demo_pipeline
 from sdcloud.engine.loader import DEMO_KINDS, ModelInfo
 from sdcloud.engine.networks import NetworkManager
 from sdcloud.engine.sampling_loop import ModelContext, generate_images
-from sdcloud.engine.types import CancelToken, GenerationRequest, GenerationResult, ProgressCallback
+from sdcloud.engine.types import GenerationRequest, GenerationResult
 from sdcloud.errors import NotFound
 from sdcloud.infotext import build_infotext, generation_params
+from sdcloud.jobs.control import CancelToken, ProgressCallback
 from sdcloud.prompt_syntax import extract_extra_networks
 from sdcloud.settings import Settings
 
@@ -102,6 +103,13 @@ class Engine:
                 rel = path.name
             title = f"{rel} [{sha[:10]}]" if sha else rel
             return self._install(pipe, ModelInfo(stem, title, str(path), sha, arch.family, arch.variant, prediction))
+
+    def load_pipeline(self, pipe: Any, info: ModelInfo) -> ModelInfo:
+        """Use a diffusers pipeline built elsewhere (benches build real-size random ones) with
+        this engine's device, dtype, ``--medvram``/``--lowvram``, VAE tiling and compile settings."""
+        with self._lock:
+            self.unload()
+            return self._install(pipe, info)
 
     def _install(self, pipe: Any, info: ModelInfo) -> ModelInfo:
         pipe.set_progress_bar_config(disable=True)

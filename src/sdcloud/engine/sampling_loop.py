@@ -24,23 +24,27 @@ from PIL import Image
 from sdcloud import prompt_syntax
 from sdcloud.engine import image_ops as im
 from sdcloud.engine.conditioning import Conditioning, PromptEncoder, pad_to_same_length
+from sdcloud.engine.request_rules import (
+    LATENT_UPSCALE_MODES,
+    PIXEL_UPSCALERS,
+    default_denoise,
+    hires_target,
+    validate,
+)
 from sdcloud.engine.sampler_names import build_scheduler, effective_schedule, resolve_sampler, set_timesteps
-from sdcloud.engine.types import CancelToken, GenerationRequest, Progress, ProgressCallback
+from sdcloud.engine.types import GenerationRequest
 from sdcloud.errors import BadRequest, GenerationFailed
+from sdcloud.jobs.control import CancelToken, Progress, ProgressCallback
 
 # DPM++ SDE's Brownian tree starts at the schedule's sigma_min as diffusers rounds it; the last
 # query can sit a float rounding below it, which torchsde clamps after warning on every image.
 warnings.filterwarnings("ignore", message=r"Should have (ta|tb)>=t0", category=UserWarning, module=r"torchsde")
 
-LATENT_UPSCALE_MODES = {
-    "Latent": ("bilinear", False),
-    "Latent (antialiased)": ("bilinear", True),
-    "Latent (bicubic)": ("bicubic", False),
-    "Latent (bicubic antialiased)": ("bicubic", True),
-    "Latent (nearest)": ("nearest", False),
-    "Latent (nearest-exact)": ("nearest-exact", False),
-}
-PIXEL_UPSCALERS = {"Lanczos": Image.LANCZOS, "Nearest": Image.NEAREST}
+# how each hires upscaler of ``request_rules`` (which owns the names) is done
+LATENT_INTERPOLATION = dict(zip(LATENT_UPSCALE_MODES, (
+    ("bilinear", False), ("bilinear", True), ("bicubic", False), ("bicubic", True), ("nearest", False),
+    ("nearest-exact", False)), strict=True))
+PIXEL_RESAMPLING = dict(zip(PIXEL_UPSCALERS, (Image.LANCZOS, Image.NEAREST), strict=True))
 MAX_SCHEDULE_STEPS = 1000  # the longest schedule a hires pass computes (SD's training steps)
 # Cheap latent → RGB projection for live previews (A1111's "Approx cheap").
 _PREVIEW_FACTORS = {
@@ -109,59 +113,6 @@ class BatchOutput:
     images: list[Image.Image]
     seeds: list[int]
     subseeds: list[int]
-
-
-def validate(req: GenerationRequest, limits: Any) -> None:
-    """Reject bad input before any work (typed errors the API maps to 4xx)."""
-    for name in ("width", "height"):
-        value = getattr(req, name)
-        top = getattr(limits, f"max_{name}")
-        if not isinstance(value, int) or value < 64 or value > top or value % 8:
-            raise BadRequest(f"{name} must be a multiple of 8 between 64 and {top}, got {value}")
-    if not 1 <= req.steps <= limits.max_steps:
-        raise BadRequest(f"steps must be between 1 and {limits.max_steps}, got {req.steps}")
-    if not 1 <= req.batch_size <= limits.max_batch_size:
-        raise BadRequest(f"batch size must be between 1 and {limits.max_batch_size}, got {req.batch_size}")
-    if not 1 <= req.n_iter <= limits.max_n_iter:
-        raise BadRequest(f"batch count must be between 1 and {limits.max_n_iter}, got {req.n_iter}")
-    if not 0 <= req.cfg_scale <= 100:
-        raise BadRequest(f"CFG scale must be between 0 and 100, got {req.cfg_scale}")
-    if req.denoising_strength is not None and not 0 <= req.denoising_strength <= 1:
-        raise BadRequest(f"denoising strength must be between 0 and 1, got {req.denoising_strength}")
-    if not 0 <= req.subseed_strength <= 1:
-        raise BadRequest("variation strength must be between 0 and 1")
-    if not 1 <= req.clip_skip <= 12:
-        raise BadRequest(f"clip skip must be between 1 and 12, got {req.clip_skip}")
-    if len(req.prompt) + len(req.negative_prompt) > limits.max_prompt_length:
-        raise BadRequest(f"prompt is longer than {limits.max_prompt_length} characters")
-    resolve_sampler(req.sampler_name, req.scheduler)
-    if req.mask is not None and not req.init_images:
-        raise BadRequest("a mask needs an init image")
-    if req.enable_hr and not req.is_img2img:
-        if req.hr_upscaler not in LATENT_UPSCALE_MODES and req.hr_upscaler not in PIXEL_UPSCALERS:
-            names = ", ".join([*LATENT_UPSCALE_MODES, *PIXEL_UPSCALERS])
-            raise BadRequest(f"unknown hires upscaler '{req.hr_upscaler}'; available: {names}")
-        tw, th = hires_target(req)
-        if tw > limits.max_width or th > limits.max_height:
-            raise BadRequest(f"hires size {tw}x{th} exceeds the maximum {limits.max_width}x{limits.max_height}")
-    if req.inpainting_fill not in (0, 1, 2, 3):
-        raise BadRequest("inpainting_fill must be 0 (fill), 1 (original), 2 (latent noise) or 3 (latent nothing)")
-    if req.resize_mode not in (0, 1, 2, 3):
-        raise BadRequest("resize_mode must be 0-3")
-
-
-def hires_target(req: GenerationRequest) -> tuple[int, int]:
-    """Second-pass size: explicit resize (one side 0 keeps the aspect) or scale; multiples of 8."""
-    w, h = req.width, req.height
-    if req.hr_resize_x == 0 and req.hr_resize_y == 0:
-        tw, th = int(w * req.hr_scale), int(h * req.hr_scale)
-    elif req.hr_resize_y == 0:
-        tw, th = req.hr_resize_x, int(req.hr_resize_x * h / w)
-    elif req.hr_resize_x == 0:
-        tw, th = int(req.hr_resize_y * w / h), req.hr_resize_y
-    else:
-        tw, th = req.hr_resize_x, req.hr_resize_y
-    return max(64, tw // 8 * 8), max(64, th // 8 * 8)
 
 
 def resolve_seeds(req: GenerationRequest) -> tuple[list[int], list[int]]:
@@ -416,11 +367,11 @@ def run_batch(sampler: Denoiser, req: GenerationRequest, seeds: list[int], subse
     if hires is not None:
         up = req.hr_upscaler
         size = (hires.height // 8, hires.width // 8)
-        if up in LATENT_UPSCALE_MODES:
-            mode, aa = LATENT_UPSCALE_MODES[up]
+        if up in LATENT_INTERPOLATION:
+            mode, aa = LATENT_INTERPOLATION[up]
             latents = _interp(latents, size, mode, aa)
         else:
-            pics = [p.resize((hires.width, hires.height), PIXEL_UPSCALERS[up]) for p in sampler.decode(latents)]
+            pics = [p.resize((hires.width, hires.height), PIXEL_RESAMPLING[up]) for p in sampler.decode(latents)]
             latents = sampler.encode(pics)
         hr_noise, hr_gens = make_noise(seeds, subseeds, req.subseed_strength, (4, *size))
         latents = sampler.run_pass(hires, latents, hr_noise, seeds=seeds, generators=hr_gens)
@@ -481,7 +432,7 @@ def generate_images(ctx: ModelContext, req: GenerationRequest, limits: Any,
         hr_sampler, hr_schedule = resolve_sampler(req.hr_sampler_name, req.hr_scheduler or schedule)
     seeds, subseeds = resolve_seeds(req)
     is_img2img = req.is_img2img
-    denoise = req.denoising_strength if req.denoising_strength is not None else (0.75 if is_img2img else 0.7)
+    denoise = default_denoise(req)
     hires = req.enable_hr and not is_img2img
     first_steps = req.steps
     hr_steps = (req.hr_second_pass_steps or req.steps) if hires else 0

@@ -6,10 +6,13 @@ Kept free of torch so API schemas and the job queue can import it cheaply. Image
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
+
+# the job's side of the contract: owned by jobs/, used by the engine's step loop
+from sdcloud.jobs.control import CancelToken, Progress, ProgressCallback
+
+__all__ = ["CancelToken", "GenerationRequest", "GenerationResult", "Progress", "ProgressCallback"]
 
 DEFAULT_SAMPLER = "DPM++ 2M"
 DEFAULT_SCHEDULER = "Automatic"
@@ -67,6 +70,18 @@ class GenerationRequest:
     def is_img2img(self) -> bool:
         return bool(self.init_images)
 
+    def to_payload(self) -> dict[str, Any]:
+        """The JSON-able fields of a job payload: everything but the images (stored as files
+        beside the job) and the model/VAE (loaded by the job runner before it generates)."""
+        skip = {"init_images", "mask", "model", "vae"}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+
+    @classmethod
+    def from_payload(cls, data: dict[str, Any], init_images: list[Any] | None = None,
+                     mask: Any = None) -> GenerationRequest:
+        """The request back from ``to_payload``'s fields plus the loaded images."""
+        return cls(**data, init_images=list(init_images or []), mask=mask)
+
 
 @dataclass
 class GenerationResult:
@@ -84,53 +99,3 @@ class GenerationResult:
     height: int = 512
     interrupted: bool = False
     info: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Progress:
-    """Reported after each sampling step. ``step`` of ``steps`` counts over the whole job (all
-    batches and the hires pass); ``job`` is the batch (0-based) of ``job_count``."""
-
-    step: int
-    steps: int
-    job: int
-    job_count: int
-    preview: Any = None  # a small PIL image when asked for, else None
-
-    @property
-    def fraction(self) -> float:
-        if self.steps <= 0:
-            return 0.0
-        return min(1.0, self.step / self.steps)
-
-
-ProgressCallback = Callable[[Progress], None]
-
-
-class CancelToken:
-    """Cooperative cancellation, checked between sampling steps.
-
-    ``interrupt()`` stops the whole job (finished images are kept); ``skip()`` abandons the
-    current batch and moves to the next one.
-    """
-
-    def __init__(self) -> None:
-        self._interrupt = threading.Event()
-        self._skip = threading.Event()
-
-    def interrupt(self) -> None:
-        self._interrupt.set()
-
-    def skip(self) -> None:
-        self._skip.set()
-
-    @property
-    def interrupted(self) -> bool:
-        return self._interrupt.is_set()
-
-    def take_skip(self) -> bool:
-        """True once per ``skip()`` call."""
-        if self._skip.is_set():
-            self._skip.clear()
-            return True
-        return False

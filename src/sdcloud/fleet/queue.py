@@ -25,7 +25,7 @@ from typing import Any
 from sdcloud.errors import BadRequest, Cancelled, NotFound
 from sdcloud.fleet import protocol as P
 from sdcloud.fleet.broker import connect, redact
-from sdcloud.jobs.base import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Job, JobQueue
+from sdcloud.jobs.base import CANCELLED, DONE, FAILED, JOB_FILE, QUEUED, RUNNING, Job, JobQueue
 from sdcloud.jobs.journal import Journal
 from sdcloud.jobs.local import LocalJobQueue
 
@@ -48,6 +48,8 @@ CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT);
 
 
 class FleetJobQueue(JobQueue):
+    is_fleet = True  # Services tells the fleet from a local queue by this (no import of this module)
+
     def __init__(self, state_path: Path, broker_url: str, store: Any, local: LocalJobQueue, *,
                  worker_timeout: float = 15.0, max_attempts: int = 3,
                  model_keys: Callable[[str | None], list[str]] | None = None,
@@ -198,20 +200,22 @@ class FleetJobQueue(JobQueue):
         else:
             callback(self.get(job_id))
 
-    def running(self) -> Job | None:
+    def running(self) -> list[Job]:
         with self._lock:
-            for job in self._active.values():
-                if job.state == RUNNING:
-                    return job
-        return self.local.running()
+            mine = [j for j in self._active.values() if j.state == RUNNING]
+        return sorted(mine + self.local.running(), key=lambda j: j.started or 0)
 
-    def interrupt(self) -> None:
-        self._signal_running("interrupt")
-        self.local.interrupt()
+    def interrupt(self, job_id: str | None = None) -> None:
+        if job_id is None or job_id in self._active:
+            self._signal_running("interrupt", job_id)
+        if job_id is None or job_id not in self._active:
+            self.local.interrupt(job_id)
 
-    def skip(self) -> None:
-        self._signal_running("skip")
-        self.local.skip()
+    def skip(self, job_id: str | None = None) -> None:
+        if job_id is None or job_id in self._active:
+            self._signal_running("skip", job_id)
+        if job_id is None or job_id not in self._active:
+            self.local.skip(job_id)
 
     def output_file(self, job_id: str, name: str) -> Path:
         if self.journal.get(job_id) is None:
@@ -362,7 +366,8 @@ class FleetJobQueue(JobQueue):
         return paths
 
     def _take_result(self, job: Job, event: dict[str, Any], paths: list[str]) -> None:
-        result = {"paths": paths, "keys": list(event.get("keys", [])), "info": event.get("info") or {},
+        result = {"images": [JOB_FILE + Path(p).name for p in paths], "keys": list(event.get("keys", [])),
+                  "info": event.get("info") or {},
                   "interrupted": bool(event.get("interrupted")), "worker": event.get("worker")}
         job.result = result
         if job.id in self._cancel_requested:
@@ -452,9 +457,9 @@ class FleetJobQueue(JobQueue):
             self._changed.notify_all()
 
     # helpers -----------------------------------------------------------------------------
-    def _signal_running(self, what: str) -> None:
+    def _signal_running(self, what: str, job_id: str | None = None) -> None:
         with self._lock:
-            ids = [j.id for j in self._active.values() if j.state == RUNNING]
+            ids = [j.id for j in self._active.values() if j.state == RUNNING and job_id in (None, j.id)]
         for job_id in ids:
             self._safe(lambda j=job_id: self.redis.set(P.CANCEL_PREFIX + j, what, ex=3600))
 

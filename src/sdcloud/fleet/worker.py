@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from sdcloud.catalog import DEMO_MODELS
-from sdcloud.engine.types import CancelToken, Progress
 from sdcloud.errors import NotFound, SdcloudError
 from sdcloud.fleet import protocol as P
 from sdcloud.fleet.broker import connect
-from sdcloud.jobs.base import Job, JobContext
+from sdcloud.jobs.base import Job, JobContext, job_file_name
+from sdcloud.jobs.control import CancelToken
 from sdcloud.settings import Settings
 
 log = logging.getLogger("sdcloud.worker")
@@ -246,19 +246,20 @@ class WorkerRuntime:
         token = CancelToken()
         last = [0.0, 0.0]
 
-        def report(p: Progress) -> None:
+        def report(p: Any) -> None:  # a ProgressEvent
             now = time.monotonic()
-            if now - last[0] >= PROGRESS_EVERY_S or p.step == p.steps:
+            if now - last[0] >= PROGRESS_EVERY_S or p.step == p.total:
                 last[0] = now
-                self.emit({**base, "type": "progress", "step": p.step, "steps": p.steps, "job_no": p.job,
+                self.emit({**base, "type": "progress", "step": p.step, "steps": p.total, "job_no": p.job_no,
                            "job_count": p.job_count}, durable=False)
             if now - last[1] >= PROGRESS_EVERY_S:
                 last[1] = now
                 self._check_cancel(msg["job_id"], token)
 
-        result = self.runner(JobContext(job, inputs, out, token, report))
+        result = self.runner(JobContext(job, inputs, out, token, report, state_dir=tmp / "state"))
+        files = [out / (job_file_name(k) or Path(k).name) for k in result.get("images") or []]
         keys = []
-        for i, path in enumerate(Path(p) for p in result["paths"]):
+        for i, path in enumerate(files):
             key = image_key(msg["kind"], msg["job_id"], float(msg.get("created") or time.time()), i,
                             path.suffix.lstrip("."))
             self.store.put(path, key)

@@ -18,9 +18,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from sdcloud.catalog import Catalog
-from sdcloud.engine.types import Progress
 from sdcloud.errors import BadRequest, Cancelled
 from sdcloud.jobs.base import JobContext
+from sdcloud.jobs.control import ProgressEvent
+from sdcloud.jobs.gpu import BACKGROUND, GpuOwner
 from sdcloud.settings import Settings
 
 KINDS = ("ckpt-merge", "ckpt-convert", "ckpt-prune", "ckpt-lora-bake")
@@ -88,23 +89,30 @@ def output_name(name: str) -> str:
 
 class CheckpointRunner:
     """Job handler for the ``KINDS``. ``on_output`` runs after a new checkpoint is in place (to
-    rescan the model list)."""
+    rescan the model list). The tools hold the GPU owner as ``BACKGROUND`` (a merge computes on
+    CUDA when there is one) and let generation in between tensors."""
 
     def __init__(self, settings: Settings, catalog: Catalog, hash_cache: Any = None,
-                 on_output: Callable[[], None] | None = None) -> None:
+                 on_output: Callable[[], None] | None = None, gpu: GpuOwner | None = None) -> None:
         self.settings = settings
         self.catalog = catalog
         self.hash_cache = hash_cache
         self.on_output = on_output
+        self.gpu = gpu or GpuOwner()
 
     def __call__(self, ctx: JobContext) -> dict[str, Any]:
+        with self.gpu.hold(BACKGROUND):
+            return self._run(ctx)
+
+    def _run(self, ctx: JobContext) -> dict[str, Any]:
         p = ctx.payload
         dest = self.settings.checkpoints_path / output_name(p["output"])
 
         def progress(done: int, total: int) -> None:
             if ctx.cancel.interrupted:
                 raise Cancelled("checkpoint job cancelled; no output was written")
-            ctx.report(Progress(done, max(total, 1), 0, 1))
+            ctx.report(ProgressEvent(done, max(total, 1), 0, 1))
+            self.gpu.yield_point()
 
         kind = ctx.job.kind
         if kind == "ckpt-merge":

@@ -1,44 +1,53 @@
 """The ``txt2img`` / ``img2img`` job kinds: a JSON payload in, image files and A1111's
-``info`` dict out. ``EngineHost`` serialises every use of the one engine (generation and
-model switches) behind one lock.
+``info`` dict out. ``EngineHost`` puts every use of the one engine (generation and model
+switches) under the GPU owner (``jobs/gpu.py``).
 
-Payload: ``request`` (GenerationRequest fields without images), ``init_images`` / ``mask``
-(names of files stored with the job), ``save_images``, ``samples_format``, ``jpeg_quality``,
-``return_grid``, ``previews``. Result: ``paths`` (image files, grid first when there is one),
-``info`` (A1111's info dict), ``index_of_first_image``, ``interrupted``.
+Payload: ``request`` (GenerationRequest fields without images), ``model`` / ``vae`` (keys to
+load), ``init_images`` / ``mask`` (names of files stored with the job), ``save_images``,
+``samples_format``, ``jpeg_quality``, ``return_grid``, ``preview_every``, ``styles``,
+``parameters`` (the request as the client sent it, echoed back). Result: ``images`` (result
+keys, grid first when there is one: outputs-folder keys for saved images, ``job:<name>``
+for the others; see ``jobs.base.JOB_FILE``), ``info`` (A1111's info dict, with
+``index_of_first_image``), ``interrupted``.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sdcloud.engine.types import GenerationRequest, GenerationResult, Progress
+from sdcloud.engine.types import GenerationRequest, GenerationResult
 from sdcloud.errors import BadRequest
 from sdcloud.image_files import image_bytes, load_image, write_png_atomic
-from sdcloud.jobs.base import JobContext
+from sdcloud.jobs.base import JobContext, outputs_file
+from sdcloud.jobs.control import Progress
+from sdcloud.jobs.gpu import INTERACTIVE, GpuOwner
 from sdcloud.settings import Settings
 
+GenerationObserver = Callable[[Any, GenerationRequest, GenerationResult, float], None]
+"""Called after each finished generation with (engine, request, result, seconds): the speed
+recorder (``cloud/speed_recorder.py``) is one."""
+
+GENERATION_KINDS = ("txt2img", "img2img")
 SAVED_RECORD = "saved.json"  # in the job's output folder once its images are in the outputs folder
 
 
 class EngineHost:
-    """Owns the engine and what is loaded in it; ``lock`` is held while it is used."""
+    """Owns the engine and what is loaded in it; it is used only while holding ``gpu``."""
 
-    def __init__(self, engine: Any) -> None:
+    def __init__(self, engine: Any, gpu: GpuOwner | None = None) -> None:
         self.engine = engine
-        self.lock = threading.RLock()
+        self.gpu = gpu or GpuOwner()
         self.model_key: str | None = None  # what was passed to engine.load_model
         self.vae_key: str | None = None
 
     def ensure_model(self, key: str | None) -> Any:
         """Load ``key`` unless it is already loaded; return the engine's ModelInfo."""
-        with self.lock:
+        with self.gpu.hold(INTERACTIVE):
             if key is None:
                 if self.engine.current is None:
                     raise BadRequest(
@@ -54,50 +63,88 @@ class EngineHost:
             return self.engine.current
 
     def ensure_vae(self, key: str | None) -> None:
-        with self.lock:
+        with self.gpu.hold(INTERACTIVE):
             if key != self.vae_key:
                 self.engine.load_vae(key)
                 self.vae_key = key
 
     def unload(self) -> None:
-        with self.lock:
+        with self.gpu.hold(INTERACTIVE):
             self.engine.unload()
             self.model_key = self.vae_key = None
+
+
+def generation_payload(
+    req: GenerationRequest,
+    *,
+    model: str | None,
+    vae: str | None = None,
+    init_images: Sequence[str] = (),
+    mask: str | None = None,
+    save_images: bool = True,
+    send_images: bool = True,
+    samples_format: str = "png",
+    jpeg_quality: int = 80,
+    return_grid: bool = True,
+    preview_every: int = 0,
+    styles: Sequence[str] = (),
+    parameters: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The payload of a ``txt2img``/``img2img`` job (see the module docstring); ``init_images``
+    and ``mask`` name files given to ``JobQueue.submit(files=...)``."""
+    return {
+        "request": req.to_payload(),
+        "model": model,
+        "vae": vae,
+        "init_images": list(init_images),
+        "mask": mask,
+        "styles": list(styles),
+        "save_images": save_images,
+        "send_images": send_images,
+        "samples_format": samples_format,
+        "jpeg_quality": jpeg_quality,
+        "return_grid": return_grid,
+        "preview_every": preview_every,
+        "parameters": parameters if parameters is not None else {},
+    }
 
 
 class GenerationRunner:
     """Job handler for ``txt2img`` and ``img2img``."""
 
     def __init__(self, settings: Settings, host: EngineHost,
-                 on_saved: Callable[[list[Path]], None] | None = None) -> None:
+                 on_saved: Callable[[list[Path]], None] | None = None,
+                 observers: list[GenerationObserver] | None = None) -> None:
         self.settings = settings
         self.host = host
         self.on_saved = on_saved  # the outbox: saved images are journaled before the job is done
+        self.observers = observers if observers is not None else []  # the caller's list: it may grow
 
     def __call__(self, ctx: JobContext) -> dict[str, Any]:
         p = ctx.payload
         saved = self._saved_before(ctx)
         if saved is not None:  # saved by a run that a crash cut off: finish without a second copy
             return saved
-        fields = dict(p["request"])
-        if p.get("init_images"):
-            fields["init_images"] = [load_image(ctx.input_path(n)) for n in p["init_images"]]
-        if p.get("mask"):
-            fields["mask"] = load_image(ctx.input_path(p["mask"]))
-        # the model and VAE are loaded here, so the engine is told to keep what is loaded
-        req = GenerationRequest(**{**fields, "model": None, "vae": None})
+        # the model and VAE are loaded here (model/vae None: the engine keeps what is loaded)
+        req = GenerationRequest.from_payload(
+            p["request"],
+            [load_image(ctx.input_path(n)) for n in p.get("init_images") or []],
+            load_image(ctx.input_path(p["mask"])) if p.get("mask") else None,
+        )
         every = int(p.get("preview_every") or 0)
 
         def progress(pr: Progress) -> None:
             keep = every > 0 and (pr.step % every == 0 or pr.step == pr.steps)
             ctx.report(pr if keep else Progress(pr.step, pr.steps, pr.job, pr.job_count))
 
-        with self.host.lock:
+        with self.host.gpu.hold(INTERACTIVE):
             self.host.ensure_model(p.get("model"))
             self.host.ensure_vae(p.get("vae"))
             started = time.perf_counter()
             result = self.host.engine.generate(req, progress=progress, cancel=ctx.cancel, preview=every > 0)
-            record_speed(self.settings, self.host.engine, req, result, time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+        for observe in self.observers:
+            observe(self.host.engine, req, result, seconds)
         info = dict(result.info)
         info["styles"] = list(p.get("styles") or [])
         images = list(result.images)
@@ -107,8 +154,8 @@ class GenerationRunner:
             grid.info["parameters"] = result.infotexts[0] if result.infotexts else ""
             info["infotexts"] = [grid.info["parameters"], *info.get("infotexts", result.infotexts)]
         info["index_of_first_image"] = 1 if grid is not None else 0
-        paths = self._write(ctx, result, grid, p)
-        out = {"paths": [str(x) for x in paths], "info": info, "interrupted": bool(result.interrupted)}
+        keys, paths = self._write(ctx, result, grid, p)
+        out = {"images": keys, "info": info, "interrupted": bool(result.interrupted)}
         if p.get("save_images"):
             from sdcloud.durable import write_text_durable
 
@@ -124,37 +171,50 @@ class GenerationRunner:
         if not record.is_file():
             return None
         out = json.loads(record.read_text(encoding="utf-8"))
-        paths = [Path(x) for x in out["paths"]]
+        paths = [self.saved_file(key) for key in image_keys(out)]
         if not all(x.is_file() for x in paths):
             return None
         if self.on_saved is not None:
             self.on_saved(paths)
         return out
 
-    def _write(self, ctx: JobContext, result: GenerationResult, grid: Any, p: dict[str, Any]) -> list[Path]:
+    def saved_file(self, key: str) -> Path:
+        """The file of an outputs-folder result key (an absolute path from an older record as is)."""
+        return Path(key) if Path(key).is_absolute() else outputs_file(self.settings.outputs_path, key)
+
+    def _write(self, ctx: JobContext, result: GenerationResult, grid: Any, p: dict[str, Any]
+               ) -> tuple[list[str], list[Path]]:
         """Saved images go to the outputs folder as PNG (A1111 layout, fsync'd); unsaved ones to
-        the job's own folder in ``samples_format``, for the answer."""
+        the job's own folder in ``samples_format``, for the answer. Returns (keys, files)."""
         kind = "img2img" if ctx.job.kind == "img2img" else "txt2img"
         if p.get("save_images"):
             from sdcloud.outputs import output_dir, save_result
 
-            saved = save_result(result, self.settings, kind=kind)
-            if grid is None:
-                return list(saved)
-            grids = self.settings.outputs_path / f"{kind}-grids" / output_dir(self.settings, kind).name
-            grids.mkdir(parents=True, exist_ok=True)
-            grid_path = grids / f"grid-{Path(saved[0]).stem}.png"
-            write_png_atomic(grid, grid_path, grid.info["parameters"])
-            return [grid_path, *saved]
+            saved = list(save_result(result, self.settings, kind=kind))
+            if grid is not None:
+                grids = self.settings.outputs_path / f"{kind}-grids" / output_dir(self.settings, kind).name
+                grids.mkdir(parents=True, exist_ok=True)
+                grid_path = grids / f"grid-{Path(saved[0]).stem}.png"
+                write_png_atomic(grid, grid_path, grid.info["parameters"])
+                saved.insert(0, grid_path)
+            root = self.settings.outputs_path
+            return [x.relative_to(root).as_posix() for x in saved], saved
         fmt = p.get("samples_format", "png")
         quality = int(p.get("jpeg_quality", 80))
         ext = "jpg" if fmt == "jpeg" else fmt
-        paths = []
+        keys, paths = [], []
         for i, img in enumerate(result.images):
             path = ctx.output_dir / f"{i:05d}.{ext}"
             path.write_bytes(image_bytes(img, fmt, quality))
+            keys.append(ctx.output_key(path.name))
             paths.append(path)
-        return paths
+        return keys, paths
+
+
+def image_keys(result: dict[str, Any] | None) -> Sequence[str]:
+    """The image keys of a generation result (``paths``: absolute paths, from older versions)."""
+    result = result or {}
+    return result.get("images") or result.get("paths") or []
 
 
 def make_grid(images: list[Any], batch_size: int) -> Any:
@@ -171,30 +231,3 @@ def make_grid(images: list[Any], batch_size: int) -> Any:
     for i, img in enumerate(images):
         grid.paste(img, ((i % cols) * w, (i // cols) * h))
     return grid
-
-
-_gpu_names: dict[str, str | None] = {}
-
-
-def record_speed(settings: Settings, engine: Any, req: GenerationRequest, result: GenerationResult,
-                 seconds: float) -> None:
-    """Feed ``sdcloud plan`` real throughput: one line per finished job on a GPU the price
-    catalog knows (CPU runs and demo models are not measurements of anything)."""
-    current = getattr(engine, "current", None)
-    if (getattr(engine, "device", None) is None or engine.device.type != "cuda" or current is None
-            or current.is_demo or result.interrupted or not result.images or req.is_img2img or req.enable_hr):
-        return
-    import torch
-
-    from sdcloud.cloud.price_catalog import load_price_catalog
-    from sdcloud.cloud.throughput import record_measurement
-
-    name = torch.cuda.get_device_name(engine.device)
-    if name not in _gpu_names:
-        _gpu_names[name] = load_price_catalog().gpu_for_device_name(name)
-    gpu = _gpu_names[name]
-    if gpu is None:
-        return
-    family = "sdxl" if current.family.startswith("sdxl") else "sd15"
-    record_measurement(settings.state_path, gpu=gpu, family=family, steps=req.steps, width=req.width,
-                       height=req.height, seconds=seconds / len(result.images))

@@ -1,8 +1,11 @@
-"""``LocalJobQueue``: one worker thread runs jobs FIFO, journaled in SQLite under the state folder.
+"""``LocalJobQueue``: worker threads run jobs FIFO, one per lane, journaled in SQLite under the
+state folder.
 
-Files of a job live in ``<state>/jobs/<id>/in`` (inputs given to ``submit``) and
-``<state>/jobs/<id>/out`` (what the handler wrote). A job found running at start-up was cut
-off by a crash: it is retried once, then failed with the reason.
+Files of a job live in ``<state>/jobs/<id>/in`` (inputs given to ``submit``), ``.../out`` (what
+the handler returns) and ``.../state`` (a resumable job's own state, kept across attempts).
+A job found running at start-up was cut off by a crash: it is run again until its kind's
+``max_attempts`` (the first run and one retry unless the kind says otherwise), then failed
+with the reason.
 """
 
 from __future__ import annotations
@@ -13,48 +16,65 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from sdcloud.engine.types import CancelToken, Progress
 from sdcloud.errors import BadRequest, Cancelled, NotFound, SdcloudError
 from sdcloud.jobs.base import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Handler, Job, JobContext, JobQueue
+from sdcloud.jobs.control import CancelToken, ProgressEvent
 from sdcloud.jobs.journal import Journal
+from sdcloud.jobs.registry import GPU_LANE, JobKind
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 2  # the first run and one retry after a crash
+MAX_ATTEMPTS = 2  # the first run and one retry after a crash, unless the kind says otherwise
 KEEP_FINISHED = 500  # finished jobs (and their files) remembered
 
 
 class LocalJobQueue(JobQueue):
+    """``handlers``: kind -> handler. ``kinds`` (optional): the ``JobKind`` of each, for its lane
+    and ``max_attempts``; a kind without one runs in the GPU lane with ``MAX_ATTEMPTS``."""
+
     def __init__(
-        self, state_path: Path, handlers: dict[str, Handler], *, keep_finished: int = KEEP_FINISHED
+        self,
+        state_path: Path,
+        handlers: Mapping[str, Handler],
+        *,
+        kinds: Mapping[str, JobKind] | None = None,
+        keep_finished: int = KEEP_FINISHED,
     ) -> None:
         self.root = state_path / "jobs"
         self.handlers = dict(handlers)
+        self.kinds = dict(kinds or {})
         self.keep_finished = keep_finished
         self.journal = Journal(state_path / "queue.sqlite")
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._active: dict[str, Job] = {}  # queued + running, by id
         self._order: list[str] = []  # queued ids, FIFO
-        self._running: Job | None = None
-        self._token: CancelToken | None = None
-        self._cancel_requested: set[str] = set()
+        self._running: dict[str, Job] = {}  # by id, in start order
+        self._tokens: dict[str, CancelToken] = {}
         self._callbacks: dict[str, list[Callable[[Job], None]]] = {}
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._stopping = False
+
+    def _lane(self, kind: str) -> str:
+        spec = self.kinds.get(kind)
+        return spec.lane if spec else GPU_LANE
+
+    def _max_attempts(self, kind: str) -> int:
+        spec = self.kinds.get(kind)
+        return spec.max_attempts if spec else MAX_ATTEMPTS
 
     # lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
         with self._lock:
-            if self._thread is not None:
+            if self._threads:
                 return
             for job in self.journal.unfinished():
                 if job.state == RUNNING:
-                    if job.attempts >= MAX_ATTEMPTS:
+                    if job.attempts >= self._max_attempts(job.kind):
                         self._finish_failed_restart(job)
                         continue
                     job.state = QUEUED
@@ -63,18 +83,22 @@ class LocalJobQueue(JobQueue):
                 self._order.append(job.id)
             self._renumber()
             self._stopping = False
-            self._thread = threading.Thread(target=self._work, name="sdcloud-jobs", daemon=True)
-            self._thread.start()
+            lanes = sorted({GPU_LANE, *(self._lane(k) for k in self.handlers)})
+            self._threads = [threading.Thread(target=self._work, args=(lane,), name=f"sdcloud-jobs-{lane}",
+                                              daemon=True) for lane in lanes]
+            for thread in self._threads:
+                thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         with self._lock:
             self._stopping = True
             self._changed.notify_all()
-            thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
+            threads = self._threads
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
         with self._lock:
-            self._thread = None
+            self._threads = []
 
     def _finish_failed_restart(self, job: Job) -> None:
         job.state = FAILED
@@ -85,6 +109,7 @@ class LocalJobQueue(JobQueue):
         job.finished = time.time()
         self.journal.update(job)
         shutil.rmtree(self._dir(job.id) / "in", ignore_errors=True)
+        shutil.rmtree(self._dir(job.id) / "state", ignore_errors=True)
 
     # interface -------------------------------------------------------------------------
     def submit(self, kind: str, payload: dict[str, Any], files: dict[str, bytes] | None = None) -> Job:
@@ -115,7 +140,7 @@ class LocalJobQueue(JobQueue):
 
     def list(self, finished_limit: int = 20) -> list[Job]:
         with self._lock:
-            active = ([self._running] if self._running else []) + [self._active[i] for i in self._order]
+            active = list(self._running.values()) + [self._active[i] for i in self._order]
         return active + self.journal.recent_finished(max(0, finished_limit))
 
     def cancel(self, job_id: str) -> Job:
@@ -133,9 +158,8 @@ class LocalJobQueue(JobQueue):
                 self._renumber()
                 callbacks = self._callbacks.pop(job_id, [])
                 self._changed.notify_all()
-            elif job is not None and job.state == RUNNING and self._token is not None:
-                self._cancel_requested.add(job_id)
-                self._token.interrupt()
+            elif job is not None and job.state == RUNNING and job_id in self._tokens:
+                self._tokens[job_id].cancel()
                 return job
             else:
                 job = None
@@ -163,19 +187,23 @@ class LocalJobQueue(JobQueue):
                 return
         callback(self.get(job_id))
 
-    def running(self) -> Job | None:
+    def running(self) -> list[Job]:
         with self._lock:
-            return self._running
+            return list(self._running.values())
 
-    def interrupt(self) -> None:
-        with self._lock:
-            if self._token is not None:
-                self._token.interrupt()
+    def interrupt(self, job_id: str | None = None) -> None:
+        for token in self._tokens_for(job_id):
+            token.interrupt()
 
-    def skip(self) -> None:
+    def skip(self, job_id: str | None = None) -> None:
+        for token in self._tokens_for(job_id):
+            token.skip()
+
+    def _tokens_for(self, job_id: str | None) -> list[CancelToken]:
         with self._lock:
-            if self._token is not None:
-                self._token.skip()
+            if job_id is None:
+                return list(self._tokens.values())
+            return [self._tokens[job_id]] if job_id in self._tokens else []
 
     def output_file(self, job_id: str, name: str) -> Path:
         path = self._dir(job_id) / "out" / _safe_name(name)
@@ -191,40 +219,51 @@ class LocalJobQueue(JobQueue):
         for pos, job_id in enumerate(self._order, start=1):
             self._active[job_id].position = pos
 
-    def _next(self) -> Job | None:
+    def _next(self, lane: str) -> Job | None:
         with self._lock:
-            while not self._order and not self._stopping:
+            while True:
+                if self._stopping:
+                    return None
+                job_id = next((i for i in self._order if self._lane(self._active[i].kind) == lane), None)
+                if job_id is not None:
+                    break
                 self._changed.wait()
-            if self._stopping:
-                return None
-            job = self._active[self._order.pop(0)]
+            self._order.remove(job_id)
+            job = self._active[job_id]
             job.state = RUNNING
             job.position = 0
             job.attempts += 1
             job.started = time.time()
             job.progress, job.step, job.steps, job.eta_seconds, job.preview = 0.0, 0, 0, None, None
+            job.metrics = {}
             self.journal.update(job)
-            self._running = job
-            self._token = CancelToken()
+            self._running[job.id] = job
+            self._tokens[job.id] = CancelToken()
             self._renumber()
             self._changed.notify_all()
             return job
 
-    def _work(self) -> None:
+    def _work(self, lane: str) -> None:
         while True:
-            job = self._next()
+            job = self._next(lane)
             if job is None:
                 return
             self._run(job)
 
     def _run(self, job: Job) -> None:
-        out = self._dir(job.id) / "out"
+        folder = self._dir(job.id)
+        out, state_dir = folder / "out", folder / "state"
         out.mkdir(parents=True, exist_ok=True)
-        assert self._token is not None
-        ctx = JobContext(job, self._dir(job.id) / "in", out, self._token, lambda p: self._report(job, p))
+        state_dir.mkdir(parents=True, exist_ok=True)
+        token = self._tokens[job.id]
+        ctx = JobContext(job, folder / "in", out, token, lambda e: self._report(job, e), state_dir=state_dir)
         result: dict[str, Any] | None = None
         try:
-            result = self.handlers[job.kind](ctx)
+            handler = self.handlers.get(job.kind)
+            if handler is None:
+                raise BadRequest(f"this server does not run '{job.kind}' jobs; known: "
+                                 f"{', '.join(sorted(self.handlers))}")
+            result = handler(ctx)
             state, error, status = DONE, None, None
         except SdcloudError as err:
             state, error, status = FAILED, err.message, err.status
@@ -233,14 +272,14 @@ class LocalJobQueue(JobQueue):
         except Exception as err:  # a bug or a library failure: report it, keep serving
             log.exception("job %s (%s) failed", job.id, job.kind)
             state, error, status = FAILED, f"internal error: {type(err).__name__}: {err}", 500
-        shutil.rmtree(self._dir(job.id) / "in", ignore_errors=True)
+        shutil.rmtree(folder / "in", ignore_errors=True)
+        shutil.rmtree(state_dir, ignore_errors=True)  # finished: nothing left to resume
         with self._lock:
-            if job.id in self._cancel_requested:
-                self._cancel_requested.discard(job.id)
+            if token.cancelled:
                 state = CANCELLED if state == DONE else state
                 error = error or "cancelled while running"
                 status = status or Cancelled.status
-            job.interrupted = self._token.interrupted
+            job.interrupted = token.interrupted
             job.state, job.error, job.error_status, job.result = state, error, status, result
             job.finished = time.time()
             job.position = None
@@ -248,23 +287,16 @@ class LocalJobQueue(JobQueue):
             if state == DONE:
                 job.progress = 1.0
             self.journal.update(job)
-            self._running = None
-            self._token = None
+            del self._running[job.id]
+            del self._tokens[job.id]
             del self._active[job.id]
             callbacks = self._callbacks.pop(job.id, [])
             self._changed.notify_all()
         self._prune()
         _call(callbacks, job)
 
-    def _report(self, job: Job, p: Progress) -> None:
-        job.step, job.steps, job.job_no, job.job_count = p.step, p.steps, p.job, p.job_count
-        # the engine counts steps over the whole job (all batches), so step/steps is the fraction done
-        job.progress = min(1.0, p.step / p.steps) if p.steps > 0 else 0.0
-        if p.preview is not None:
-            job.preview = p.preview
-        if job.started and job.progress > 0:
-            elapsed = time.time() - job.started
-            job.eta_seconds = round(elapsed / job.progress - elapsed, 2)
+    def _report(self, job: Job, event: ProgressEvent) -> None:
+        job.apply(event)
 
     def _prune(self) -> None:
         for job_id in self.journal.prune_finished(self.keep_finished):

@@ -10,6 +10,7 @@ from typing import Any
 import gradio as gr
 
 from sdcloud.errors import SdcloudError
+from sdcloud.image_files import decode_base64
 from sdcloud.ui.controls import GenerationPanel
 from sdcloud.ui.params import infotext_of, insert_lora, seed_of
 from sdcloud.ui.progress import progress_html
@@ -20,11 +21,16 @@ POLL_SECONDS = 0.25
 RequestBuilder = Callable[[dict[str, Any], list[Any]], dict[str, Any]]
 
 
-def result_view(result: dict[str, Any] | None) -> tuple[list[str], dict[str, Any]]:
-    """(image paths for the gallery, A1111 info dict) from a finished job's result."""
-    if not result:
+def result_view(services: Any, job: Any) -> tuple[list[str], dict[str, Any]]:
+    """(image paths for the gallery, A1111 info dict) from a finished job."""
+    if not job.result:
         return [], {}
-    return [str(p) for p in result.get("paths") or []], dict(result.get("info") or {})
+    try:
+        paths = [str(p) for p in services.runtime.image_files(job)]
+    except SdcloudError as exc:  # an image was deleted meanwhile: show the rest of the answer
+        gr.Warning(str(exc))
+        paths = []
+    return paths, dict(job.result.get("info") or {})
 
 
 def run_generation(services: Any, panel: GenerationPanel, build: RequestBuilder, values: tuple[Any, ...]
@@ -44,11 +50,11 @@ def run_generation(services: Any, panel: GenerationPanel, build: RequestBuilder,
         job = services.job(job.id)
         update: dict[Any, Any] = {panel.progress: progress_html(job)}
         preview = getattr(job, "preview", None)
-        if preview is not None and preview is not last_preview:
+        if preview is not None and preview != last_preview:
             last_preview = preview
-            update[panel.preview] = preview  # a PIL image (Job.preview)
+            update[panel.preview] = decode_base64(preview, "preview")  # Job.preview: base64 PNG
         yield update
-    paths, info = result_view(job.result)
+    paths, info = result_view(services, job)
     done: dict[Any, Any] = {panel.job_id: None, panel.progress: progress_html(job),
                             panel.preview: gr.Image(value=None, visible=False)}
     if paths:

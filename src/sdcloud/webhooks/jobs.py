@@ -36,7 +36,7 @@ def event_data(job: Job) -> dict[str, Any]:
         "steps": job.steps,
     }
     if job.state == DONE and job.result is not None:
-        paths = job.result.get("paths") or []
+        paths = job.result.get("images") or job.result.get("paths") or []
         info = job.result.get("info") or {}
         data["images"] = [f"/api/jobs/{job.id}/images/{i}" for i in range(len(paths))]
         data["image_keys"] = list(job.result.get("keys") or [])

@@ -14,9 +14,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from sdcloud.api.persistence import Persistence
 from sdcloud.jobs import JobQueue
 from sdcloud.settings import Settings
+from sdcloud.storage.persistence import Persistence
 
 POLL_S = 1.0
 
@@ -26,7 +26,8 @@ def _say(message: str) -> None:
 
 
 class SessionControl:
-    def __init__(self, settings: Settings, queue: JobQueue, persistence: Persistence) -> None:
+    def __init__(self, settings: Settings, queue: JobQueue, persistence: Persistence,
+                 clock: Callable[[], float] | None = None) -> None:
         from sdcloud.cloud.session import session_guard_for
 
         self.queue = queue
@@ -39,6 +40,7 @@ class SessionControl:
             flush_outbox=persistence.flush,
             exit=self._exit,
             log=_say,
+            clock=clock,
         )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -64,7 +66,7 @@ class SessionControl:
 
     def _drain(self, timeout: float) -> bool:
         self.queue.stop(timeout)
-        return self.queue.running() is None
+        return not self.queue.running()
 
     def _exit(self, code: int) -> None:
         self.exit_code = code

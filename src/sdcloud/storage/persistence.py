@@ -1,4 +1,4 @@
-"""The server's side of storage: the persistent store checked at start-up, the outbox every
+"""A process's side of storage: the persistent store checked at start-up, the outbox every
 saved image goes through, and the session restored from the store when the server starts.
 
 With no store configured nothing here touches the network: saved images are already fsync'd

@@ -1,0 +1,68 @@
+"""The one place A1111 request fields become a ``GenerationRequest``: sampler names split
+into sampler + schedule type, random seeds drawn (so a retried job makes the same images),
+A1111's aliases (``sampler_index``, ``mask_blur_x``) and the options that act as request
+fields (``CLIP_stop_at_last_layers``). Checking and defaults are ``engine.request_rules``'."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from sdcloud.api.models import Img2ImgRequest, Txt2ImgRequest
+from sdcloud.engine.request_rules import MAX_SEED
+from sdcloud.engine.sampler_names import resolve_sampler
+from sdcloud.engine.types import GenerationRequest
+
+
+def to_generation_request(req: Txt2ImgRequest | Img2ImgRequest, prompt: str, negative: str,
+                          opts: dict[str, Any]) -> GenerationRequest:
+    """``prompt``/``negative`` are the request's prompts with its styles applied; ``opts`` the
+    server options with the request's overrides. img2img's ``init_images`` and ``mask`` stay
+    as the client sent them (decoded only once the request is known to be valid)."""
+    sampler, schedule = resolve_sampler(req.sampler_name or req.sampler_index, req.scheduler)
+    gen = GenerationRequest(
+        prompt=prompt,
+        negative_prompt=negative,
+        seed=req.seed if req.seed != -1 else secrets.randbelow(MAX_SEED),
+        subseed=req.subseed if req.subseed != -1 else secrets.randbelow(MAX_SEED),
+        subseed_strength=req.subseed_strength,
+        seed_resize_from_h=req.seed_resize_from_h,
+        seed_resize_from_w=req.seed_resize_from_w,
+        sampler_name=sampler,
+        scheduler=schedule,
+        batch_size=req.batch_size,
+        n_iter=req.n_iter,
+        steps=req.steps,
+        cfg_scale=req.cfg_scale,
+        width=req.width,
+        height=req.height,
+        clip_skip=int(opts["CLIP_stop_at_last_layers"]),
+        eta=req.eta,
+        tiling=bool(req.tiling),
+        denoising_strength=req.denoising_strength,
+    )
+    if isinstance(req, Txt2ImgRequest):
+        hr_sampler = hr_schedule = None
+        if req.hr_sampler_name and req.hr_sampler_name != "Use same sampler":
+            hr_sampler, hr_schedule = resolve_sampler(req.hr_sampler_name, req.hr_scheduler)
+        elif req.hr_scheduler and req.hr_scheduler != "Use same scheduler":
+            hr_schedule = resolve_sampler(sampler, req.hr_scheduler)[1]
+        gen.enable_hr = req.enable_hr
+        gen.hr_scale = req.hr_scale
+        gen.hr_upscaler = req.hr_upscaler or "Latent"
+        gen.hr_second_pass_steps = req.hr_second_pass_steps
+        gen.hr_resize_x, gen.hr_resize_y = req.hr_resize_x, req.hr_resize_y
+        gen.hr_sampler_name, gen.hr_scheduler = hr_sampler, hr_schedule
+        gen.hr_prompt, gen.hr_negative_prompt = req.hr_prompt, req.hr_negative_prompt
+    else:
+        gen.init_images = list(req.init_images or [])
+        gen.mask = req.mask or None
+        gen.resize_mode = req.resize_mode
+        gen.mask_blur = req.mask_blur if req.mask_blur is not None else req.mask_blur_x
+        gen.inpainting_fill = req.inpainting_fill
+        gen.inpaint_full_res = req.inpaint_full_res
+        gen.inpaint_full_res_padding = req.inpaint_full_res_padding
+        gen.inpainting_mask_invert = req.inpainting_mask_invert
+        if req.initial_noise_multiplier is not None:
+            gen.initial_noise_multiplier = req.initial_noise_multiplier
+    return gen
