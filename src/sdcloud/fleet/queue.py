@@ -237,6 +237,7 @@ class FleetJobQueue(JobQueue):
                 except ValueError:
                     continue
         now = time.time()
+        self._live_cache = (time.monotonic(), [dict(w) for w in out])  # routing sees what was just read
         for w in out:
             hours = max(1e-9, (now - w.get("started", now)) / 3600)
             w["images_per_hour"] = round(w.get("images_done", 0) / hours, 1) if hours > 1 / 360 else None
