@@ -3,14 +3,15 @@
 # System packages (headless Chromium for the browser test) come from Debian; Python ones from PyPI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-    || echo "warning: could not install chromium; the browser test will be skipped"
-fi
-# a Japanese font, so the Japanese UI screenshot shows text rather than empty boxes
-if [ ! -e /usr/share/fonts/opentype/ipafont-gothic/ipag.ttf ] && command -v apt-get >/dev/null 2>&1; then
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-ipafont-gothic >/dev/null) \
-    || echo "warning: could not install fonts-ipafont-gothic; the Japanese UI screenshot will show boxes"
+# Debian packages the tests need: chromium (browser tests), a Japanese font (the Japanese UI
+# screenshot shows text, not boxes), redis-server (the scale-out tests); one apt run for all.
+need=()
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+[ -e /usr/share/fonts/opentype/ipafont-gothic/ipag.ttf ] || need+=(fonts-ipafont-gothic)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+if [ ${#need[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null) \
+    || echo "warning: could not install ${need[*]}; the tests that need them will be skipped"
 fi
 bash scripts/setup.sh --dev
 . .venv/bin/activate

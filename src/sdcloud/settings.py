@@ -83,6 +83,12 @@ class Settings:
     lang: str | None = None  # the web UI's language (ja | en); None: the browser's
     model_copy: str = "auto"  # auto (copy checkpoints from slow mounts to local disk) | always | off
     local_cache_dir: Path | None = None  # where those copies go (default ~/.cache/sdcloud)
+    webhook_url: str | None = None  # default webhook for jobs that name none
+    webhook_secret: str | None = None  # whsec_...; generated into <state>/webhook-secret when unset
+    webhook_allow_private: bool = False  # allow webhook URLs on loopback/private addresses
+    broker: str | None = None  # redis://, rediss:// or local: hand generation to workers (scale-out)
+    worker_timeout: float = 15.0  # seconds without a worker heartbeat before its job is re-run
+    max_attempts: int = 3  # runs of one job on workers before it fails with the reasons
     limits: Limits = field(default_factory=Limits)
 
     # A1111 folder layout -------------------------------------------------------------
@@ -176,9 +182,9 @@ class Settings:
 
 
 _PATH_FIELDS = {"data_dir", "ckpt_dir", "lora_dir", "vae_dir", "embeddings_dir", "outputs_dir", "local_cache_dir"}
-_BOOL_FIELDS = {"insecure", "allow_url_images", "vae_tiling", "compile"}
-_FLOAT_FIELDS = {"price_per_hour", "budget", "max_hours"}
-_INT_FIELDS = {"port"}
+_BOOL_FIELDS = {"insecure", "allow_url_images", "vae_tiling", "compile", "webhook_allow_private"}
+_FLOAT_FIELDS = {"price_per_hour", "budget", "max_hours", "worker_timeout"}
+_INT_FIELDS = {"port", "max_attempts"}
 _CHOICES = {
     "device": ("auto", "cuda", "mps", "cpu"),
     "dtype": ("auto", "fp16", "bf16", "fp32"),

@@ -19,6 +19,7 @@ from sdcloud.api import (
     routes_sdapi,
     routes_server,
     routes_train,
+    routes_webhooks,
 )
 from sdcloud.api.errors import install_error_handlers
 from sdcloud.api.heavy import HeavyPool
@@ -95,6 +96,7 @@ def create_app(
     app.include_router(routes_controlnet.router, prefix="/controlnet")
     app.include_router(routes_jobs.router, prefix="/api")
     app.include_router(routes_server.router, prefix="/api")
+    app.include_router(routes_webhooks.router, prefix="/api")
     app.include_router(routes_ckpt.router, prefix="/api/ckpt")
     app.include_router(routes_train.router, prefix="/api")
     if ui:

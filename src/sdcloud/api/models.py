@@ -56,6 +56,7 @@ class _Processing(_Lenient):
     alwayson_scripts: dict[str, Any] = Field(default_factory=dict)
     force_task_id: str | None = None
     infotext: str | None = None
+    webhook_url: str | None = None  # sdcloud: job events go here (signed, see /api/webhooks)
 
 
 class Txt2ImgRequest(_Processing):

@@ -30,6 +30,9 @@ def job_view(job: Job) -> dict[str, Any]:
             "info": job.result.get("info"),
             "interrupted": job.result.get("interrupted", False),
         }
+        if job.result.get("keys"):  # ran on a fleet worker: where its images are in the store
+            out["result"]["keys"] = job.result["keys"]
+            out["result"]["worker"] = job.result.get("worker")
     return out
 
 
@@ -66,6 +69,13 @@ def cancel_job(request: Request, job_id: str) -> dict[str, Any]:
 @router.delete("/queue/{job_id}")
 def delete_job(request: Request, job_id: str) -> dict[str, Any]:
     return job_view(_services(request).cancel(job_id))
+
+
+@router.get("/workers")
+def workers(request: Request) -> dict[str, Any]:
+    """Workers connected to the broker (``serve --broker``): GPU, VRAM, models held (affinity
+    keys), current job, jobs and images done, cost and images per hour. Empty without a broker."""
+    return {"workers": _services(request).workers()}
 
 
 @router.get("/jobs/{job_id}")

@@ -80,6 +80,12 @@ class Services:
         self.selected_model: str | None = None  # the key new jobs use (A1111's sd_model_checkpoint)
         self.training = TrainingService(self.settings, self.queue, runtime.handlers[TRAIN_KIND])
         self.session.before_drain.append(self.training.runner.stop_all.set)  # a training saves its state first
+        # the FleetJobQueue when generation goes to workers (serve --broker), else None
+        self.fleet: Any = self.queue if getattr(self.queue, "is_fleet", False) else None
+        from sdcloud.webhooks.jobs import JobWebhooks
+        from sdcloud.webhooks.setup import make_sender
+
+        self.webhooks = JobWebhooks(self.queue, make_sender(self.settings))
         self._started = False
 
     # lifecycle ---------------------------------------------------------------------------
@@ -102,11 +108,13 @@ class Services:
             with startup.phase("model_load", detail=key):
                 self.set_model(key)
         self.runtime.start()
+        self.webhooks.start()
         self._started = True
 
     def stop(self) -> None:
         """Finish the running job, then try to get every saved image into the store."""
         self.runtime.stop()
+        self.webhooks.stop()
         self._started = False
 
     # models ----------------------------------------------------------------------------
@@ -123,12 +131,17 @@ class Services:
                 h = self._cached_sha(m)
                 if h and wanted.lower() in (h, h[:10], h[:8]):
                     return m.name
+            if self.fleet is not None:  # a model only the workers hold
+                for w in self.fleet.workers():
+                    if f"name:{bare}" in w.get("models", []):
+                        return bare
             raise
 
     def set_model(self, name: str) -> None:
         """Load a checkpoint now (waits for the running job) and use it for new jobs."""
         key = self.resolve_model(name)
-        self.host.ensure_model(key)
+        if self.fleet is None:  # with workers, the model is loaded where the jobs run
+            self.host.ensure_model(key)
         self.selected_model = key
 
     def unload_model(self) -> None:
@@ -377,6 +390,11 @@ class Services:
         """Validate an A1111 request and queue it; everything a user can get wrong is
         refused here, before the job reaches the queue."""
         kind = "img2img" if isinstance(req, Img2ImgRequest) else "txt2img"
+        webhook = req.webhook_url or self.settings.webhook_url
+        if webhook:
+            from sdcloud.webhooks import check_webhook_url
+
+            check_webhook_url(webhook, self.settings.webhook_allow_private)
         for name in type(req).model_fields:
             if name not in ("init_images", "mask"):
                 check_client_value(getattr(req, name), name)
@@ -424,6 +442,7 @@ class Services:
             mask_name = "mask.png"
             files[mask_name] = image_bytes(decode_image(gen.mask, self.settings, "mask"))
         echo = req.model_dump()
+        echo.pop("webhook_url", None)  # may carry a token; not part of A1111's echo
         if isinstance(req, Img2ImgRequest) and not req.include_init_images:
             echo["init_images"] = None
             echo["mask"] = None
@@ -450,7 +469,12 @@ class Services:
         if not req.override_settings_restore_afterwards:  # A1111 keeps the overrides
             self.options.update(clean)
             self.selected_model = model_key
-        return self.queue.submit(kind, payload, files)
+        if webhook:
+            payload["webhook"] = webhook
+        job = self.queue.submit(kind, payload, files)
+        if webhook:
+            self.webhooks.queued(job, webhook)
+        return job
 
     # scripts ---------------------------------------------------------------------------
     def _find_script(self, req: Txt2ImgRequest | Img2ImgRequest) -> Any:
@@ -633,6 +657,10 @@ class Services:
 
     def cancel(self, job_id: str) -> Job:
         return self.queue.cancel(job_id)
+
+    def workers(self) -> list[dict[str, Any]]:
+        """The fleet's workers (empty in single-box mode)."""
+        return [] if self.fleet is None else self.fleet.workers()
 
     # images ----------------------------------------------------------------------------
     def png_info(self, image_b64: str) -> dict[str, Any]:

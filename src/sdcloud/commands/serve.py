@@ -59,6 +59,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "image) before the spend reaches this amount; needs a known price")
     p.add_argument("--max-hours", type=float, metavar="HOURS",
                    help="stop gracefully before this many hours (warns 15 minutes ahead)")
+    p.add_argument("--webhook-url", metavar="URL", help="default webhook for job events (a request's "
+                   "webhook_url wins); env SDCLOUD_WEBHOOK_URL")
+    p.add_argument("--webhook-allow-private", action="store_true", default=None,
+                   help="allow webhook URLs on loopback/private addresses (refused by default: SSRF)")
+    p.add_argument("--broker", metavar="URL", help="hand generation to 'sdcloud worker' processes over "
+                   "Celery: redis://..., rediss://... (TLS), or 'local' (start a loopback redis-server "
+                   "with AOF here); default: run jobs in this process")
     p.add_argument("--nowebui", action="store_true", help="API only, no web UI (like A1111's --nowebui)")
     p.add_argument(
         "--public",
@@ -118,6 +125,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         price_per_hour=args.price_per_hour,
         budget=args.budget,
         max_hours=args.max_hours,
+        webhook_url=args.webhook_url,
+        webhook_allow_private=args.webhook_allow_private,
+        broker=args.broker,
     )
     detected = None
     if args.public:

@@ -9,6 +9,8 @@ from typing import Any
 import gradio as gr
 
 from sdcloud.errors import SdcloudError
+from sdcloud.ui.workers_panel import HEADERS as WORKER_HEADERS
+from sdcloud.ui.workers_panel import worker_rows, workers_note
 
 HEADERS = ["Job", "Kind", "State", "Progress", "Position", "Created", "Error"]
 ACTIVE_STATES = ("queued", "running")
@@ -56,12 +58,19 @@ def queue_tab(services: Any) -> gr.Timer:
         job_pick = gr.Dropdown(choices=[], value=None, label="Job", min_width=200, elem_id="queue_job")
         cancel = gr.Button("Cancel job", variant="stop", min_width=120, elem_id="queue_cancel")
         refresh = gr.Button("↻ Refresh", min_width=120, elem_id="queue_refresh")
+    gr.Markdown("### Workers")
+    gr.Markdown(workers_note(services), elem_id="workers_note")
+    workers = gr.Dataframe(headers=WORKER_HEADERS, value=[], interactive=False, wrap=True, elem_id="workers_table")
     timer = gr.Timer(2.0, active=False)
 
-    def load(selected: str | None) -> tuple[list[list[Any]], Any]:
+    def load(selected: str | None) -> tuple[list[list[Any]], Any, list[list[Any]]]:
         rows = queue_rows(services.jobs())
         active = [r[0] for r in rows if r[2] in ACTIVE_STATES]
-        return rows, gr.Dropdown(choices=active, value=selected if selected in active else None)
+        try:
+            fleet = worker_rows(services.workers())
+        except Exception:  # noqa: BLE001  broker away for a moment: keep the queue view working
+            fleet = []
+        return rows, gr.Dropdown(choices=active, value=selected if selected in active else None), fleet
 
     def cancel_job(job_id: str | None) -> None:
         if not job_id:
@@ -72,6 +81,6 @@ def queue_tab(services: Any) -> gr.Timer:
             raise gr.Error(str(exc)) from None
 
     for event in (refresh.click, timer.tick):
-        event(load, inputs=job_pick, outputs=[table, job_pick], show_progress="hidden")
-    cancel.click(cancel_job, inputs=job_pick).then(load, inputs=job_pick, outputs=[table, job_pick])
+        event(load, inputs=job_pick, outputs=[table, job_pick, workers], show_progress="hidden")
+    cancel.click(cancel_job, inputs=job_pick).then(load, inputs=job_pick, outputs=[table, job_pick, workers])
     return timer
