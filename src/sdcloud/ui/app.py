@@ -15,7 +15,14 @@ from sdcloud.errors import SdcloudError
 from sdcloud.ui.choices import Choices, load_choices
 from sdcloud.ui.controls import GenerationPanel
 from sdcloud.ui.extras_tab import extras_tab
-from sdcloud.ui.i18n import SHOW_CHOICE_JS, UiLanguageMiddleware, language_switch, translate_ui, ui_i18n
+from sdcloud.ui.i18n import (
+    DATA_CHOICES_CLASS,
+    SHOW_CHOICE_JS,
+    UiLanguageMiddleware,
+    language_switch,
+    translate_ui,
+    ui_i18n,
+)
 from sdcloud.ui.img2img import img2img_tab
 from sdcloud.ui.merge_tab import merge_tab, status_line
 from sdcloud.ui.params import fit_choices, infotext_to_txt2img
@@ -66,10 +73,11 @@ document.addEventListener("keydown", (e) => {
 def _model_bar(services: Any, choices: Choices) -> tuple[gr.Dropdown, gr.Dropdown]:
     with gr.Row(elem_id="quicksettings"):
         model = gr.Dropdown(choices.models, value=choices.current_model, label="Stable Diffusion checkpoint",
-                            scale=3, min_width=220, elem_id="sd_model_checkpoint")
+                            scale=3, min_width=220, elem_id="sd_model_checkpoint",
+                            elem_classes=[DATA_CHOICES_CLASS])
         refresh = gr.Button("↻", scale=0, min_width=48, elem_id="refresh_models")
         vae = gr.Dropdown(choices.vaes, value=choices.current_vae, label="SD VAE", scale=2, min_width=160,
-                          elem_id="sd_vae")
+                          elem_id="sd_vae", elem_classes=[DATA_CHOICES_CLASS])
     status = gr.Markdown("", elem_id="model_status")
 
     def switch_model(title: str) -> str:

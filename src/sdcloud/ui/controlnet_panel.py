@@ -11,6 +11,7 @@ import gradio as gr
 from sdcloud.controlnet import models, preprocessors
 from sdcloud.controlnet.units import CONTROL_MODES, RESIZE_MODES
 from sdcloud.image_files import encode_image
+from sdcloud.ui.i18n import DATA_CHOICES_CLASS
 
 
 @dataclass
@@ -44,9 +45,10 @@ def controlnet_panel(services: Any, tab: str) -> ControlNetPanel:
                          elem_id=f"{tab}_controlnet_image")
         with gr.Row():
             module = gr.Dropdown(preprocessors.module_names(folder / "annotators"), value="canny",
-                                 label="Preprocessor", elem_id=f"{tab}_controlnet_module")
+                                 label="Preprocessor", elem_id=f"{tab}_controlnet_module",
+                                 elem_classes=[DATA_CHOICES_CLASS])
             model = gr.Dropdown(model_names, value=model_names[0] if model_names else None, label="Model",
-                                elem_id=f"{tab}_controlnet_model")
+                                elem_id=f"{tab}_controlnet_model", elem_classes=[DATA_CHOICES_CLASS])
             refresh = gr.Button("↻", scale=0, min_width=48, elem_id=f"{tab}_controlnet_refresh")
         with gr.Row():
             weight = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="Control Weight",

@@ -13,6 +13,7 @@ from typing import Any
 import gradio as gr
 
 from sdcloud.ui.choices import Choices
+from sdcloud.ui.i18n import DATA_CHOICES_CLASS
 from sdcloud.ui.params import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, RESIZE_MODES
 
 
@@ -76,6 +77,7 @@ def generation_panel(kind: str, choices: Choices, image_inputs: Callable[[], dic
             interrupt = gr.Button("Interrupt", variant="stop", elem_id=f"{kind}_interrupt")
             skip = gr.Button("Skip", elem_id=f"{kind}_skip")
             lora = gr.Dropdown(choices=choices.loras, value=None, label="Add LoRA", elem_id=f"{kind}_lora",
+                               elem_classes=[DATA_CHOICES_CLASS],
                                info="inserts <lora:name:1> into the prompt")
     extra: dict[str, Any] = {"styles": styles, "skip": skip, "token_counters": (counter, neg_counter),
                              "extra_networks": networks}
@@ -86,10 +88,12 @@ def generation_panel(kind: str, choices: Choices, image_inputs: Callable[[], dic
                 f["resize_mode"] = gr.Radio(list(RESIZE_MODES), value=RESIZE_MODES[0], label="Resize mode")
             with gr.Row():
                 f["sampler_name"] = gr.Dropdown(choices.samplers, value=_first(choices.samplers, "DPM++ 2M"),
-                                                label="Sampling method", elem_id=f"{kind}_sampler")
+                                                label="Sampling method", elem_id=f"{kind}_sampler",
+                                                elem_classes=[DATA_CHOICES_CLASS])
                 f["scheduler"] = gr.Dropdown(choices.schedulers,
                                              value=_first(choices.schedulers, "Automatic"),
-                                             label="Schedule type", elem_id=f"{kind}_scheduler")
+                                             label="Schedule type", elem_id=f"{kind}_scheduler",
+                                             elem_classes=[DATA_CHOICES_CLASS])
             f["steps"] = gr.Slider(1, r.max_steps, value=20, step=1, label="Sampling steps",
                                    elem_id=f"{kind}_steps")
             with gr.Row():
@@ -145,7 +149,8 @@ def _hires_controls(f: dict[str, gr.components.Component], choices: Choices) -> 
         f["enable_hr"] = gr.Checkbox(False, label="Enable hires. fix", elem_id="txt2img_enable_hr")
         with gr.Row():
             f["hr_upscaler"] = gr.Dropdown(choices.upscalers, value=_first(choices.upscalers, "Latent"),
-                                           label="Upscaler", elem_id="txt2img_hr_upscaler")
+                                           label="Upscaler", elem_id="txt2img_hr_upscaler",
+                                           elem_classes=[DATA_CHOICES_CLASS])
             f["hr_second_pass_steps"] = gr.Slider(0, r.max_steps, value=0, step=1, label="Hires steps",
                                                   info="0 = same as sampling steps", elem_id="txt2img_hr_steps")
         with gr.Row():

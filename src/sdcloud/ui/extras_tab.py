@@ -8,6 +8,7 @@ from typing import Any
 import gradio as gr
 
 from sdcloud.errors import SdcloudError
+from sdcloud.ui.i18n import DATA_CHOICES_CLASS
 
 
 def run_extras(services: Any, path: str | None, mode: str, by: float, width: int, height: int, crop: bool,
@@ -48,8 +49,9 @@ def extras_tab(services: Any) -> dict[str, Any]:
                 crop = gr.Checkbox(True, label="Crop to fit", elem_id="extras_upscaling_crop")
             with gr.Row():
                 up1 = gr.Dropdown(names, value=names[3] if len(names) > 3 else "Lanczos", label="Upscaler 1",
-                                  elem_id="extras_upscaler_1")
-                up2 = gr.Dropdown(names, value="None", label="Upscaler 2", elem_id="extras_upscaler_2")
+                                  elem_id="extras_upscaler_1", elem_classes=[DATA_CHOICES_CLASS])
+                up2 = gr.Dropdown(names, value="None", label="Upscaler 2", elem_id="extras_upscaler_2",
+                                  elem_classes=[DATA_CHOICES_CLASS])
                 vis2 = gr.Slider(0.0, 1.0, value=0.0, step=0.001, label="Upscaler 2 visibility",
                                  elem_id="extras_upscaler_2_visibility")
             with gr.Accordion("Face restoration" + ("" if restorers else " (no GFPGAN/CodeFormer file present)"),

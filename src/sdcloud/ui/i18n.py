@@ -7,6 +7,13 @@ is one line in** :data:`JA` (English text -> Japanese); ``tests/test_ui_i18n.py`
 UI string without its line. A component whose text is data rather than words (a model name,
 a table of numbers, a live status line) says so with ``elem_classes=[DATA_CLASS]``.
 
+Choices of a Dropdown, Radio or CheckboxGroup are words too (the Script dropdown's "X/Y/Z plot",
+ControlNet's "Balanced"): the browser shows the Japanese of every choice name that has a
+:data:`JA` line, and the value sent stays the English one. A component whose choices are names
+(checkpoints, samplers, upscaler files) says so with ``elem_classes=[DATA_CHOICES_CLASS]``; its
+choices that are words ("None", "Automatic") are still translated when they have a line.
+Table headers (``gr.Dataframe``) are not translated by Gradio and stay English.
+
 Which language: the one chosen under Settings (kept in the browser), else ``sdcloud serve
 --lang ja|en``, else the browser's. Gradio reads the browser's language from
 ``navigator.language`` when the page starts, so :class:`UiLanguageMiddleware` puts a small
@@ -28,6 +35,7 @@ from gradio.i18n import I18nData
 LANGUAGES = {"ja": "日本語", "en": "English"}
 STORAGE_KEY = "sdcloud-lang"  # localStorage key of the choice made under Settings
 DATA_CLASS = "sd-data"
+DATA_CHOICES_CLASS = "sd-data-choices"  # the choices are names, not words (see the module doc)
 
 # English UI text -> Japanese, in the words of the Japanese A1111 community (txt2img,
 # CFGスケール, サンプラー, ステップ数, シード, ハイレゾ補助/Hires. fix, マージ, 学習).
@@ -129,11 +137,192 @@ JA: dict[str, str] = {
     "Apply JSON": "JSON を適用",
     "**Input limits** (set with `SDCLOUD_MAX_*` environment variables or the config file)":
         "**入力の上限**(環境変数 `SDCLOUD_MAX_*` か設定ファイルで変更)",
+    # generation panel: Skip, styles, extra networks (issue 17)
+    "Skip": "スキップ",
+    "Styles": "スタイル",
+    "Apply": "適用",
+    "Save prompts as a style": "プロンプトをスタイルとして保存",
+    "Style name": "スタイル名",
+    "Save style": "スタイルを保存",
+    "Extra networks": "追加ネットワーク (Extra networks)",
+    "Show": "表示",
+    "Search": "検索",
+    "name": "名前",
+    "Weight on insert": "挿入時の重み",
+    "Refresh": "更新",
+    "Cards": "カード",
+    "Metadata": "メタデータ",
+    # Script dropdown: X/Y/Z plot, Prompt matrix, Prompts from file or textbox, SD upscale (issue 17)
+    "Script": "スクリプト",
+    "X type": "X軸の種類",
+    "X values": "X軸の値",
+    "Y type": "Y軸の種類",
+    "Y values": "Y軸の値",
+    "Z type": "Z軸の種類",
+    "Z values": "Z軸の値",
+    "1, 2, 3 or 1-10 (+2) or 1-10 [5]": "1, 2, 3 / 1-10 (+2) / 1-10 [5] のように指定",
+    "Draw legend": "凡例を描画",
+    "Include Sub Images": "個別の画像も出力",
+    "Include Sub Grids": "サブグリッドも出力",
+    "Keep -1 for seeds": "シードの -1 をそのまま使う",
+    "Grid margins (px)": "グリッドの余白 (px)",
+    "Grid margins": "グリッドの余白",
+    "Split the prompt with `|`: every combination of the parts after the first is made.":
+        "プロンプトを `|` で区切ると、先頭以外の部分のすべての組み合わせを生成します。",
+    "Set at prompt start": "プロンプトの先頭に置く",
+    "Random seeds": "シードをランダムにする",
+    "Prompt type": "プロンプトの種類",
+    "Joining char": "結合文字",
+    "Iterate seed every line": "行ごとにシードを変える",
+    "Use same random seed for all lines": "すべての行で同じランダムシードを使う",
+    "Insert prompts at the": "プロンプトを挿入する位置",
+    "List of prompt inputs": "プロンプトのリスト",
+    'one prompt per line, or --prompt "a cat" --steps 20 --seed 5':
+        '1 行に 1 つのプロンプト、または --prompt "a cat" --steps 20 --seed 5',
+    "Upload prompt inputs": "プロンプトのファイルをアップロード",
+    "Upscales the image, then redraws it tile by tile; the width and height set the tile size.":
+        "画像を拡大してから、タイルごとに描き直します。幅と高さがタイルの大きさになります。",
+    "Tile overlap": "タイルの重なり",
+    "Scale Factor": "拡大率",
+    # ControlNet panel (issue 16): ControlNet's own words stay as the Japanese guides keep them
+    "ControlNet": "ControlNet",
+    "Enable": "有効にする",
+    "Pixel Perfect": "Pixel Perfect",
+    "Control image": "コントロール画像",
+    "Control image (empty: the img2img image)": "コントロール画像(空なら img2img の画像を使用)",
+    "Preprocessor": "プリプロセッサー",
+    "Model": "モデル",
+    "Control Weight": "コントロールの重み (Control Weight)",
+    "Starting Control Step": "適用開始ステップ (Starting Control Step)",
+    "Ending Control Step": "適用終了ステップ (Ending Control Step)",
+    "Control Mode": "コントロールモード",
+    "Resize Mode": "リサイズモード",
+    "Interrogate DeepBooru": "DeepBooru で解析",
+    # Extras tab (issue 16)
+    "Extras": "その他 (Extras)",
+    "Resize": "リサイズ",
+    "Crop to fit": "サイズに合わせて切り抜く",
+    "Upscaler 1": "アップスケーラー 1",
+    "Upscaler 2": "アップスケーラー 2",
+    "Upscaler 2 visibility": "アップスケーラー 2 の適用度",
+    "Face restoration": "顔の修復",
+    "Face restoration (no GFPGAN/CodeFormer file present)": "顔の修復(GFPGAN/CodeFormer のファイルがありません)",
+    "GFPGAN visibility": "GFPGAN の適用度",
+    "CodeFormer visibility": "CodeFormer の適用度",
+    "CodeFormer weight (0 = max effect)": "CodeFormer の重み(0 = 効果最大)",
+    "Result": "結果",
+    "Info": "情報",
+    # Workers panel in the Queue tab (issue 14)
+    "### Workers": "### ワーカー",
+    "Single-box mode: jobs run in this server. Start it with `--broker` to add GPU workers.":
+        "単体モード: ジョブはこのサーバーで実行されます。"
+        "GPU ワーカーを追加するには `--broker` を付けて起動してください。",
+    # Train tab (issue 13)
+    "### Dataset": "### データセット",
+    "Dataset (in datasets/)": "データセット(datasets/ 内)",
+    "Upload images + .txt captions (or a .zip)": "画像と .txt キャプションをアップロード(.zip も可)",
+    "Folder (kohya repeats_concept, e.g. 10_sks cat; optional)":
+        "フォルダー名(kohya 形式の 繰り返し回数_概念、例: 10_sks cat。任意)",
+    "Upload": "アップロード",
+    "Check dataset": "データセットを確認",
+    "### Training": "### 学習",
+    "Base model": "ベースモデル",
+    "LoRA name": "LoRA の名前",
+    "mychar": "mychar",
+    "Memory preset (per family and VRAM)": "メモリープリセット(モデルの系統と VRAM 別)",
+    "Steps": "ステップ数",
+    "Rank (dim)": "ランク (dim)",
+    "Alpha": "Alpha",
+    "Learning rate": "学習率",
+    "Resolution": "解像度",
+    "Batch": "バッチサイズ",
+    "Optimizer": "オプティマイザー",
+    "LR scheduler": "学習率スケジューラー",
+    "Train text encoder": "テキストエンコーダーも学習する",
+    "Sample every N steps": "N ステップごとにサンプルを生成",
+    "Sample prompt": "サンプル用のプロンプト",
+    "Resume from the saved state": "保存した状態から再開",
+    "Start over (drop an unfinished run's state)": "最初からやり直す(途中の学習の状態を破棄)",
+    "Stop (state is saved)": "停止(状態は保存されます)",
+    "Loss": "損失 (loss)",
+    "Samples": "サンプル",
+    # choices (Dropdown/Radio/CheckboxGroup): the browser shows these in place of the English name
+    "None": "なし",
+    "none": "なし",
+    "Nothing": "なし",
+    "Automatic": "自動",
+    "Checkpoints": "チェックポイント",
+    "LoRA": "LoRA",
+    "Textual Inversion": "Textual Inversion",
+    "Prompt matrix": "プロンプトマトリックス (Prompt matrix)",
+    "Prompts from file or textbox": "ファイルかテキストボックスからプロンプトを読み込む",
+    "X/Y/Z plot": "X/Y/Z プロット",
+    "SD upscale": "SD アップスケール",
+    "Var. seed": "バリエーションシード",
+    "Var. strength": "バリエーションの強度",
+    "Prompt S/R": "プロンプト S/R(置換)",
+    "Prompt order": "プロンプトの順序",
+    "Sampler": "サンプラー",
+    "Hires sampler": "ハイレゾ補助のサンプラー",
+    "Checkpoint name": "チェックポイント名",
+    "Eta": "Eta",
+    "Denoising": "ノイズ除去強度",
+    "Initial noise multiplier": "初期ノイズの乗数",
+    "Hires upscaler": "ハイレゾ補助のアップスケーラー",
+    "RNG source": "乱数の生成元 (RNG)",
+    "Size": "サイズ",
+    "positive": "ポジティブ",
+    "negative": "ネガティブ",
+    "comma": "カンマ",
+    "space": "スペース",
+    "start": "先頭",
+    "end": "末尾",
+    "Balanced": "バランス (Balanced)",
+    "My prompt is more important": "プロンプトを重視 (My prompt is more important)",
+    "ControlNet is more important": "ControlNet を重視 (ControlNet is more important)",
+    "Just Resize": "リサイズのみ",
+    "Crop and Resize": "切り抜いてリサイズ",
+    "Resize and Fill": "リサイズして余白を埋める",
+    "Just resize": "リサイズのみ",
+    "Crop and resize": "切り抜いてリサイズ",
+    "Resize and fill": "リサイズして余白を埋める",
+    "Just resize (latent upscale)": "リサイズのみ(潜在空間でアップスケール)",
+    "Inpaint masked": "マスクした部分をインペイント",
+    "Inpaint not masked": "マスクしていない部分をインペイント",
+    "fill": "塗りつぶし",
+    "original": "元の画像",
+    "latent noise": "潜在空間のノイズ",
+    "latent nothing": "潜在空間をゼロに",
+    "Whole picture": "画像全体",
+    "Only masked": "マスク部分のみ",
+    "Scale by": "倍率で指定",
+    "Scale to": "サイズで指定",
+    "Weighted sum": "加重和 (Weighted sum)",
+    "Add difference": "差分を加算 (Add difference)",
+    "Train difference": "学習差分 (Train difference)",
+    "TIES": "TIES",
+    "DARE": "DARE",
+    "Bake in A's VAE": "A の VAE を焼き込む",
+    "Merge the VAEs": "VAE もマージする",
+    "No VAE": "VAE なし",
+    "Keep as is": "そのまま",
+    "sd15-16gb: SD1.5 on a T4 16 GB: batch 2, text encoder too":
+        "sd15-16gb: SD1.5、T4 16 GB 向け: バッチ 2、テキストエンコーダーも学習",
+    "sd15-8gb: SD1.5 on 8 GB: fp16, gradient checkpointing, AdamW8bit":
+        "sd15-8gb: SD1.5、8 GB 向け: fp16、gradient checkpointing、AdamW8bit",
+    "sd15-6gb: SD1.5 on 6 GB: UNet only, fp16, checkpointing, AdamW8bit, batch 1":
+        "sd15-6gb: SD1.5、6 GB 向け: UNet のみ、fp16、gradient checkpointing、AdamW8bit、バッチ 1",
+    "sdxl-t4: SDXL on a Colab T4 16 GB: UNet only, fp16 (T4 has no bf16), checkpointing, AdamW8bit, dim 8":
+        "sdxl-t4: SDXL、Colab の T4 16 GB 向け: UNet のみ、fp16(T4 は bf16 非対応)、gradient checkpointing、"
+        "AdamW8bit、dim 8",
+    "sdxl-8gb: SDXL on 8 GB (kohya: 10 GB recommended): UNet only, dim 4, batch 1":
+        "sdxl-8gb: SDXL、8 GB 向け(kohya の推奨は 10 GB): UNet のみ、dim 4、バッチ 1",
 }
 
-TEXT_PROPS = ("label", "info", "placeholder")
+TEXT_PROPS = ("label", "info", "placeholder", "title")
 # components whose ``value`` is text the user reads (not data they entered)
 VALUE_TEXT = (gr.Button, gr.Markdown, gr.DownloadButton, gr.UploadButton)
+CHOICE_TEXT = (gr.Dropdown, gr.Radio, gr.CheckboxGroup)
 
 
 def ui_i18n() -> gr.I18n:
@@ -155,6 +344,10 @@ def ui_texts(blocks: gr.Blocks) -> Iterator[tuple[Any, str, str]]:
             text = getattr(block, prop, None)
             if isinstance(text, str) and text.strip() and _is_words(text):
                 yield block, prop, text
+        if isinstance(block, CHOICE_TEXT) and DATA_CHOICES_CLASS not in (block.elem_classes or []):
+            for name, _value in block.choices or []:
+                if isinstance(name, str) and name.strip() and _is_words(name):
+                    yield block, "choices", name
 
 
 def translate_ui(blocks: gr.Blocks, translations: gr.I18n) -> list[str]:
@@ -163,10 +356,10 @@ def translate_ui(blocks: gr.Blocks, translations: gr.I18n) -> list[str]:
     have no entry, which stay as written."""
     missing: list[str] = []
     for block, prop, text in list(ui_texts(blocks)):
-        if text in JA:
-            setattr(block, prop, translations(text))
-        else:
+        if text not in JA:
             missing.append(text)
+        elif prop != "choices":  # the browser translates a choice name that has a line itself
+            setattr(block, prop, translations(text))
     return list(dict.fromkeys(missing))
 
 
@@ -199,6 +392,7 @@ def language_switch() -> gr.Radio:
     """Settings' language switch: the choice is kept in the browser and the page reloads."""
     choices = [("Auto / 自動", "auto"), *((name, code) for code, name in LANGUAGES.items())]
     radio = gr.Radio(choices, value="auto", label="Language / 言語", elem_id="setting_ui_language",
+                     elem_classes=[DATA_CHOICES_CLASS],
                      info="The page reloads in the language you pick; the choice is kept in this browser.")
     radio.input(None, inputs=radio, js="(v) => { localStorage.setItem('" + STORAGE_KEY + "', v === 'auto' ? '' : v);"
                 " const u = new URL(location.href); u.searchParams.delete('lang'); location.href = u.toString(); }")

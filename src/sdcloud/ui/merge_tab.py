@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from sdcloud.errors import SdcloudError
 from sdcloud.jobs.ckpt import MergeRequest
-from sdcloud.ui.i18n import DATA_CLASS
+from sdcloud.ui.i18n import DATA_CHOICES_CLASS, DATA_CLASS
 
 # (label shown, value sent): A1111's words on screen, the API's names in the request
 METHODS = [("Weighted sum", "weighted_sum"), ("Add difference", "add_difference"),
@@ -26,16 +26,19 @@ def _checkpoint_names(services: Any) -> list[str]:
 def merge_tab(services: Any) -> None:
     names = _checkpoint_names(services)
     with gr.Row():
-        a = gr.Dropdown(names, value=None, label="Primary model (A)", elem_id="merge_a")
-        b = gr.Dropdown(names, value=None, label="Secondary model (B)", elem_id="merge_b")
-        c = gr.Dropdown(names, value=None, label="Tertiary model (C, the common base)", elem_id="merge_c")
+        a = gr.Dropdown(names, value=None, label="Primary model (A)", elem_id="merge_a",
+                        elem_classes=[DATA_CHOICES_CLASS])
+        b = gr.Dropdown(names, value=None, label="Secondary model (B)", elem_id="merge_b",
+                        elem_classes=[DATA_CHOICES_CLASS])
+        c = gr.Dropdown(names, value=None, label="Tertiary model (C, the common base)", elem_id="merge_c",
+                        elem_classes=[DATA_CHOICES_CLASS])
         refresh = gr.Button("↻", scale=0, min_width=48, elem_id="merge_refresh")
     with gr.Row():
         method = gr.Radio(METHODS, value="weighted_sum", label="Method", elem_id="merge_method")
         alpha = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Multiplier (alpha)", elem_id="merge_alpha")
     with gr.Row():
         dtype = gr.Radio([("fp16", "fp16"), ("bf16", "bf16"), ("fp32", "fp32"), ("Keep as is", "keep")],
-                         value="fp16", label="Save as", elem_id="merge_dtype")
+                         value="fp16", label="Save as", elem_id="merge_dtype", elem_classes=[DATA_CHOICES_CLASS])
         vae = gr.Radio(VAE_CHOICES, value="a", label="VAE", elem_id="merge_vae")
         output = gr.Textbox(label="Output name (in models/Stable-diffusion)", placeholder="my-merge",
                             elem_id="merge_output")

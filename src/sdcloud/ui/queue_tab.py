@@ -9,6 +9,7 @@ from typing import Any
 import gradio as gr
 
 from sdcloud.errors import SdcloudError
+from sdcloud.ui.i18n import DATA_CHOICES_CLASS
 from sdcloud.ui.workers_panel import HEADERS as WORKER_HEADERS
 from sdcloud.ui.workers_panel import worker_rows, workers_note
 
@@ -55,7 +56,8 @@ def queue_tab(services: Any) -> gr.Timer:
     """Lay out the tab; returns its refresh timer, which the app runs only while the tab is open."""
     table = gr.Dataframe(headers=HEADERS, value=[], interactive=False, wrap=True, elem_id="queue_table")
     with gr.Row():
-        job_pick = gr.Dropdown(choices=[], value=None, label="Job", min_width=200, elem_id="queue_job")
+        job_pick = gr.Dropdown(choices=[], value=None, label="Job", min_width=200, elem_id="queue_job",
+                               elem_classes=[DATA_CHOICES_CLASS])
         cancel = gr.Button("Cancel job", variant="stop", min_width=120, elem_id="queue_cancel")
         refresh = gr.Button("↻ Refresh", min_width=120, elem_id="queue_refresh")
     gr.Markdown("### Workers")

@@ -11,6 +11,7 @@ import gradio as gr
 
 from sdcloud.scripts import for_tab
 from sdcloud.scripts.xyz_grid import axes_for
+from sdcloud.ui.i18n import DATA_CHOICES_CLASS
 
 
 @dataclass
@@ -84,7 +85,8 @@ def script_controls(kind: str, upscalers: list[str]) -> ScriptControls:
             gr.Markdown("Upscales the image, then redraws it tile by tile; the width and height set the tile size.")
             controls.groups["SD upscale"] = [
                 gr.Slider(0, 256, value=64, step=16, label="Tile overlap"),
-                gr.Radio(upscalers, value=upscalers[1] if len(upscalers) > 1 else upscalers[0], label="Upscaler"),
+                gr.Radio(upscalers, value=upscalers[1] if len(upscalers) > 1 else upscalers[0], label="Upscaler",
+                         elem_classes=[DATA_CHOICES_CLASS]),
                 gr.Slider(1.0, 4.0, value=2.0, step=0.05, label="Scale Factor"),
             ]
     names = list(boxes)

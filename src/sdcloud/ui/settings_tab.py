@@ -11,7 +11,7 @@ from typing import Any
 import gradio as gr
 
 from sdcloud.errors import BadRequest, SdcloudError
-from sdcloud.ui.i18n import DATA_CLASS
+from sdcloud.ui.i18n import DATA_CHOICES_CLASS, DATA_CLASS
 
 
 def changed_options(current: Mapping[str, Any], edited_json: str) -> dict[str, Any]:
@@ -47,7 +47,7 @@ def typed_changes(current: Mapping[str, Any], edited: Mapping[str, Any]) -> dict
 _CONTROLS: dict[str, Callable[[Any], gr.components.Component]] = {
     "CLIP_stop_at_last_layers": lambda v: gr.Slider(1, 12, value=v, step=1, label="Clip skip"),
     "samples_format": lambda v: gr.Dropdown(["png", "jpg", "jpeg", "webp"], value=v,
-                                            label="File format for images"),
+                                            label="File format for images", elem_classes=[DATA_CHOICES_CLASS]),
     "jpeg_quality": lambda v: gr.Slider(1, 100, value=v, step=1,
                                         label="Quality for saved jpeg and webp images"),
     "return_grid": lambda v: gr.Checkbox(value=v, label="Show grid in results (batches)"),

@@ -10,6 +10,7 @@ from typing import Any
 import gradio as gr
 
 from sdcloud.errors import SdcloudError
+from sdcloud.ui.i18n import DATA_CHOICES_CLASS
 
 
 @dataclass
@@ -23,7 +24,7 @@ class StyleControls:
 def style_controls(kind: str, names: list[str]) -> StyleControls:
     with gr.Row(elem_classes="sd-styles-row"):
         dropdown = gr.Dropdown(names, value=[], multiselect=True, label="Styles", scale=4,
-                               elem_id=f"{kind}_styles")
+                               elem_id=f"{kind}_styles", elem_classes=[DATA_CHOICES_CLASS])
         apply = gr.Button("Apply", size="sm", scale=0, min_width=72, elem_id=f"{kind}_styles_apply")
     with gr.Accordion("Save prompts as a style", open=False, elem_id=f"{kind}_styles_save_box"):
         with gr.Row():

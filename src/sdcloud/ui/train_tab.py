@@ -10,6 +10,7 @@ from typing import Any
 import gradio as gr
 
 from sdcloud.errors import SdcloudError
+from sdcloud.ui.i18n import DATA_CHOICES_CLASS
 
 OPTIMIZERS = ["AdamW", "AdamW8bit", "Prodigy", "Lion"]
 SCHEDULERS = ["constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts"]
@@ -45,7 +46,8 @@ def train_tab(services: Any) -> gr.Timer:
             gr.Markdown("### Dataset")
             with gr.Row():
                 dataset = gr.Dropdown(_datasets(services), value=None, label="Dataset (in datasets/)",
-                                      allow_custom_value=True, elem_id="train_dataset")
+                                      allow_custom_value=True, elem_id="train_dataset",
+                                      elem_classes=[DATA_CHOICES_CLASS])
                 refresh = gr.Button("↻", scale=0, min_width=48, elem_id="train_refresh")
             files = gr.File(file_count="multiple", label="Upload images + .txt captions (or a .zip)",
                             elem_id="train_files")
@@ -58,7 +60,8 @@ def train_tab(services: Any) -> gr.Timer:
         with gr.Column(scale=1):
             gr.Markdown("### Training")
             with gr.Row():
-                model = gr.Dropdown(_models(services), value="demo", label="Base model", elem_id="train_model")
+                model = gr.Dropdown(_models(services), value="demo", label="Base model", elem_id="train_model",
+                                    elem_classes=[DATA_CHOICES_CLASS])
                 name = gr.Textbox(label="LoRA name", placeholder="mychar", elem_id="train_name")
             preset = gr.Dropdown(_preset_choices(services), value="", label="Memory preset (per family and VRAM)",
                                  elem_id="train_preset")
@@ -72,9 +75,10 @@ def train_tab(services: Any) -> gr.Timer:
                 batch = gr.Number(2, label="Batch", precision=0, elem_id="train_batch")
                 seed = gr.Number(1, label="Seed", precision=0, elem_id="train_seed")
             with gr.Row():
-                optimizer = gr.Dropdown(OPTIMIZERS, value="AdamW", label="Optimizer", elem_id="train_optimizer")
+                optimizer = gr.Dropdown(OPTIMIZERS, value="AdamW", label="Optimizer", elem_id="train_optimizer",
+                                        elem_classes=[DATA_CHOICES_CLASS])
                 scheduler = gr.Dropdown(SCHEDULERS, value="constant", label="LR scheduler",
-                                        elem_id="train_scheduler")
+                                        elem_id="train_scheduler", elem_classes=[DATA_CHOICES_CLASS])
                 te = gr.Checkbox(False, label="Train text encoder", elem_id="train_te")
             with gr.Row():
                 sample_every = gr.Number(0, label="Sample every N steps", precision=0, elem_id="train_sample_every")
