@@ -57,3 +57,41 @@ def test_notebook_text_in_japanese_with_english_beside_it():
             title = next(line for line in source.splitlines() if line.startswith("# @title"))
             assert JAPANESE.search(title) and " / " in title
             assert '"-m", "sdcloud.cli"' not in source  # Colab cells use python -m sdcloud
+
+
+def _command_cells(path: Path, heading: str) -> set[str]:
+    """The code spans of the first column of the command table under ``heading``."""
+    text = path.read_text(encoding="utf-8")
+    section = text.split(heading, 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("|---")][1:]
+    cells = [re.split(r"(?<!\\)\|", row)[1] for row in rows]
+    return {span for cell in cells for span in re.findall(r"`([^`]+)`", cell)}
+
+
+def test_readme_ja_command_map_has_every_row_of_the_english_one():
+    """A command added to README.md's command map needs its row in README.ja.md too."""
+    english = _command_cells(ROOT / "README.md", "## Commands")
+    japanese = _command_cells(ROOT / "README.ja.md", "## コマンド")
+    assert {"sdcloud worker --broker URL --store URL", "sdcloud workers"} <= english
+    assert english - japanese == set(), "rows of README.md's command map missing in README.ja.md"
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a Markdown heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+@pytest.mark.parametrize("doc", ["README.ja.md", "docs/ja/colab.md", "docs/ja/paperspace.md", "docs/ja/runpod.md"])
+def test_japanese_docs_links_resolve(doc):
+    path = ROOT / doc
+    links = re.findall(r"\]\(([^)\s]+)\)", path.read_text(encoding="utf-8"))
+    assert links
+    for link in links:
+        if re.match(r"[a-z]+://", link):
+            continue
+        target, _, anchor = link.partition("#")
+        file = (path.parent / target).resolve() if target else path
+        assert file.exists(), f"{doc}: {link} points to nothing"
+        if anchor and file.is_file():
+            headings = re.findall(r"^#+ (.+)$", file.read_text(encoding="utf-8"), re.M)
+            assert anchor in {_slug(h) for h in headings}, f"{doc}: no heading for #{anchor} in {target or doc}"

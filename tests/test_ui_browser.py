@@ -425,6 +425,47 @@ def test_japanese_ui_follows_the_browser_and_generates(browser: object, ui_serve
     page.close()
 
 
+def _english_leftovers(text: str) -> list[str]:
+    """Lines of the page that are an English UI string whose Japanese differs: text the
+    Japanese page should not show."""
+    from sdcloud.ui.i18n import JA
+
+    return sorted({line.strip() for line in text.splitlines() if JA.get(line.strip(), line.strip()) != line.strip()})
+
+
+def test_japanese_ui_new_tabs_have_no_english_left(browser: object, ui_server: ServerProcess) -> None:
+    """The Script dropdown, the ControlNet panel, Extras, Train and the Workers panel in a
+    Japanese browser: labels and choices in Japanese, no line of the page an English UI string.
+    The screenshots are what a reviewer looks at."""
+    page = _open_in(browser, ui_server, "ja-JP")
+    page.click("#txt2img_script input")
+    page.get_by_role("option", name="X/Y/Z プロット").click()  # the name shown; the value stays English
+    page.locator("#txt2img_xyz_X_type").wait_for(state="visible")
+    assert page.input_value("#txt2img_xyz_X_type input") == "シード"
+    page.locator("#txt2img_controlnet").get_by_text("ControlNet").first.click()
+    page.locator("#txt2img_controlnet_control_mode").wait_for(state="visible")
+    page.locator("#txt2img_extra_networks").get_by_text("追加ネットワーク").first.click()
+    page.locator("#txt2img_styles_save_box").get_by_text("プロンプトをスタイルとして保存").click()
+    body = page.inner_text("body")
+    for word in ("スクリプト", "X軸の種類", "凡例を描画", "プリプロセッサー", "コントロールモード",
+                 "バランス (Balanced)", "リサイズのみ", "スタイル", "チェックポイント", "挿入時の重み", "スキップ"):
+        assert word in body, word
+    assert _english_leftovers(body) == []
+    _screenshot(page, "ui-txt2img-script-controlnet-ja.png")
+    tabs = (("その他 (Extras)", ("アップスケーラー 1", "顔の修復", "倍率で指定"), "ui-extras-ja.png"),
+            ("学習", ("データセット", "学習率", "オプティマイザー", "メモリープリセット"), "ui-train-ja.png"),
+            ("キュー", ("ワーカー", "単体モード"), "ui-queue-workers-ja.png"))
+    for tab, words, shot in tabs:
+        page.get_by_role("tab", name=tab, exact=True).click()
+        page.get_by_text(words[0]).first.wait_for()
+        text = page.inner_text("body")
+        for word in words:
+            assert word in text, (tab, word)
+        assert _english_leftovers(text) == [], tab
+        _screenshot(page, shot)
+    page.close()
+
+
 def test_language_switch_in_settings_is_kept(browser: object, ui_server: ServerProcess) -> None:
     context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="ja-JP")  # type: ignore[attr-defined]
     page = context.new_page()
