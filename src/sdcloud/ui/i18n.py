@@ -12,7 +12,8 @@ ControlNet's "Balanced"): the browser shows the Japanese of every choice name th
 :data:`JA` line, and the value sent stays the English one. A component whose choices are names
 (checkpoints, samplers, upscaler files) says so with ``elem_classes=[DATA_CHOICES_CLASS]``; its
 choices that are words ("None", "Automatic") are still translated when they have a line.
-Table headers (``gr.Dataframe``) are not translated by Gradio and stay English.
+Table headers (``gr.Dataframe``) are words too; Gradio does not translate them, so the page
+script below shows the Japanese of every header that has a :data:`JA` line.
 
 Which language: the one chosen under Settings (kept in the browser), else ``sdcloud serve
 --lang ja|en``, else the browser's. Gradio reads the browser's language from
@@ -246,6 +247,21 @@ JA: dict[str, str] = {
     "Stop (state is saved)": "停止(状態は保存されます)",
     "Loss": "損失 (loss)",
     "Samples": "サンプル",
+    # table headers: the Queue tab's jobs and workers (the page script translates them)
+    "Kind": "種類",
+    "State": "状態",
+    "Progress": "進捗",
+    "Position": "順番",
+    "Created": "作成日時",
+    "Error": "エラー",
+    "Worker": "ワーカー",
+    "GPU": "GPU",
+    "VRAM": "VRAM",
+    "Holds": "読み込み済みのモデル",
+    "Jobs done": "完了したジョブ",
+    "Failed": "失敗",
+    "Images/hour": "画像/時",
+    "Cost/hour": "料金/時",
     # choices (Dropdown/Radio/CheckboxGroup): the browser shows these in place of the English name
     "None": "なし",
     "none": "なし",
@@ -348,6 +364,10 @@ def ui_texts(blocks: gr.Blocks) -> Iterator[tuple[Any, str, str]]:
             for name, _value in block.choices or []:
                 if isinstance(name, str) and name.strip() and _is_words(name):
                     yield block, "choices", name
+        if isinstance(block, gr.Dataframe):
+            for header in block.headers or []:
+                if isinstance(header, str) and header.strip() and _is_words(header):
+                    yield block, "headers", header
 
 
 def translate_ui(blocks: gr.Blocks, translations: gr.I18n) -> list[str]:
@@ -358,7 +378,7 @@ def translate_ui(blocks: gr.Blocks, translations: gr.I18n) -> list[str]:
     for block, prop, text in list(ui_texts(blocks)):
         if text not in JA:
             missing.append(text)
-        elif prop != "choices":  # the browser translates a choice name that has a line itself
+        elif prop not in ("choices", "headers"):  # translated in the browser (see the module doc)
             setattr(block, prop, translations(text))
     return list(dict.fromkeys(missing))
 
@@ -385,7 +405,21 @@ def language_script(default: str | None) -> str:
             "var want=localStorage.getItem(k)||" + fallback + ";"
             "if(want){Object.defineProperty(navigator,'language',{get:function(){return want;}});"
             "Object.defineProperty(navigator,'languages',{get:function(){return [want];}});"
-            "document.documentElement.lang=want;}}catch(e){}})();</script>")
+            "document.documentElement.lang=want;}"
+            + HEADERS_JS + "}catch(e){}})();</script>")
+
+
+# Gradio translates labels and choices but not a table's headers: in a Japanese page, show the
+# Japanese of each header with a JA line (Gradio's own catalog, from the page config), again
+# whenever the table is drawn anew.
+HEADERS_JS = ("if((navigator.language||'').toLowerCase().indexOf('ja')===0){var busy=false;"
+              "var fix=function(){busy=false;var c=window.gradio_config,"
+              "t=c&&c.i18n_translations&&c.i18n_translations.ja;if(!t)return;"
+              "document.querySelectorAll('th .header').forEach(function(s){var n=s.firstChild;"
+              "if(n&&n.nodeType===3){var k=n.data.trim();if(t[k]&&t[k]!==k){n.data=t[k];"
+              "var th=s.closest('th');if(th)th.title=t[k];}}});};"
+              "new MutationObserver(function(){if(!busy){busy=true;requestAnimationFrame(fix);}})"
+              ".observe(document.documentElement,{childList:true,subtree:true,characterData:true});}")
 
 
 def language_switch() -> gr.Radio:
