@@ -73,6 +73,24 @@ def test_lang_flag_after_the_command_and_argparse_errors_in_japanese():
     assert res.returncode == 2 and "エラー: 認識できない引数: --bogus" in res.stderr
 
 
+def test_train_and_fleet_commands_speak_japanese(tmp_path):
+    """The commands merged after issue 15 (train, worker, workers): help and the dataset check's
+    report in Japanese, in the community's words (学習, 学習率, ワーカー)."""
+    from training_data import make_dataset
+
+    res = _run("train", "lora", "--help", LANG="ja_JP.UTF-8")
+    assert res.returncode == 0, res.stderr
+    assert "LoRA を学習します" in res.stdout and "学習率" in res.stdout and "show this help" not in res.stdout
+    res = _run("workers", "--help", LANG="ja_JP.UTF-8")
+    assert "ブローカーに接続しているワーカー" in res.stdout
+    res = _run("train", "check", str(make_dataset(tmp_path / "ds")), "--resolution", "64", LANG="ja_JP.UTF-8")
+    assert res.returncode == 0, res.stderr
+    assert "5_sks cat: 画像 4 枚 x 繰り返し 5 回、クラス 'sks cat'" in res.stdout
+    assert "バケット: 64x64: 4" in res.stdout and "OK: 学習できます" in res.stderr
+    res = _run("train", "check", str(tmp_path / "ds"), "--resolution", "64", LANG="C.UTF-8")
+    assert "5_sks cat: 4 image(s) x 5 repeats, class 'sks cat'" in res.stdout and "ok: ready to train" in res.stderr
+
+
 def test_unknown_language_falls_back_to_english_with_one_line():
     res = _run("--lang", "fr", "plan", "--images", "10", "--provider", "azure", LANG="C.UTF-8")
     assert res.returncode == 0

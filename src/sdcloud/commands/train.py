@@ -9,6 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from sdcloud.commands._common import load_settings
+from sdcloud.i18n import N_, _
+
+# the trainer's phases as the progress lines name them (English keys: Trainer's phase names)
+PHASES = {"loading": N_("loading {name} ..."), "saving": N_("saving {name} ..."),
+          "stopped": N_("stopped {name} ...")}
 
 # flag -> (TrainConfig field, type, help); every flag defaults to None so a TOML value shows through
 _FLAGS: list[tuple[str, str, Any, str]] = [
@@ -185,7 +190,8 @@ def run_lora(args: argparse.Namespace) -> int:
         return finished.wait(timeout)
 
     guard = session_guard_for(settings, drain_jobs=drain, exit=lambda code: None,
-                              on_warn=lambda msg, _left: print(f"sdcloud: WARNING: {msg}", file=sys.stderr),
+                              on_warn=lambda msg, _left: print(_("sdcloud: WARNING: {message}").format(message=msg),
+                                                               file=sys.stderr),
                               log=lambda msg: print(f"sdcloud: {msg}", file=sys.stderr))
     guard_stop = threading.Event()
     threading.Thread(target=guard.run, args=(guard_stop, 5.0), daemon=True, name="sdcloud-train-guard").start()
@@ -193,18 +199,20 @@ def run_lora(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     n_images = len(report.train_images)
-    print(f"dataset: {n_images} image(s), {len(report.reg_images)} regularisation, buckets "
-          f"{', '.join(f'{k}: {v}' for k, v in report.buckets.items())}", file=sys.stderr)
+    print(_("dataset: {images} image(s), {reg} regularisation, buckets {buckets}").format(
+        images=n_images, reg=len(report.reg_images),
+        buckets=", ".join(f"{k}: {v}" for k, v in report.buckets.items())), file=sys.stderr)
     bars: list[Any] = []
 
     def on_progress(p: Any) -> None:
         if p.phase != "training":
             if p.phase in ("loading", "saving", "stopped") and (not bars or p.phase != "loading"):
-                (bars[0].write if bars else lambda m: print(m, file=sys.stderr))(f"{p.phase} {cfg.name} ...")
+                line = _(PHASES.get(p.phase, p.phase + " {name} ...")).format(name=cfg.name)
+                (bars[0].write if bars else lambda m: print(m, file=sys.stderr))(line)
             return
         if not bars:  # the clock (it/s, ETA) starts with the first step, not with model loading
-            bars.append(tqdm(total=cfg.steps, initial=p.step - 1, unit="step", desc=f"training {cfg.name}",
-                             file=sys.stderr, dynamic_ncols=True))
+            bars.append(tqdm(total=cfg.steps, initial=p.step - 1, unit="step",
+                             desc=_("training {name}").format(name=cfg.name), file=sys.stderr, dynamic_ncols=True))
         bar = bars[0]
         bar.update(p.step - bar.n)
         post = {"loss": f"{p.loss:.4f}", "avg": f"{p.avg_loss:.4f}"}
@@ -213,9 +221,9 @@ def run_lora(args: argparse.Namespace) -> int:
             post["cost"] = f"{spend:.3f} {guard.meter.currency}"
         bar.set_postfix(post)
         if p.sample:
-            bar.write(f"sample: {p.sample}")
+            bar.write(_("sample: {path}").format(path=p.sample))
         if p.state_step:
-            bar.write(f"state saved at step {p.state_step}")
+            bar.write(_("state saved at step {step}").format(step=p.state_step))
 
     trainer = Trainer(cfg, settings, store=store, progress=on_progress, stop=stop, restart=args.restart)
     try:
@@ -240,8 +248,9 @@ def run_lora(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
     else:
         print(result.lora_path)
-        use = (f"load it as --model {cfg.name}" if cfg.mode == "dreambooth" else f"use it as <lora:{cfg.name}:0.8>")
-        print(use + (f"; cost {spend:.3f} {guard.meter.currency}" if spend else ""), file=sys.stderr)
+        use = (_("load it as --model {name}") if cfg.mode == "dreambooth" else _("use it as <lora:{name}:0.8>"))
+        cost = _("; cost {cost} {currency}").format(cost=f"{spend:.3f}", currency=guard.meter.currency) if spend else ""
+        print(use.format(name=cfg.name) + cost, file=sys.stderr)
     return 0
 
 
@@ -257,7 +266,7 @@ def _warn_vram(cfg: Any) -> None:
     vram = torch.cuda.get_device_properties(0).total_memory / 1024**3
     warning = fit_warning(cfg, family, vram)
     if warning:
-        print(f"sdcloud: WARNING: {warning}", file=sys.stderr)
+        print(_("sdcloud: WARNING: {message}").format(message=warning), file=sys.stderr)
 
 
 def run_check(args: argparse.Namespace) -> int:
@@ -272,20 +281,22 @@ def run_check(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(data, indent=2, ensure_ascii=False))
         return 0 if data["ok"] else 1
-    print(f"dataset {report.root}")
+    print(_("dataset {folder}").format(folder=report.root))
     for label, sub in report.subsets.items():
-        cls = f", class '{sub['class_tokens']}'" if sub["class_tokens"] else ""
-        reg = " (reg)" if sub["is_reg"] else ""
-        print(f"  {label}: {sub['images']} image(s) x {sub['repeats']} repeats{cls}{reg}")
-    print(f"images: {data['images']} (+{data['reg_images']} regularisation); "
-          f"samples per epoch: {data['steps_per_epoch_images']}")
-    print("buckets: " + (", ".join(f"{k}: {v}" for k, v in data["buckets"].items()) or "none"))
+        cls = _(", class '{tokens}'").format(tokens=sub["class_tokens"]) if sub["class_tokens"] else ""
+        reg = _(" (reg)") if sub["is_reg"] else ""
+        print("  " + _("{label}: {images} image(s) x {repeats} repeats").format(
+            label=label, images=sub["images"], repeats=sub["repeats"]) + cls + reg)
+    print(_("images: {images} (+{reg} regularisation); samples per epoch: {samples}").format(
+        images=data["images"], reg=data["reg_images"], samples=data["steps_per_epoch_images"]))
+    print(_("buckets: {buckets}").format(
+        buckets=", ".join(f"{k}: {v}" for k, v in data["buckets"].items()) or _("none")))
     if report.missing_captions:
-        print(f"captions missing ({len(report.missing_captions)}; the folder's class tokens are used): "
+        print(_("captions missing ({n}; the folder's class tokens are used): ").format(n=len(report.missing_captions))
               + ", ".join(report.missing_captions[:5]) + (" ..." if len(report.missing_captions) > 5 else ""))
     for line in data["errors"]:
-        print(f"problem: {line}")
-    print("ok: ready to train" if data["ok"] else "not ready: fix the problems above", file=sys.stderr)
+        print(_("problem: {line}").format(line=line))
+    print(_("ok: ready to train") if data["ok"] else _("not ready: fix the problems above"), file=sys.stderr)
     return 0 if data["ok"] else 1
 
 

@@ -8,6 +8,7 @@ import sys
 
 from sdcloud.commands._common import load_settings
 from sdcloud.errors import BadRequest
+from sdcloud.i18n import _
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -81,8 +82,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     runtime = WorkerRuntime(settings, url, store, name=args.name, models=args.model,
                             price_per_hour=args.price_per_hour, max_pixels=args.max_pixels)
-    print(f"sdcloud: worker {runtime.name} ({runtime.gpu}) joined {redact(url)}; images go to {store.url}; "
-          f"holds {', '.join(runtime.held_models()) or 'no model yet'}", flush=True)
+    print(_("sdcloud: worker {name} ({gpu}) joined {broker}; images go to {store}; holds {models}").format(
+        name=runtime.name, gpu=runtime.gpu, broker=redact(url), store=store.url,
+        models=", ".join(runtime.held_models()) or _("no model yet")), flush=True)
     run_worker(runtime, loglevel=args.log_level.upper())
     return 0
 
@@ -108,7 +110,7 @@ def cmd_workers(args: argparse.Namespace) -> int:
         print(json.dumps({"workers": workers}, indent=2))
         return 0
     if not workers:
-        print("no workers connected")
+        print(_("no workers connected"))
         return 0
     now = time.time()
     for w in workers:
@@ -116,8 +118,9 @@ def cmd_workers(args: argparse.Namespace) -> int:
         rate = f"{w['images_done'] / hours:,.0f} img/h" if hours > 1 / 360 else "-"
         price = f"{w['price_per_hour']:.2f}/h" if w.get("price_per_hour") is not None else "-"
         vram = f"{w['vram_gb']} GB" if w.get("vram_gb") else ""
-        job = w.get("job") or "idle"
-        print(f"{w['name']:<20} {w['gpu']} {vram:<7} {job:<32} done {w['jobs_done']:>5}  {rate:>10}  {price}")
-        print(f"{'':<20} holds {', '.join(w.get('models') or []) or '-'}")
+        job = w.get("job") or _("idle")
+        print(f"{w['name']:<20} {w['gpu']} {vram:<7} {job:<32} " + _("done {n}").format(n=f"{w['jobs_done']:>5}")
+              + f"  {rate:>10}  {price}")
+        print(f"{'':<20} " + _("holds {models}").format(models=", ".join(w.get("models") or []) or "-"))
     sys.stdout.flush()
     return 0
