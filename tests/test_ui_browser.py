@@ -452,7 +452,7 @@ def test_japanese_ui_new_tabs_have_no_english_left(browser: object, ui_server: S
         assert word in body, word
     assert _english_leftovers(body) == []
     _screenshot(page, "ui-txt2img-script-controlnet-ja.png")
-    tabs = (("img2img", ("DeepBooru で解析", "リサイズのみ", "コントロール画像"), "ui-img2img-ja.png"),
+    tabs = (("img2img", ("DeepBooru で解析", "リサイズのみ", "インペイントの設定"), "ui-img2img-ja.png"),
             ("その他 (Extras)", ("アップスケーラー 1", "顔の修復", "倍率で指定"), "ui-extras-ja.png"),
             ("学習", ("データセット", "学習率", "オプティマイザー", "メモリープリセット"), "ui-train-ja.png"),
             ("キュー", ("ワーカー", "単体モード", "状態", "完了したジョブ"), "ui-queue-workers-ja.png"),
