@@ -317,6 +317,9 @@ def test_send_to_img2img_then_inpaint(browser: object, ui_server: ServerProcess,
     page.get_by_role("tab", name="Inpaint").click()
     editor = page.locator("#img2img_inpaint_editor")
     _upload_to_editor(page, editor, init)
+    # the panels above the editor (styles, extra networks) push it below the fold: mouse strokes
+    # only land inside the viewport
+    editor.locator("canvas").first.scroll_into_view_if_needed()
     canvas = editor.locator("canvas").first.bounding_box()
     assert canvas is not None
     x, y = canvas["x"] + canvas["width"] / 2, canvas["y"] + canvas["height"] / 2
