@@ -81,8 +81,9 @@ def _slug(heading: str) -> str:
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
-@pytest.mark.parametrize("doc", ["README.ja.md", "docs/ja/colab.md", "docs/ja/paperspace.md", "docs/ja/runpod.md"])
-def test_japanese_docs_links_resolve(doc):
+@pytest.mark.parametrize("doc", ["README.md", "README.ja.md", "docs/ja/colab.md", "docs/ja/paperspace.md",
+                                 "docs/ja/runpod.md"])
+def test_readmes_and_japanese_docs_links_resolve(doc):
     path = ROOT / doc
     links = re.findall(r"\]\(([^)\s]+)\)", path.read_text(encoding="utf-8"))
     assert links
