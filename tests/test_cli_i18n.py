@@ -81,6 +81,7 @@ def test_train_and_fleet_commands_speak_japanese(tmp_path):
     res = _run("train", "lora", "--help", LANG="ja_JP.UTF-8")
     assert res.returncode == 0, res.stderr
     assert "LoRA を学習します" in res.stdout and "学習率" in res.stdout and "show this help" not in res.stdout
+    assert "--model MODEL" in res.stdout and "OPT_" not in res.stdout  # metavars name the value, not our dest
     res = _run("workers", "--help", LANG="ja_JP.UTF-8")
     assert "ブローカーに接続しているワーカー" in res.stdout
     res = _run("train", "check", str(make_dataset(tmp_path / "ds")), "--resolution", "64", LANG="ja_JP.UTF-8")

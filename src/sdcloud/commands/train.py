@@ -90,8 +90,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                      "single file, ready for 'sdcloud models push'). Same dataset, resume and "
                                      "progress as 'train lora'.")
     _add_train_flags(db)
-    db.add_argument("--class-prompt", dest="opt_class_prompt", help="class prompt, e.g. 'a photo of a dog'")
-    db.add_argument("--num-class-images", dest="opt_num_class_images", type=int,
+    db.add_argument("--class-prompt", dest="opt_class_prompt", metavar="PROMPT",
+                    help="class prompt, e.g. 'a photo of a dog'")
+    db.add_argument("--num-class-images", dest="opt_num_class_images", type=int, metavar="N",
                     help="prior-preservation images to generate (kept in train-class-images/NAME)")
     db.set_defaults(func=run_lora, mode="dreambooth")
     check = tsub.add_parser("check", help="check a dataset: images, captions, buckets, problems")
@@ -114,7 +115,7 @@ def _add_train_flags(lora: argparse.ArgumentParser) -> None:
     lora.add_argument("--train-config", help="TOML file with these options (flags override it)")
     lora.add_argument("--preset", help="memory preset: see 'sdcloud train presets'")
     for flag, dest, typ, help_ in _FLAGS:
-        lora.add_argument(flag, dest=f"opt_{dest}", type=typ, default=None, help=help_)
+        lora.add_argument(flag, dest=f"opt_{dest}", type=typ, default=None, help=help_, metavar=dest.upper())
     for flag, dest, help_ in _BOOLS:
         lora.add_argument(flag, dest=f"opt_{dest}", action="store_const", const=dest not in _INVERTED,
                           default=None, help=help_)
