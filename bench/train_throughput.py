@@ -9,7 +9,10 @@ Both run in this one process with one thread count. After a warm-up of each, the
 windows of ``--window`` steps, alternating ours, bare, bare, ours, ... for ``--repeats`` rounds;
 each side's figure is the median of its windows, so load from other processes that comes and
 goes hits both alike. Printed: both medians, the spread of each side's windows, the ratio
-ours/bare (target <= 1.05), the load average before and after, and peak GPU memory on CUDA.
+ours/bare (target <= 1.05) and the ratio of each round (two windows next to each other in
+time), the load average before and after, and GPU memory on CUDA. On a CPU run the same is
+printed for the process's CPU time too: the work each step does, without the time other
+processes held the shared cores (wall time on a busy 2-core box swings by tens of percent).
 
     python bench/train_throughput.py                                       # CPU: demo model, 64px
     python bench/train_throughput.py --random sd15 --resolution 512 --batch 2 --mixed-precision fp16
@@ -72,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--rank", type=int, default=16)
     ap.add_argument("--warmup", type=int, default=5, help="untimed steps of each side first")
-    ap.add_argument("--window", type=int, default=10, help="steps per timed window")
-    ap.add_argument("--repeats", type=int, default=8, help="timed windows of each side (interleaved)")
+    ap.add_argument("--window", type=int, default=5, help="steps per timed window")
+    ap.add_argument("--repeats", type=int, default=16, help="timed windows of each side (interleaved)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads for both sides (default: torch's)")
     ap.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"])
     ap.add_argument("--gradient-checkpointing", action="store_true")
@@ -120,26 +123,31 @@ def main(argv: list[str] | None = None) -> int:
         result = run_comparison(trainer, bare_unet, window=args.window, repeats=args.repeats, warmup=args.warmup)
     load_after = os.getloadavg()
     name = torch.cuda.get_device_name(0) if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
-    o, b = result.median("ours"), result.median("bare")
     print(f"device: {name}; torch {torch.__version__}, {result.threads} thread(s) for both sides")
     print(f"model {label}, {args.resolution}px, batch {args.batch}, rank {args.rank}, precision "
           f"{args.mixed_precision}, gradient checkpointing {'on' if args.gradient_checkpointing else 'off'}")
     print(f"{args.warmup} warm-up steps each, then {args.repeats} interleaved windows x {args.window} steps each")
     print(f"load average (1/5/15 min) before {load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f}, "
           f"after {load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f}")
-    for side, med in (("bare diffusers+peft", b), ("sdcloud trainer", o)):
-        key = "bare" if side.startswith("bare") else "ours"
-        windows = " ".join(f"{s * 1000:.1f}" for s in result.seconds[key])
-        mem = ""
-        if result.extra_gb.get(key) is not None:
-            mem = f", training memory above resident {result.extra_gb[key]:.2f} GB"
-            if key == "ours" and result.peak_gb.get("ours") is not None:
-                mem += f", peak alone {result.peak_gb['ours']:.2f} GB"
-        print(f"{side:<20} median {med * 1000:.2f} ms/step ({1 / med:.2f} it/s), spread "
-              f"{result.spread(key) * 100:.0f}%{mem}; windows (ms/step): {windows}")
-    per_window = [a / c for a, c in zip(result.seconds["ours"], result.seconds["bare"], strict=True)]
-    print(f"ratio ours/bare: {o / b:.3f} (target <= {TARGET}); per-round ratios "
-          f"{' '.join(f'{r:.3f}' for r in per_window)}, their median {statistics.median(per_window):.3f}")
+    for cpu in (False, True) if device.type == "cpu" else (False,):
+        if cpu:
+            print("CPU time of this process (what each step computes, without the time other processes "
+                  "held the cores):")
+        else:
+            print("wall time:")
+        for side, key in (("bare diffusers+peft", "bare"), ("sdcloud trainer", "ours")):
+            med = result.median(key, cpu)
+            windows = " ".join(f"{s * 1000:.1f}" for s in (result.cpu_seconds if cpu else result.seconds)[key])
+            mem = ""
+            if result.extra_gb.get(key) is not None:
+                mem = f", training memory above resident {result.extra_gb[key]:.2f} GB"
+                if key == "ours" and result.peak_gb.get("ours") is not None:
+                    mem += f", peak alone {result.peak_gb['ours']:.2f} GB"
+            print(f"  {side:<20} median {med * 1000:.2f} ms/step ({1 / med:.2f} it/s), spread "
+                  f"{result.spread(key, cpu) * 100:.0f}%{mem}; windows (ms/step): {windows}")
+        rounds = result.round_ratios(cpu)
+        print(f"  ratio ours/bare: {result.ratio(cpu):.3f} (target <= {TARGET}); per-round ratios "
+              f"{' '.join(f'{r:.3f}' for r in rounds)}, their median {statistics.median(rounds):.3f}")
     return 0
 
 

@@ -163,24 +163,31 @@ class BareLoop:
 class Comparison:
     """Seconds per step of each window, per side, and each side's peak memory (CUDA)."""
 
-    seconds: dict[str, list[float]] = field(default_factory=dict)
+    seconds: dict[str, list[float]] = field(default_factory=dict)  # wall time per step, per window
+    # CPU time of this process per step, per window: on a CPU run the work itself, without the
+    # time other processes took the cores away (a shared machine's noise)
+    cpu_seconds: dict[str, list[float]] = field(default_factory=dict)
     peak_gb: dict[str, float | None] = field(default_factory=dict)  # ours: peak while alone on the device
     extra_gb: dict[str, float | None] = field(default_factory=dict)  # peak in a window above what it began with
     window: int = 0
     warmup: int = 0
     threads: int = 0
 
-    def median(self, side: str) -> float:
-        return statistics.median(self.seconds[side])
+    def median(self, side: str, cpu: bool = False) -> float:
+        return statistics.median((self.cpu_seconds if cpu else self.seconds)[side])
 
-    @property
-    def ratio(self) -> float:
+    def ratio(self, cpu: bool = False) -> float:
         """Our time per step over the bare loop's (<= 1.05 is the target)."""
-        return self.median("ours") / self.median("bare")
+        return self.median("ours", cpu) / self.median("bare", cpu)
 
-    def spread(self, side: str) -> float:
+    def round_ratios(self, cpu: bool = False) -> list[float]:
+        """ours / bare of each round (two windows next to each other in time)."""
+        times = self.cpu_seconds if cpu else self.seconds
+        return [a / b for a, b in zip(times["ours"], times["bare"], strict=True)]
+
+    def spread(self, side: str, cpu: bool = False) -> float:
         """(max - min) / median of a side's windows: how noisy the machine was."""
-        s = self.seconds[side]
+        s = (self.cpu_seconds if cpu else self.seconds)[side]
         return (max(s) - min(s)) / statistics.median(s)
 
 
@@ -199,7 +206,7 @@ def compare(loops: list[Any], device: torch.device, *, window: int, repeats: int
     repeat (ours, bare, bare, ours, ...)."""
     out = Comparison(window=window, threads=torch.get_num_threads())
     for loop in loops:
-        out.seconds[loop.label] = []
+        out.seconds[loop.label], out.cpu_seconds[loop.label] = [], []
         out.extra_gb[loop.label] = None
     for r in range(repeats):
         for loop in loops if r % 2 == 0 else loops[::-1]:
@@ -208,11 +215,12 @@ def compare(loops: list[Any], device: torch.device, *, window: int, repeats: int
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
                 before = torch.cuda.memory_allocated(device)
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             for _ in range(window):
                 loop()
             _sync(device)
             out.seconds[loop.label].append((time.perf_counter() - start) / window)
+            out.cpu_seconds[loop.label].append((time.process_time() - cpu_start) / window)
             if device.type == "cuda":
                 extra = (torch.cuda.max_memory_allocated(device) - before) / GB
                 out.extra_gb[loop.label] = max(out.extra_gb[loop.label] or 0.0, extra)

@@ -329,6 +329,11 @@ class Trainer:
                                   generator=gen)
         captions = [process_caption(it.caption, self.caption_opts, rng) for it in items]
         latents, noise, timesteps = latents.to(dev), noise.to(dev), timesteps.to(dev)
+        # every host-to-device copy happens here, before the forward pass: one made after it would
+        # make the CPU wait for the GPU to finish the forward before it could queue the backward
+        weights = None
+        if cfg.prior_loss_weight != 1.0 and any(it.is_reg for it in items):
+            weights = torch.tensor([cfg.prior_loss_weight if it.is_reg else 1.0 for it in items]).to(dev)
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         autocast = torch.autocast(dev.type, dtype=self.weight_dtype, enabled=self.weight_dtype != torch.float32)
         with autocast:
@@ -347,9 +352,7 @@ class Trainer:
             pred = self.pipe.unet(noisy.to(self.weight_dtype), timesteps, embeds, **kwargs).sample
         target = noise if self.prediction == "epsilon" else self.noise_scheduler.get_velocity(latents, noise, timesteps)
         loss = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
-        if any(it.is_reg for it in items) and cfg.prior_loss_weight != 1.0:
-            # only then: a host-to-device copy here would make the CPU wait for the forward pass
-            weights = torch.tensor([cfg.prior_loss_weight if it.is_reg else 1.0 for it in items], device=dev)
+        if weights is not None:
             loss = loss * weights
         if cfg.min_snr_gamma:
             snr = self.all_snr[timesteps]
