@@ -1,201 +1,153 @@
 """Our LoRA training step vs a bare diffusers + peft loop, same model, batch and options, in one run.
 
-Both train the same LoRA targets (kohya's: the Linear/1x1 layers of every Transformer2DModel) on
-the same cached latents and text-encoder outputs, with AdamW, grad-norm clipping and the same
-mixed precision. Printed: seconds per step of each (median of ``--repeats`` timed windows,
-alternating), the ratio ours / bare (target <= 1.05) and the peak GPU memory of each.
+"Ours" is ``Trainer.train_step`` -- the step ``sdcloud train lora`` runs -- on a prepared trainer;
+"bare" is the loop of diffusers' ``train_text_to_image_lora.py`` (``unet.add_adapter``) on a copy
+of the same UNet, with the same LoRA targets, cached latents and text-encoder outputs, AdamW, LR
+scheduler, grad-norm clipping and mixed precision (see ``sdcloud/training/benchmark.py``).
 
-    python bench/train_throughput.py --model demo --resolution 64 --batch 2 --steps 20      # CPU smoke
-    python bench/train_throughput.py --model /models/sd15.safetensors --resolution 512 --batch 2 \\
-        --mixed-precision fp16 --steps 30                                                  # a GPU box
-    python bench/train_throughput.py --random-sd15 --resolution 512 --batch 2 --mixed-precision fp16
+Both run in this one process with one thread count. After a warm-up of each, they are timed in
+windows of ``--window`` steps, alternating ours, bare, bare, ours, ... for ``--repeats`` rounds;
+each side's figure is the median of its windows, so load from other processes that comes and
+goes hits both alike. Printed: both medians, the spread of each side's windows, the ratio
+ours/bare (target <= 1.05) and the ratio of each round (two windows next to each other in
+time), the load average before and after, and GPU memory on CUDA. On a CPU run the same is
+printed for the process's CPU time too: the work each step does, without the time other
+processes held the shared cores (wall time on a busy 2-core box swings by tens of percent).
+
+    python bench/train_throughput.py                                       # CPU: demo model, 64px
+    python bench/train_throughput.py --random sd15 --resolution 512 --batch 2 --mixed-precision fp16
+    python bench/train_throughput.py --random sdxl --resolution 1024 --batch 1 --mixed-precision bf16 \\
+        --gradient-checkpointing
+    python bench/train_throughput.py --model /models/anything-v5.safetensors --resolution 512
+    python bench/train_throughput.py --profile 10                          # where each side's time goes
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from sdcloud.settings import Settings  # noqa: E402
+from sdcloud.training.benchmark import (  # noqa: E402
+    BareLoop,
+    OursLoop,
+    _strip_lora,
+    make_dataset,
+    prepared_trainer,
+    run_comparison,
+)
 from sdcloud.training.config import TrainConfig  # noqa: E402
-from sdcloud.training.trainer import Trainer  # noqa: E402
+from sdcloud.training.model import BaseModel, load_base_model  # noqa: E402
+
+TARGET = 1.05
 
 
-def make_images(root: Path, n: int, size: int) -> Path:
-    rng = np.random.default_rng(0)
-    sub = root / "1_bench"
-    sub.mkdir(parents=True)
-    for i in range(n):
-        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(sub / f"{i}.png")
-        (sub / f"{i}.txt").write_text(f"bench image {i}, a photo", encoding="utf-8")
-    return root
+def _profile(loop, steps: int, device: torch.device, label: str) -> None:  # noqa: ANN001
+    from torch.profiler import ProfilerActivity, profile
 
-
-def real_size_sd15(path: Path) -> Path:
-    """A random-weight SD1.5 checkpoint of the real size from the shipped configs (speed does not
-    depend on the weights), written as an A1111 single file that our loader reads."""
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    from sdcloud.engine.export import save_a1111_checkpoint
-    from sdcloud.engine.model_configs import config_dir
-
-    cfg = config_dir("sd1")
-    torch.manual_seed(0)
-    pipe = StableDiffusionPipeline(
-        unet=UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(cfg / "unet")),
-        vae=AutoencoderKL.from_config(AutoencoderKL.load_config(cfg / "vae")),
-        text_encoder=CLIPTextModel(CLIPTextConfig.from_pretrained(cfg / "text_encoder")),
-        tokenizer=CLIPTokenizer.from_pretrained(cfg / "tokenizer"),
-        scheduler=EulerDiscreteScheduler.from_pretrained(cfg / "scheduler"),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    save_a1111_checkpoint(pipe, path, dtype=torch.float16)
-    return path
-
-
-class Timer:
-    """Wall time of each step from progress callbacks (CUDA-synchronised)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device, self.stamps = device, []
-
-    def __call__(self, p) -> None:  # noqa: ANN001
-        if p.phase == "training":
-            if self.device.type == "cuda":
-                torch.cuda.synchronize()
-            self.stamps.append(time.perf_counter())
-
-
-def ours(cfg: TrainConfig, settings: Settings, device: torch.device, warmup: int) -> tuple[float, float]:
-    timer = Timer(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    Trainer(cfg, settings, progress=timer, device=device.type).run()
-    gaps = np.diff(timer.stamps[warmup:])
-    peak = torch.cuda.max_memory_allocated() / 1024**3 if device.type == "cuda" else float("nan")
-    return float(np.median(gaps)), peak
-
-
-def bare(cfg: TrainConfig, settings: Settings, device: torch.device, warmup: int) -> tuple[float, float]:
-    """The same work written as the diffusers example scripts do it."""
-    import torch.nn.functional as F
-    from diffusers import DDPMScheduler
-    from peft import LoraConfig
-
-    # model, latents and text outputs exactly as the trainer prepares them (not timed)
-    prep = Trainer(cfg, settings, device=device.type)
-    prep._setup()
-    prep._cache_latents()
-    prep._cache_text()
-    pipe, xl = prep.pipe, prep.xl
-    unet = pipe.unet
-    # drop our adapters and add diffusers' own, on the same modules
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    targets = [t.module for t in prep.targets if t.component == "unet"]
-    for name in targets:
-        parent_name, _, child = name.rpartition(".")
-        parent = unet.get_submodule(parent_name)
-        layer = getattr(parent, child)
-        if isinstance(layer, BaseTunerLayer):
-            setattr(parent, child, layer.get_base_layer())
-    unet.requires_grad_(False)
-    unet.__dict__.pop("peft_config", None)  # our injection's bookkeeping
-    torch.manual_seed(cfg.seed)
-    unet.add_adapter(LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, init_lora_weights=True, target_modules=targets))
-    params = [p for p in unet.parameters() if p.requires_grad]
-    for p in params:
-        p.data = p.data.float()
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = DDPMScheduler.from_config(pipe.scheduler.config)
-    dtype = prep.weight_dtype
-    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
-    latents_all = torch.stack(prep.latents).to(device)
-    embeds_all = torch.stack([e for e, _ in prep.text_cache]).to(device)
-    pooled_all = torch.stack([p for _, p in prep.text_cache]).to(device) if xl else None
-    n = latents_all.shape[0]
-    stamps = []
-    unet.train()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    for step in range(cfg.steps):
-        idx = torch.tensor([(step * cfg.batch + k) % n for k in range(cfg.batch)], device=device)
-        latents = latents_all[idx]
-        noise = torch.randn_like(latents)
-        t = torch.randint(0, sched.config.num_train_timesteps, (cfg.batch,), device=device)
-        noisy = sched.add_noise(latents, noise, t)
-        kwargs = {}
-        if xl:
-            side = latents.shape[-1] * 8
-            ids = torch.tensor([[side, side, 0, 0, side, side]] * cfg.batch, device=device, dtype=dtype)
-            kwargs["added_cond_kwargs"] = {"text_embeds": pooled_all[idx], "time_ids": ids}
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            pred = unet(noisy.to(dtype), t, embeds_all[idx], **kwargs).sample
-        loss = F.mse_loss(pred.float(), noise.float())
-        scaler.scale(loss).backward()
-        scaler.unscale_(opt)
-        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-        scaler.step(opt)
-        scaler.update()
-        opt.zero_grad(set_to_none=True)
-        float(loss.detach())  # the trainer reads the loss every step too (progress)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        for _ in range(steps):
+            loop()
         if device.type == "cuda":
             torch.cuda.synchronize()
-        stamps.append(time.perf_counter())
-    peak = torch.cuda.max_memory_allocated() / 1024**3 if device.type == "cuda" else float("nan")
-    del prep, pipe, unet, opt
-    return float(np.median(np.diff(stamps[warmup:]))), peak
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(f"-- profile of {label} ({steps} steps), by {key}")
+    print(prof.key_averages().table(sort_by=key, row_limit=18, max_name_column_width=60))
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="demo")
-    ap.add_argument("--random-sd15", action="store_true", help="a random real-size SD1.5 UNet (GPU boxes)")
+    ap.add_argument("--model", default="demo", help="demo, demo-xl, a checkpoint name or file (our loader)")
+    ap.add_argument("--random", choices=["sd15", "sdxl"], help="a random-weight real-size model from the shipped "
+                                                                 "configs instead of --model (GPU boxes)")
     ap.add_argument("--resolution", type=int, default=64)
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--rank", type=int, default=16)
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--warmup", type=int, default=5, help="untimed steps of each side first")
+    ap.add_argument("--window", type=int, default=5, help="steps per timed window")
+    ap.add_argument("--repeats", type=int, default=16, help="timed windows of each side (interleaved)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads for both sides (default: torch's)")
     ap.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"])
     ap.add_argument("--gradient-checkpointing", action="store_true")
-    args = ap.parse_args()
+    ap.add_argument("--min-snr-gamma", type=float, default=0.0)
+    ap.add_argument("--noise-offset", type=float, default=0.0)
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="also profile N steps of each side (torch profiler) and print the top operators")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        model = str(real_size_sd15(root / "sd15-random.safetensors")) if args.random_sd15 else args.model
-        data = make_images(root / "ds", 8, args.resolution)
         settings = Settings(data_dir=root / "data")
-        cfg = TrainConfig(dataset=str(data), model=model, name="bench", steps=args.steps, rank=args.rank,
+        if args.random:
+            from gpu_check import FAMILIES, build_pipeline
+
+            pipe = build_pipeline(args.random, False, torch.device("cpu"), torch.float32)
+            base = BaseModel(pipe, FAMILIES[args.random][0], "epsilon", f"random-{args.random}",
+                             f"random-{args.random}")
+            label = f"random real-size {args.random}"
+        else:
+            base = load_base_model(settings, args.model)
+            label = args.model
+        import copy
+
+        bare_unet = copy.deepcopy(base.pipe.unet).to("cpu")  # pristine: before our LoRA goes in
+        data = make_dataset(root / "ds", max(8, 2 * args.batch), args.resolution)
+        cfg = TrainConfig(dataset=str(data), model=args.model, name="bench", steps=100_000, rank=args.rank,
                           alpha=args.rank / 2, lr=1e-4, resolution=args.resolution, batch=args.batch,
                           mixed_precision=args.mixed_precision, gradient_checkpointing=args.gradient_checkpointing,
-                          save_state_every=0, seed=1)
-        mine, base, peaks = [], [], {"ours": 0.0, "bare": 0.0}
-        for r in range(args.repeats):
-            for label, fn in (("bare", bare), ("ours", ours)) if r % 2 == 0 else (("ours", ours), ("bare", bare)):
-                s, peak = fn(cfg, settings, device, args.warmup)
-                (mine if label == "ours" else base).append(s)
-                peaks[label] = max(peaks[label], peak) if peak == peak else peak
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
-    name = torch.cuda.get_device_name(0) if device.type == "cuda" else "CPU"
-    o, b = statistics.median(mine), statistics.median(base)
-    print(f"device: {name}; model {'random real-size SD1.5' if args.random_sd15 else args.model}, "
-          f"{args.resolution}px, batch {args.batch}, rank {args.rank}, precision {args.mixed_precision}, "
-          f"{args.steps} steps ({args.warmup} warm-up), {args.repeats} alternating repeats")
-    print(f"bare diffusers+peft: {b * 1000:.1f} ms/step ({1 / b:.2f} it/s), peak {peaks['bare']:.2f} GB")
-    print(f"sdcloud trainer:     {o * 1000:.1f} ms/step ({1 / o:.2f} it/s), peak {peaks['ours']:.2f} GB")
-    print(f"ratio ours/bare: {o / b:.3f} (target <= 1.05)")
+                          min_snr_gamma=args.min_snr_gamma, noise_offset=args.noise_offset,
+                          save_state_every=0, seed=1, cache_latents_to_disk=False)
+        trainer = prepared_trainer(cfg, settings, device, base)
+        if args.profile:
+            ours, bare = OursLoop(trainer), BareLoop(trainer, copy.deepcopy(bare_unet))
+            for loop in (ours, bare):
+                for _ in range(3):
+                    loop()
+                _profile(loop, args.profile, device, loop.label)
+            _strip_lora(bare.unet)
+            del ours, bare
+        result = run_comparison(trainer, bare_unet, window=args.window, repeats=args.repeats, warmup=args.warmup)
+    load_after = os.getloadavg()
+    name = torch.cuda.get_device_name(0) if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
+    print(f"device: {name}; torch {torch.__version__}, {result.threads} thread(s) for both sides")
+    print(f"model {label}, {args.resolution}px, batch {args.batch}, rank {args.rank}, precision "
+          f"{args.mixed_precision}, gradient checkpointing {'on' if args.gradient_checkpointing else 'off'}")
+    print(f"{args.warmup} warm-up steps each, then {args.repeats} interleaved windows x {args.window} steps each")
+    print(f"load average (1/5/15 min) before {load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f}, "
+          f"after {load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f}")
+    for cpu in (False, True) if device.type == "cpu" else (False,):
+        if cpu:
+            print("CPU time of this process (what each step computes, without the time other processes "
+                  "held the cores):")
+        else:
+            print("wall time:")
+        for side, key in (("bare diffusers+peft", "bare"), ("sdcloud trainer", "ours")):
+            med = result.median(key, cpu)
+            windows = " ".join(f"{s * 1000:.1f}" for s in (result.cpu_seconds if cpu else result.seconds)[key])
+            mem = ""
+            if result.extra_gb.get(key) is not None:
+                mem = f", training memory above resident {result.extra_gb[key]:.2f} GB"
+                if key == "ours" and result.peak_gb.get("ours") is not None:
+                    mem += f", peak alone {result.peak_gb['ours']:.2f} GB"
+            print(f"  {side:<20} median {med * 1000:.2f} ms/step ({1 / med:.2f} it/s), spread "
+                  f"{result.spread(key, cpu) * 100:.0f}%{mem}; windows (ms/step): {windows}")
+        rounds = result.round_ratios(cpu)
+        print(f"  ratio ours/bare: {result.ratio(cpu):.3f} (target <= {TARGET}); per-round ratios "
+              f"{' '.join(f'{r:.3f}' for r in rounds)}, their median {statistics.median(rounds):.3f}")
     return 0
 
 

@@ -81,6 +81,32 @@ def test_cancel_keeps_the_state_and_writes_no_lora(server) -> None:
     assert list((server.data_dir / ".sdcloud" / "train" / "long").glob("step-*/meta.json"))
 
 
+def test_a_txt2img_submitted_during_a_training_finishes_before_it(server, tmp_path: Path) -> None:
+    """Training and generation share the GPU through the one queue and GPU owner: the training
+    yields between steps, so a generation does not wait for the whole run."""
+    with server.client() as c:
+        if "mychar" not in [d["name"] for d in c.get("/api/train/datasets").json()["datasets"]]:
+            _upload(c, tmp_path)
+        body = {"dataset": "mychar", "model": "demo", "name": "shared",
+                "options": {"steps": 2000, "rank": 4, "resolution": 64, "batch": 2, "save_state_every": 0}}
+        r = c.post("/api/train", json=body)
+        assert r.status_code == 202, r.text
+        job_id = r.json()["id"]
+        running = _wait(c, job_id, lambda j: j["step"] >= 2 or j["state"] not in ("running", "queued"))
+        assert running["state"] == "running", running
+        gen = c.post("/sdapi/v1/txt2img", json={"prompt": "a cat", "steps": 2, "width": 64, "height": 64,
+                                                 "seed": 1}, timeout=120)
+        assert gen.status_code == 200, gen.text
+        assert len(gen.json()["images"]) == 1
+        during = c.get(f"/api/train/{job_id}").json()
+        assert during["state"] == "running" and during["step"] < 2000, during  # the image came first
+        later = _wait(c, job_id, lambda j: j["step"] > during["step"] + 2 or j["state"] != "running")
+        assert later["state"] == "running", later  # and the training goes on after it
+        c.post(f"/api/queue/{job_id}/cancel")
+        job = _wait(c, job_id, lambda j: j["state"] in ("done", "failed", "cancelled"))
+        assert job["state"] == "cancelled", job
+
+
 @pytest.mark.parametrize("body, status, message", [
     ({"dataset": "nope", "name": "x"}, 404, "dataset 'nope' not found"),
     ({"dataset": "../etc", "name": "x"}, 400, "plain folder name"),

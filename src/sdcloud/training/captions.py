@@ -12,12 +12,19 @@ class CaptionEncodingError(ValueError):
 
 
 def read_caption(path: Path) -> str:
-    """The caption text of ``path`` (UTF-8, a BOM allowed); one line of text, whitespace trimmed.
+    """The caption text of ``path`` (UTF-8, a BOM allowed, or UTF-16 with its BOM); one line of
+    text, whitespace trimmed.
 
     Japanese editors often save Shift_JIS (cp932); we refuse to guess and say so, because a
     wrongly decoded caption silently trains the wrong words.
     """
     data = path.read_bytes()
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # Windows Notepad's "Unicode": UTF-16 with a BOM says so
+        try:
+            return _one_line(data.decode("utf-16"))
+        except UnicodeDecodeError:
+            raise CaptionEncodingError(f"caption {path.name} starts like UTF-16 but is damaged; re-save it as "
+                                       "UTF-8") from None
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -30,6 +37,13 @@ def read_caption(path: Path) -> str:
             hint = f" (it looks like {enc})"
             break
         raise CaptionEncodingError(f"caption {path.name} is not UTF-8{hint}; re-save it as UTF-8") from None
+    if "\x00" in text:
+        raise CaptionEncodingError(f"caption {path.name} holds NUL bytes (UTF-16 without a BOM?); re-save it as "
+                                   "UTF-8")
+    return _one_line(text)
+
+
+def _one_line(text: str) -> str:
     return " ".join(text.replace("\r", "\n").split("\n")).strip()
 
 

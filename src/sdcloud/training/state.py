@@ -18,8 +18,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,8 +47,6 @@ def _sha256(path: Path) -> str:
 
 
 def _fsync(path: Path) -> None:
-    import os
-
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -93,6 +93,7 @@ class StateDir:
         if self.dir.is_dir():  # half-written generations of a run killed while saving
             for stale in self.dir.glob(".step-*"):
                 shutil.rmtree(stale, ignore_errors=True)
+        shutil.rmtree(self.root / f".{name}.deleting", ignore_errors=True)  # a clear() cut off
         if store is not None:
             self.outbox = StateOutbox(self.root / ".outbox", store, root=self.root, backoff=(0.5, 30.0), poll=1.0)
             self.outbox.start()
@@ -121,6 +122,8 @@ class StateDir:
         tmp.mkdir()
         save_file({k: v.contiguous() for k, v in lora.items()}, str(tmp / "lora.safetensors"))
         torch.save(trainer, tmp / "trainer.pt")
+        if delay := float(os.environ.get("SDCLOUD_TEST_TRAIN_SAVE_DELAY", "0") or 0):
+            time.sleep(delay)  # tests: a window to kill the process in the middle of a save
         meta = dict(meta, step=step, files={f: _sha256(tmp / f) for f in FILES[:2]})
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True), encoding="utf-8")
         for f in FILES:
@@ -155,8 +158,15 @@ class StateDir:
         return lora, trainer, meta
 
     def clear(self) -> None:
-        """Forget every local generation (a fresh run with the same name)."""
-        shutil.rmtree(self.dir, ignore_errors=True)
+        """Forget every local generation (a fresh run with the same name). The folder is renamed
+        away first, so a kill in the middle never leaves a generation with files missing."""
+        if not self.dir.exists():
+            return
+        doomed = self.root / f".{self.name}.deleting"
+        shutil.rmtree(doomed, ignore_errors=True)
+        self.dir.rename(doomed)
+        fsync_dir(self.root)
+        shutil.rmtree(doomed, ignore_errors=True)
 
     # -- store -----------------------------------------------------------------------------
     def pull(self) -> Generation | None:
@@ -210,9 +220,25 @@ def check_resume(meta: dict[str, Any], fingerprint: dict[str, Any]) -> None:
     """Refuse a state made with another model, dataset or options (one line naming the first difference)."""
     saved = meta.get("fingerprint", {})
     for key, value in fingerprint.items():
-        if saved.get(key) != value:
-            raise BadRequest(f"the saved training state does not match this run: {key} was {saved.get(key)!r}, "
-                             f"now {value!r}; use the same options, or drop --resume to start over")
+        if saved.get(key) == value:
+            continue
+        if key == "model":
+            what = (f"it was made on the model {_model_label(meta, saved.get(key))}, this run uses "
+                    f"{_model_label({}, value)}; resume with the same --model")
+        elif key == "dataset":
+            what = ("the dataset changed since it was saved (images, captions, sizes or repeats); put the dataset "
+                    "back as it was")
+        else:
+            what = f"{key} was {saved.get(key)!r}, now {value!r}; use the same options"
+        raise BadRequest(f"the saved training state does not match this run: {what}, or use --restart instead of "
+                         "--resume to start over")
+
+
+def _model_label(meta: dict[str, Any], key: Any) -> str:
+    name = (meta.get("config") or {}).get("model")
+    key = str(key)
+    short = key[:12] if len(key) == 64 else key  # a sha256, as A1111 shortens it
+    return f"'{name}' ({short})" if name and name != key else f"'{short}'"
 
 
 def require_state(gen: Generation | None, name: str) -> Generation:

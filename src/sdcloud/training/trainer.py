@@ -74,7 +74,7 @@ def state_root(settings: Settings) -> Path:
     return settings.state_path / "train"
 
 
-def preflight(cfg: TrainConfig, settings: Settings) -> DatasetReport:
+def preflight(cfg: TrainConfig, settings: Settings, *, check_model: bool = True) -> DatasetReport:
     """Everything that can be checked before loading a model (one clear error, nothing written)."""
     cfg.validate()
     cuda = torch.cuda.is_available()
@@ -90,7 +90,7 @@ def preflight(cfg: TrainConfig, settings: Settings) -> DatasetReport:
         _need("lion_pytorch", "Lion")
     from sdcloud.engine.loader import DEMO_KINDS
 
-    if cfg.model not in DEMO_KINDS:
+    if check_model and cfg.model not in DEMO_KINDS:
         resolve_model_path(settings, cfg.model)  # an unknown model fails here, before anything is loaded
     report = scan_dataset(cfg)
     report.raise_if_bad()
@@ -109,8 +109,10 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, settings: Settings, *, store: Store | None = None,
                  progress: Callable[[TrainProgress], None] | None = None,
-                 stop: threading.Event | None = None, device: str | None = None, restart: bool = False) -> None:
+                 stop: threading.Event | None = None, device: str | None = None, restart: bool = False,
+                 base: BaseModel | None = None) -> None:
         self.cfg = cfg
+        self.given_base = base  # an already built model (bench/gpu_check's random pipelines); else cfg.model
         self.restart = restart  # a fresh run may drop the saved state of an unfinished one
         self.settings = settings
         self.store = store
@@ -125,9 +127,9 @@ class Trainer:
     # -- setup -----------------------------------------------------------------------------
     def _setup(self) -> None:
         cfg = self.cfg
-        self.report = preflight(cfg, self.settings)
+        self.report = preflight(cfg, self.settings, check_model=self.given_base is None)
         self.progress(TrainProgress(0, cfg.steps, phase="loading"))
-        self.base: BaseModel = load_base_model(self.settings, cfg.model)
+        self.base: BaseModel = self.given_base or load_base_model(self.settings, cfg.model)
         if self.base.family not in ("sd1", "sd2", "sdxl"):
             raise Unsupported(f"training a {self.base.family} model is not supported (SD 1.x, SD 2.x, SDXL)")
         pipe = self.base.pipe
@@ -181,7 +183,7 @@ class Trainer:
 
         self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config, prediction_type=self.prediction)
         acp = self.noise_scheduler.alphas_cumprod
-        self.all_snr = acp / (1 - acp)
+        self.all_snr = (acp / (1 - acp)).to(self.device)
         self.caption_opts = CaptionOptions(cfg.shuffle_caption, cfg.keep_tokens, cfg.caption_tag_dropout,
                                            cfg.caption_dropout, keep_tokens_separator=cfg.keep_tokens_separator)
 
@@ -228,8 +230,8 @@ class Trainer:
                     latent = None
             if latent is None:
                 with torch.no_grad():
-                    dist = vae.encode(pixels.unsqueeze(0).to(self.device, torch.float32)).latent_dist
-                    latent = (dist.mode() * vae.config.scaling_factor)[0].cpu()
+                    dist = vae.encode(pixels.unsqueeze(0).to(self.device, vae.dtype)).latent_dist
+                    latent = (dist.mode() * vae.config.scaling_factor)[0].float().cpu()
                 if self.cfg.cache_latents_to_disk:
                     cache_dir.mkdir(parents=True, exist_ok=True)
                     tmp = temp_name(file)
@@ -327,6 +329,11 @@ class Trainer:
                                   generator=gen)
         captions = [process_caption(it.caption, self.caption_opts, rng) for it in items]
         latents, noise, timesteps = latents.to(dev), noise.to(dev), timesteps.to(dev)
+        # every host-to-device copy happens here, before the forward pass: one made after it would
+        # make the CPU wait for the GPU to finish the forward before it could queue the backward
+        weights = None
+        if cfg.prior_loss_weight != 1.0 and any(it.is_reg for it in items):
+            weights = torch.tensor([cfg.prior_loss_weight if it.is_reg else 1.0 for it in items]).to(dev)
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         autocast = torch.autocast(dev.type, dtype=self.weight_dtype, enabled=self.weight_dtype != torch.float32)
         with autocast:
@@ -345,13 +352,49 @@ class Trainer:
             pred = self.pipe.unet(noisy.to(self.weight_dtype), timesteps, embeds, **kwargs).sample
         target = noise if self.prediction == "epsilon" else self.noise_scheduler.get_velocity(latents, noise, timesteps)
         loss = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
-        weights = torch.tensor([cfg.prior_loss_weight if it.is_reg else 1.0 for it in items], device=dev)
-        loss = loss * weights
+        if weights is not None:
+            loss = loss * weights
         if cfg.min_snr_gamma:
-            snr = self.all_snr.to(dev)[timesteps]
+            snr = self.all_snr[timesteps]
             clipped = torch.clamp(snr, max=cfg.min_snr_gamma)
             loss = loss * (clipped / (snr + 1) if self.prediction == "v_prediction" else clipped / snr)
         return loss.mean()
+
+    def _prepare_optimizer(self) -> tuple[Any, Any, Any]:
+        """The optimizer, LR scheduler and grad scaler that ``train_step`` uses."""
+        self.opt, self.sched = self._optimizer()
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.weight_dtype == torch.float16)
+        self.trainable = [p for plist in self.params.values() for p in plist]
+        return self.opt, self.sched, self.scaler
+
+    def train_step(self, micro_batches: list[list[int]], step: int) -> float:
+        """One optimizer step of the run: forward and backward of each micro-batch (gradient
+        accumulation), grad-norm clipping, optimizer, grad scaler and LR scheduler; the loss.
+
+        The loss is read back once, after the optimizer step (the one host sync of a step)."""
+        opt, scaler, cfg = self.opt, self.scaler, self.cfg
+        total: torch.Tensor | None = None
+        for micro, indices in enumerate(micro_batches):
+            loss = self._loss(indices, step, micro) / len(micro_batches)
+            scaler.scale(loss).backward()
+            total = loss.detach() if total is None else total + loss.detach()
+        if cfg.max_grad_norm:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(self.trainable, cfg.max_grad_norm)
+        scaler.step(opt)
+        scaler.update()
+        self.sched.step()
+        opt.zero_grad(set_to_none=True)
+        return float(total) if total is not None else 0.0
+
+    def prepare(self) -> None:
+        """Model, network, cached latents and text outputs and optimizer, as a run sets them up,
+        without the run loop (``training.benchmark`` times ``train_step`` on this)."""
+        self._setup()
+        self._prepare_optimizer()
+        self._cache_latents()
+        self._cache_text()
+        self.pipe.unet.train()
 
     # -- the run ---------------------------------------------------------------------------
     def run(self, resume: bool = False) -> TrainResult:
@@ -368,9 +411,14 @@ class Trainer:
 
     def _run(self, states: StateDir, resume: bool, lora_dir: Path, t_start: float) -> TrainResult:
         cfg = self.cfg
+        out_dir = self.settings.checkpoints_path if cfg.mode == "dreambooth" else lora_dir
+        if out_dir.is_dir():  # temp files of a write that a kill cut off (durable.temp_name, the exporter)
+            for pattern in (f".{cfg.name}.safetensors.*.tmp", f".{cfg.name}-step*.safetensors.*.tmp",
+                            f".{cfg.name}.safetensors.*.part"):
+                for stale in out_dir.glob(pattern):
+                    stale.unlink(missing_ok=True)
         fingerprint = self.fingerprint()
-        opt, sched = self._optimizer()
-        scaler = torch.amp.GradScaler("cuda", enabled=self.weight_dtype == torch.float16)
+        opt, sched, scaler = self._prepare_optimizer()
         step, epoch, pos, resumed_from = 0, 0, 0, None
         started_at = time.time()
         if resume:
@@ -395,7 +443,6 @@ class Trainer:
         batches = epoch_batches(self.report, cfg.batch, cfg.seed, epoch)
         losses: list[float] = []
         samples: list[str] = []
-        trainable = [p for plist in self.params.values() for p in plist]
         self.pipe.unet.train()
         t0, first_step = time.monotonic(), step
 
@@ -414,22 +461,14 @@ class Trainer:
                 self.progress(TrainProgress(step, cfg.steps, phase="stopped", epoch=epoch, state_step=step))
                 raise TrainingStopped(f"training '{cfg.name}' stopped at step {step}/{cfg.steps}; its state is "
                                       "saved: run the same command with --resume to continue")
-            step_loss = 0.0
-            for micro in range(cfg.grad_accum):
+            micro_batches = []
+            for _ in range(cfg.grad_accum):
                 if pos >= len(batches):
                     epoch, pos = epoch + 1, 0
                     batches = epoch_batches(self.report, cfg.batch, cfg.seed, epoch)
-                loss = self._loss(batches[pos], step, micro) / cfg.grad_accum
+                micro_batches.append(batches[pos])
                 pos += 1
-                scaler.scale(loss).backward()
-                step_loss += float(loss.detach())
-            if cfg.max_grad_norm:
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
+            step_loss = self.train_step(micro_batches, step)
             step += 1
             losses.append(step_loss)
             if self.delay:
