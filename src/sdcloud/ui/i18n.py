@@ -129,6 +129,10 @@ JA: dict[str, str] = {
     "Apply JSON": "JSON を適用",
     "**Input limits** (set with `SDCLOUD_MAX_*` environment variables or the config file)":
         "**入力の上限**(環境変数 `SDCLOUD_MAX_*` か設定ファイルで変更)",
+    # ControlNet panel (issue 16)
+    "Preprocessor Resolution": "プリプロセッサの解像度",
+    "Threshold A": "しきい値 A",
+    "Threshold B": "しきい値 B",
 }
 
 TEXT_PROPS = ("label", "info", "placeholder")
