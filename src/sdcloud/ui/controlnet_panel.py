@@ -58,7 +58,7 @@ def threshold_sliders(module: str) -> tuple[Any, Any]:
     out = []
     for i in range(2):
         if defaults[i] == -1 or i >= len(ranges):
-            out.append(gr.Slider(visible=False, value=-1))
+            out.append(gr.Slider(visible=False))  # its value is not sent (add_to)
         else:
             lo, hi, step = ranges[i]
             out.append(gr.Slider(minimum=lo, maximum=hi, step=step, value=defaults[i], visible=True))

@@ -133,6 +133,7 @@ JA: dict[str, str] = {
     "Preprocessor Resolution": "プリプロセッサの解像度",
     "Threshold A": "しきい値 A",
     "Threshold B": "しきい値 B",
+    "Interrogate CLIP": "CLIPで分析",
 }
 
 TEXT_PROPS = ("label", "info", "placeholder")
