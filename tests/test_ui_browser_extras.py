@@ -40,6 +40,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     save_controlnet(data / "models" / "ControlNet" / "control_tiny_canny.safetensors",
                     build_demo_pipeline("sd15").unet)
     write_tagger(data / "models" / "interrogators" / "wd-tiny")
+    from interrogate_models import write_clip_interrogator
+
+    write_clip_interrogator(data / "models")
     server = launch(data, ui=True, env=TIGHT_LIMITS)
     yield server
     server.stop()
@@ -144,6 +147,10 @@ def test_controlnet_panel_and_interrogate(server: ServerProcess, tmp_path: Path)
         page.wait_for_selector("#img2img_image img")
         page.click("#img2img_deepbooru")
         page.wait_for_function("document.querySelector('#img2img_prompt textarea').value === 'green background'")
+        page.click("#img2img_interrogate")  # BLIP caption, then CLIP's picks from the lists
+        page.wait_for_function("document.querySelector('#img2img_prompt textarea').value.includes(', by ')")
+        assert page.input_value("#img2img_prompt textarea").split(", ")[1] in (
+            "by Claude Monet", "by Hokusai", "by Studio Ghibli")
         browser.close()
 
 
