@@ -4,10 +4,12 @@ by units in sd-webui-controlnet's vocabulary; preprocessors; infotext."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 from sdcloud.controlnet import fixtures, models, preprocessors
 from sdcloud.controlnet.apply import fit, pixel_perfect_resolution
@@ -136,7 +138,7 @@ def test_preprocessors_and_geometry(tmp_path) -> None:  # noqa: ANN001
     assert preprocessors.run("tile_resample", img, 60, 2.0).shape[:2] == (30, 40)
     with pytest.raises(Unsupported, match="available: none, canny"):
         preprocessors.check("magic", tmp_path)
-    with pytest.raises(Unsupported, match="openpose' needs weights"):
+    with pytest.raises(Unsupported, match="openpose' needs body_pose_model.pth"):
         preprocessors.check("openpose", tmp_path)
     assert fit(img, 64, 64, 1).shape == (64, 64, 3) and fit(img, 64, 64, 2)[0].sum() == 0  # filled bars
     assert pixel_perfect_resolution((80, 60), (64, 64), 1) == 64
@@ -149,6 +151,74 @@ def test_sdxl_controlnet(tmp_path) -> None:  # noqa: ANN001
     eng.load_model("demo-xl")
     fixtures.save_controlnet(eng.settings.models_root / "ControlNet" / "xl_canny.safetensors", eng.pipeline.unet,
                              "diffusers", seed=3)
+    fixtures.save_controlnet(eng.settings.models_root / "ControlNet" / "xl_depth.safetensors", eng.pipeline.unet,
+                             "diffusers", seed=4)
     base = eng.generate(req(steps=2))
     unit = ControlUnit(module="canny", model="xl_canny", image=hint_image())
-    assert np.abs(arr(eng.generate(req(steps=2, controlnet=[unit]))) - arr(base)).mean() > 0.5
+    one = eng.generate(req(steps=2, controlnet=[unit]))
+    assert np.abs(arr(one) - arr(base)).mean() > 0.5
+    second = ControlUnit(module="blur_gaussian", model="xl_depth", image=hint_image((96, 64)), weight=0.8,
+                         control_mode=1, threshold_a=4.0)
+    both = eng.generate(req(steps=2, controlnet=[unit, second]))  # several units at once on SDXL
+    assert np.abs(arr(both) - arr(one)).mean() > 0.5
+    params = parse_infotext(both.infotexts[0])
+    assert params["ControlNet 1"].startswith("Module: blur_gaussian, Model: xl_depth, Weight: 0.8")
+    assert "Threshold A: 4, " in params["ControlNet 1"] and "My prompt is more important" in params["ControlNet 1"]
+
+
+def test_weight_based_modules_name_the_missing_files_and_folder(tmp_path) -> None:  # noqa: ANN001
+    annotators = tmp_path / "annotators"
+    with pytest.raises(Unsupported) as err:
+        preprocessors.check("lineart_realistic", annotators)
+    msg = str(err.value)
+    assert "sk_model.pth" in msg and f"{annotators / 'lineart'}/" in msg and "\n" not in msg
+    with pytest.raises(Unsupported, match="body_pose_model.pth, hand_pose_model.pth, facenet.pth"):
+        preprocessors.check("openpose", annotators)
+    assert "lineart_realistic" not in preprocessors.module_names(annotators)
+    if preprocessors.aux_error() is not None:  # here: controlnet_aux needs torchvision, absent beside CPU torch
+        for name in ("body_pose_model.pth", "hand_pose_model.pth", "facenet.pth"):
+            (annotators / "openpose").mkdir(parents=True, exist_ok=True)
+            (annotators / "openpose" / name).write_bytes(b"x")
+        with pytest.raises(Unsupported, match="openpose' runs through controlnet_aux, which cannot be imported"):
+            preprocessors.check("openpose", annotators)
+        assert "openpose" not in preprocessors.module_names(annotators)
+
+
+def test_lineart_and_hed_annotators_from_user_files(tmp_path) -> None:  # noqa: ANN001
+    annotators = tmp_path / "annotators"
+    fixtures.save_annotator(annotators / "lineart" / "sk_model.pth", "lineart", seed=1)  # extension layout
+    fixtures.save_annotator(annotators / "ControlNetHED.pth", "hed", seed=2, scale=0.02)  # flat, as the HF repo
+    names = preprocessors.module_names(annotators)
+    assert {"lineart_realistic", "softedge_hed", "softedge_hedsafe"} <= set(names) and "lineart_coarse" not in names
+    assert preprocessors.check("lineart", annotators) == "lineart_realistic"  # the extension's old name
+    img = np.asarray(hint_image((96, 64)))
+    line = preprocessors.run("lineart_realistic", img, 128, annotators=annotators)
+    assert line.shape == (128, 192, 3) and line.dtype == np.uint8  # processor_res is the short side
+    other = preprocessors.run("lineart_realistic", np.asarray(hint_image((96, 64)).rotate(90)), 128,
+                              annotators=annotators)
+    assert np.abs(line.astype(int) - other.astype(int)).mean() > 0.5  # follows the image
+    soft = preprocessors.run("softedge_hed", img, 64, annotators=annotators)
+    assert soft.shape == (64, 96, 3) and soft.std() > 0
+    safe = preprocessors.run("softedge_hedsafe", img, 64, annotators=annotators)
+    assert len(np.unique(safe)) <= 3  # quantised: 0, 127, 255
+    # a file of another network under the expected name: one line naming it
+    fixtures.save_annotator(annotators / "lineart" / "sk_model2.pth", "hed", seed=3)
+    with pytest.raises(Unsupported, match=r"sk_model2.pth: not the lineart annotator") as err:
+        preprocessors.run("lineart_coarse", img, 64, annotators=annotators)
+    assert "\n" not in str(err.value)
+
+
+def test_processor_res_and_thresholds_reach_the_detected_map() -> None:
+    from sdcloud.controlnet.apply import LoadedUnit, detect
+
+    soft = np.asarray(hint_image((80, 60)).filter(ImageFilter.GaussianBlur(3)))  # weak and strong gradients
+    noise = np.random.default_rng(0).integers(0, 40, soft.shape)
+    img = (soft.astype(int) * 0.8 + noise).clip(0, 255).astype(np.uint8)
+    few = preprocessors.run("canny", img, 60, 250, 255)
+    many = preprocessors.run("canny", img, 60, 20, 40)
+    assert few.mean() < many.mean()  # low thresholds keep more edges
+    maps = {}
+    for res in (64, 256):
+        unit = ControlUnit(module="canny", model="m", image=hint_image((80, 60)), processor_res=res)
+        maps[res], _ = detect(LoadedUnit(unit, None, "m", unit.image, None), 64, 64, Path("."))
+    assert maps[64].shape == maps[256].shape == (64, 64, 3) and not np.array_equal(maps[64], maps[256])

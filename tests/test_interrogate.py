@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sdcloud.errors import NotFound, Unsupported
+from sdcloud.errors import NotFound
 from sdcloud.interrogate import Interrogator, format_tag
 
 onnx = pytest.importorskip("onnx")
@@ -66,7 +66,7 @@ def test_refusals_say_what_to_put_where(tmp_path: Path) -> None:
     it = Interrogator(tmp_path)
     with pytest.raises(NotFound, match=r"model.onnx and selected_tags.csv in .*interrogators"):
         it.caption(Image.new("RGB", (8, 8)))
-    with pytest.raises(Unsupported, match="CLIP interrogator"):
+    with pytest.raises(NotFound, match="the CLIP interrogator needs a transformers BLIP captioning folder"):
         it.caption(Image.new("RGB", (8, 8)), "clip")
     (tmp_path / "interrogators" / "broken").mkdir(parents=True)
     (tmp_path / "interrogators" / "broken" / "model.onnx").write_bytes(b"nope")
@@ -87,7 +87,49 @@ def test_interrogate_route(sdcloud_server: Any) -> None:
         try:
             r = c.post("/sdapi/v1/interrogate", json={"image": image, "model": "deepdanbooru"})
             assert r.status_code == 200 and r.json() == {"caption": "green background"}
-            assert c.post("/sdapi/v1/interrogate", json={"image": image}).status_code == 422  # clip
+            r = c.post("/sdapi/v1/interrogate", json={"image": image})  # model clip, A1111's default
+            assert r.status_code == 404 and "models/BLIP/<name>/" in r.json()["detail"]
+            assert "or use model 'deepdanbooru' (wd-tiny)" in r.json()["detail"]
             assert c.post("/sdapi/v1/interrogate", json={"model": "deepdanbooru"}).status_code == 404
         finally:
             shutil.rmtree(folder)
+
+
+def test_clip_interrogator_refusal_names_the_folders(tmp_path: Path) -> None:
+    (tmp_path / "BLIP").mkdir()
+    (tmp_path / "BLIP" / "model_base_caption_capfilt_large.pth").write_bytes(b"lavis")  # A1111's own file
+    with pytest.raises(NotFound) as err:
+        Interrogator(tmp_path).caption(Image.new("RGB", (8, 8)), "clip")
+    msg = str(err.value)
+    assert f"{tmp_path / 'BLIP'}/<name>/" in msg and f"{tmp_path / 'CLIP'}/<name>/" in msg and "\n" not in msg
+    assert "model_base_caption_capfilt_large.pth is LAVIS's format" in msg
+
+
+def test_clip_interrogator_caption_and_ranked_categories(tmp_path: Path) -> None:
+    import torch
+    from transformers import CLIPModel, CLIPTokenizer
+
+    from interrogate_models import write_clip_interrogator
+    from sdcloud.clip_interrogate import MEAN, STD, ClipOptions
+
+    write_clip_interrogator(tmp_path)
+    it = Interrogator(tmp_path)
+    image = Image.new("RGB", (48, 40), (200, 30, 30))
+    caption = it.caption(image, "clip", ClipOptions(min_length=6, max_length=10))
+    parts = caption.split(", ")
+    assert len(parts) == 1 + 1 + 3 + 1  # BLIP, then artists (1), flavors (top 3), mediums (1), in file order
+    blip = parts[0].split()
+    assert 3 <= len(blip) <= 10 and not parts[0].startswith("a picture of")
+    lists = {p.stem.split(".")[0]: p.read_text().splitlines() for p in (tmp_path / "interrogate").glob("*.txt")}
+    assert parts[1] in lists["artists"] and set(parts[2:5]) <= set(lists["flavors"]) and parts[5] in lists["mediums"]
+    # the medium is the one CLIP's own forward scores highest for this image
+    clip = CLIPModel.from_pretrained(str(tmp_path / "CLIP" / "clip-tiny")).eval()
+    tok = CLIPTokenizer.from_pretrained(str(tmp_path / "CLIP" / "clip-tiny"))
+    arr = (np.asarray(image.resize((32, 32), Image.BICUBIC), np.float32) / 255 - MEAN) / STD
+    pixels = torch.from_numpy(arr.astype(np.float32)).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        logits = clip(**tok(lists["mediums"], padding=True, return_tensors="pt"), pixel_values=pixels).logits_per_image
+    assert parts[5] == lists["mediums"][int(logits[0].argmax())]
+    skipped = it.caption(image, "clip", ClipOptions(min_length=6, max_length=10,
+                                                    skip_categories=("artists", "flavors")))
+    assert skipped == f"{parts[0]}, {parts[5]}"

@@ -3,8 +3,9 @@ wd-v1-4-* / wd-*-v3 layout: ``model.onnx`` and ``selected_tags.csv`` in one fold
 onnxruntime, A1111's DeepDanbooru output format (``1girl, solo, long hair``; brackets escaped).
 
 Taggers live in ``models/interrogators/<name>/``. ``model`` ``deepdanbooru`` (what A1111
-clients send) picks the first tagger; ``clip`` needs BLIP/CLIP weights and is refused with a
-message saying what works here.
+clients send) picks the first tagger; ``clip`` is A1111's BLIP + CLIP interrogator
+(``clip_interrogate``), from transformers folders in ``models/BLIP`` and ``models/CLIP``; a 404
+says which files to put where when they are missing.
 """
 
 from __future__ import annotations
@@ -56,16 +57,15 @@ class Interrogator:
         self.models_root = models_root
         self._loaded: tuple[Path, Any, list[tuple[str, int]]] | None = None
         self._lock = threading.Lock()
+        from sdcloud.clip_interrogate import ClipInterrogator
+
+        self.clip = ClipInterrogator(models_root)
 
     def models(self) -> list[str]:
         return [t.name for t in scan(self.models_root)]
 
     def find(self, model: str) -> Tagger:
         taggers = scan(self.models_root)
-        if model == "clip":
-            hint = f"use model 'deepdanbooru' or one of: {', '.join(t.name for t in taggers)}" if taggers \
-                else _missing(self.models_root)
-            raise Unsupported(f"the CLIP interrogator (BLIP + CLIP weights) is not available here; {hint}")
         if not taggers:
             raise NotFound(_missing(self.models_root))
         if model in ("deepdanbooru", "wd14", ""):
@@ -122,7 +122,17 @@ class Interrogator:
                 found[name] = float(score)
         return dict(sorted(found.items(), key=lambda kv: -kv[1]))
 
-    def caption(self, image: Any, model: str = "deepdanbooru") -> str:
+    def caption(self, image: Any, model: str = "deepdanbooru", clip_options: Any = None) -> str:
+        """A1111's caption: tags (a tagger) or, with ``model`` ``clip``, BLIP + CLIP."""
         if image is None:
             raise BadRequest("Image not found")
+        if model == "clip":
+            from sdcloud.clip_interrogate import missing
+
+            why = missing(self.models_root)
+            if why is not None:
+                taggers = scan(self.models_root)
+                alt = f"; or use model 'deepdanbooru' ({taggers[0].name})" if taggers else ""
+                raise NotFound(why + alt)
+            return self.clip.interrogate(image, clip_options)
         return ", ".join(format_tag(t) for t in self.tags(image, model))

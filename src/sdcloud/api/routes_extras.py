@@ -60,12 +60,28 @@ def _interrogate(services: Any, body: InterrogateRequest) -> dict[str, Any]:
     if not body.image:
         raise NotFound("Image not found")
     image = decode_image(body.image, services.settings, "image")
-    return {"caption": services.interrogator.caption(image, body.model)}
+    return {"caption": services.interrogator.caption(image, body.model, clip_options(services))}
+
+
+def clip_options(services: Any) -> Any:
+    """The ``interrogate_clip_*`` options (A1111's names) for the CLIP interrogator."""
+    from sdcloud.clip_interrogate import ClipOptions
+
+    opts = services.options_get()
+    try:
+        return ClipOptions(num_beams=int(opts.get("interrogate_clip_num_beams", 1)),
+                           min_length=int(opts.get("interrogate_clip_min_length", 24)),
+                           max_length=int(opts.get("interrogate_clip_max_length", 48)),
+                           dict_limit=int(float(opts.get("interrogate_clip_dict_limit", 1500))),
+                           skip_categories=tuple(opts.get("interrogate_clip_skip_categories") or ()))
+    except (TypeError, ValueError):
+        return ClipOptions()
 
 
 @router.post("/interrogate")
 async def interrogate(request: Request, body: InterrogateRequest) -> dict[str, Any]:
-    """A1111's interrogate: ``{caption}`` from a WD14-style tagger (``model`` deepdanbooru or a tagger name)."""
+    """A1111's interrogate: ``{caption}`` from a WD14-style tagger (``model`` deepdanbooru or a tagger
+    name) or the BLIP + CLIP interrogator (``model`` clip, A1111's default)."""
     return await _heavy(request).run(_interrogate, request.app.state.services, body)
 
 

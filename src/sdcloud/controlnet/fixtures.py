@@ -60,3 +60,19 @@ def save_controlnet(path: Path, unet: Any, layout: str = "A1111", seed: int = 0)
     else:
         torch.save(out, path)
     return state
+
+
+def save_annotator(path: Path, kind: str, seed: int = 0, scale: float = 0.1) -> dict[str, torch.Tensor]:
+    """A random ``lineart`` (sk_model.pth) or ``hed`` (ControlNetHED.pth) annotator, saved as
+    lllyasviel/Annotators' pickles are; returns its state dict."""
+    from sdcloud.controlnet.annotator_nets import HED, LineartGenerator
+
+    net = LineartGenerator() if kind == "lineart" else HED()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * scale)
+    state = {k: v.contiguous() for k, v in net.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+    return state

@@ -1,7 +1,11 @@
 """sd-webui-controlnet's preprocessors that need no weights (canny, scribble/XDoG, lineart
 standard, threshold, invert, blur, tile resample, shuffle, inpaint, none), on numpy/OpenCV,
-and the weight-based ones (openpose, depth, lineart, softedge) through ``controlnet_aux`` when
-it is installed and the annotator files are in ``models/ControlNet/annotators``.
+and the weight-based ones from lllyasviel/Annotators' files in ``models/ControlNet/annotators``
+(flat, or in sd-webui-controlnet's ``annotator/downloads/<folder>/`` layout): lineart
+realistic/coarse and HED soft edges by our own code (``annotator_nets``), openpose, depth,
+lineart anime and normal through ``controlnet_aux`` where it imports (it needs torchvision).
+A module whose files or package are missing is not listed, and asking for it is a 422 naming
+the files and the folder.
 
 Each takes an RGB uint8 array already scaled to the processor resolution and returns one.
 """
@@ -33,16 +37,24 @@ WEIGHT_FREE: dict[str, tuple[float, float]] = {
 ALIASES = {"invert": "invert (from white bg & black line)", "lineart_standard":
            "lineart_standard (from white bg & black line)", "inpaint": "inpaint_only", "tile": "tile_resample",
            "blur": "blur_gaussian", "scribble": "scribble_xdog", "content_shuffle": "shuffle"}
-# weight-based: name -> (controlnet_aux class, its call keyword arguments)
-WEIGHTED: dict[str, tuple[str, dict[str, Any]]] = {
-    "openpose": ("OpenposeDetector", {}),
-    "openpose_full": ("OpenposeDetector", {"include_hand": True, "include_face": True}),
-    "depth_midas": ("MidasDetector", {}),
-    "lineart_realistic": ("LineartDetector", {}),
-    "lineart_anime": ("LineartAnimeDetector", {}),
-    "softedge_hed": ("HEDdetector", {}),
-    "normal_bae": ("NormalBaeDetector", {}),
+# weight-based: name -> (sd-webui-controlnet's annotator/downloads folder, files, controlnet_aux class,
+# its call keyword arguments); lllyasviel/Annotators' file names
+WEIGHTED: dict[str, tuple[str, tuple[str, ...], str, dict[str, Any]]] = {
+    "openpose": ("openpose", ("body_pose_model.pth", "hand_pose_model.pth", "facenet.pth"),
+                 "OpenposeDetector", {}),
+    "openpose_full": ("openpose", ("body_pose_model.pth", "hand_pose_model.pth", "facenet.pth"),
+                      "OpenposeDetector", {"include_hand": True, "include_face": True}),
+    "depth_midas": ("midas", ("dpt_hybrid-midas-501f0c75.pt",), "MidasDetector", {}),
+    "lineart_realistic": ("lineart", ("sk_model.pth",), "", {}),
+    "lineart_coarse": ("lineart", ("sk_model2.pth",), "", {}),
+    "lineart_anime": ("lineart_anime", ("netG.pth",), "LineartAnimeDetector", {}),
+    "softedge_hed": ("hed", ("ControlNetHED.pth",), "", {}),
+    "softedge_hedsafe": ("hed", ("ControlNetHED.pth",), "", {}),
+    "normal_bae": ("normal_bae", ("scannet.pt",), "NormalBaeDetector", {}),
 }
+# run by our own code (annotator_nets.py), everywhere; the others need controlnet_aux
+OWN = ("lineart_realistic", "lineart_coarse", "softedge_hed", "softedge_hedsafe")
+ALIASES.update({"lineart": "lineart_realistic", "hed": "softedge_hed", "depth": "depth_midas"})
 MASKED = ("inpaint_only", "inpaint_global_harmonious")
 
 
@@ -50,22 +62,44 @@ def canonical(name: str) -> str:
     return ALIASES.get(name, name)
 
 
-def weighted_available(annotators: Path) -> str | None:
-    """Why the weight-based preprocessors cannot run (None when they can)."""
+def aux_error() -> str | None:
+    """Why ``controlnet_aux`` cannot be used here (None when it imports)."""
     try:
         import controlnet_aux  # noqa: F401
-    except Exception as exc:
-        return f"controlnet_aux cannot be imported ({str(exc).splitlines()[0][:100]}); pip install controlnet_aux"
-    if not annotators.is_dir() or not any(annotators.iterdir()):
-        return f"no annotator files in {annotators} (put lllyasviel/Annotators' files there)"
+    except Exception as exc:  # no package, or torchvision missing/built for another torch
+        return f"controlnet_aux cannot be imported ({type(exc).__name__}: {str(exc).splitlines()[0][:100]})"
+    return None
+
+
+def annotator_dir(name: str, annotators: Path) -> Path | None:
+    """The folder holding all of ``name``'s files: ``annotators/<folder>/`` (sd-webui-controlnet's
+    ``annotator/downloads`` layout) or ``annotators/`` itself (lllyasviel/Annotators, flat)."""
+    folder, files, _, _ = WEIGHTED[canonical(name)]
+    for where in (annotators / folder, annotators):
+        if all((where / f).is_file() for f in files):
+            return where
+    return None
+
+
+def weighted_error(name: str, annotators: Path) -> str | None:
+    """Why weight-based module ``name`` cannot run here, in one line (None when it can)."""
+    folder, files, _, _ = WEIGHTED[name]
+    if annotator_dir(name, annotators) is None:
+        where = annotators / folder
+        missing = [f for f in files if not (where / f).is_file() and not (annotators / f).is_file()]
+        return (f"needs {', '.join(missing or files)} (lllyasviel/Annotators) in {where}/ "
+                f"(sd-webui-controlnet's annotator/downloads/{folder}/) or in {annotators}/")
+    if name not in OWN:
+        why = aux_error()
+        if why is not None:
+            return f"runs through controlnet_aux, which {why.removeprefix('controlnet_aux ')}; " \
+                   "pip install controlnet_aux (it needs torchvision matching torch)"
     return None
 
 
 def module_names(annotators: Path) -> list[str]:
-    names = list(WEIGHT_FREE)
-    if weighted_available(annotators) is None:
-        names += list(WEIGHTED)
-    return names
+    """Every weight-free module, and the weight-based ones that can run here."""
+    return list(WEIGHT_FREE) + [n for n in WEIGHTED if weighted_error(n, annotators) is None]
 
 
 def check(name: str, annotators: Path) -> str:
@@ -74,9 +108,9 @@ def check(name: str, annotators: Path) -> str:
     if name in WEIGHT_FREE:
         return name
     if name in WEIGHTED:
-        why = weighted_available(annotators)
+        why = weighted_error(name, annotators)
         if why is not None:
-            raise Unsupported(f"ControlNet module '{name}' needs weights: {why}")
+            raise Unsupported(f"ControlNet module '{name}' {why}")
         return name
     raise Unsupported(f"ControlNet module '{name}' not found; available: {', '.join(module_names(annotators))}")
 
@@ -161,24 +195,63 @@ def run(name: str, img: np.ndarray, res: int, a: float = -1, b: float = -1, anno
     """Detected map (H, W, 3) uint8 of an RGB uint8 image."""
     name = canonical(name)
     if name in WEIGHTED:
-        assert annotators is not None
-        return _weighted(name, img, res, annotators)
-    da, db = WEIGHT_FREE[name]
-    a = da if a == -1 else a
-    b = db if b == -1 else b
-    if name not in ("none", "inpaint_only", "inpaint_global_harmonious"):
-        img = resize_short_side(img, res)
-    out = _FUNCS[name](np.ascontiguousarray(img), a, b)
+        if annotators is None:
+            raise Unsupported(f"ControlNet module '{name}' needs the annotators folder")
+        out = _weighted(name, np.ascontiguousarray(img), res, annotators)
+    else:
+        da, db = WEIGHT_FREE[name]
+        a = da if a == -1 else a
+        b = db if b == -1 else b
+        if name not in ("none", "inpaint_only", "inpaint_global_harmonious"):
+            img = resize_short_side(img, res)
+        out = _FUNCS[name](np.ascontiguousarray(img), a, b)
     if out.ndim == 2:
         out = np.repeat(out[:, :, None], 3, axis=2)
     return out.astype(np.uint8)
 
 
-def _weighted(name: str, img: np.ndarray, res: int, annotators: Path) -> np.ndarray:  # pragma: no cover - needs files
+def _weighted(name: str, img: np.ndarray, res: int, annotators: Path) -> np.ndarray:
+    why = weighted_error(name, annotators)
+    where = annotator_dir(name, annotators)
+    if why is not None or where is None:
+        raise Unsupported(f"ControlNet module '{name}' {why}")
+    _, files, cls_name, kwargs = WEIGHTED[name]
+    if name in OWN:
+        from sdcloud.controlnet import annotator_nets
+
+        img = resize_short_side(img, res)
+        if name.startswith("lineart"):
+            return annotator_nets.lineart(img, where / files[0])
+        return annotator_nets.hed(img, where / files[0], safe=name == "softedge_hedsafe")
+    return _aux(cls_name, files, kwargs, img, res, where)  # pragma: no cover - needs controlnet_aux
+
+
+_AUX: dict[tuple[str, Path], Any] = {}
+
+
+def _aux(cls_name: str, files: tuple[str, ...], kwargs: dict[str, Any], img: np.ndarray, res: int, where: Path
+         ) -> np.ndarray:  # pragma: no cover - controlnet_aux needs torchvision, absent beside a CPU torch
     import controlnet_aux
     from PIL import Image
 
-    cls_name, kwargs = WEIGHTED[name]
-    detector = getattr(controlnet_aux, cls_name).from_pretrained(str(annotators))
-    out = detector(Image.fromarray(img), detect_resolution=res, image_resolution=res, **kwargs)
-    return np.asarray(out.convert("RGB"))
+    key = (cls_name, where)
+    if key not in _AUX:
+        cls = getattr(controlnet_aux, cls_name)
+        names = dict(zip(("filename", "hand_filename", "face_filename"), files, strict=False))
+        detector = cls.from_pretrained(str(where), **names)
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                detector = detector.to("cuda")
+        except Exception:  # noqa: BLE001 - some detectors have no .to; CPU then
+            pass
+        if len(_AUX) >= 2:
+            _AUX.pop(next(iter(_AUX)))
+        _AUX[key] = detector
+    out = _AUX[key](Image.fromarray(img), detect_resolution=res, image_resolution=res, output_type="np",
+                    **kwargs)
+    out = np.asarray(out)
+    if out.ndim == 2:
+        out = np.repeat(out[:, :, None], 3, axis=2)
+    return out.astype(np.uint8)

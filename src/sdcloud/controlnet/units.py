@@ -115,3 +115,38 @@ def parse_units(script: Any) -> list[ControlUnit]:
         raise BadRequest("alwayson_scripts.controlnet.args must be a list of units")
     units = [parse_unit(raw, i) for i, raw in enumerate(args)]
     return [u for u in units if u.enabled and u.model not in ("None", "")]  # no model: a preview only
+
+
+_INFOTEXT_FIELDS = {"Module": "module", "Model": "model", "Weight": "weight", "Resize Mode": "resize_mode",
+                    "Processor Res": "processor_res", "Threshold A": "threshold_a", "Threshold B": "threshold_b",
+                    "Guidance Start": "guidance_start", "Guidance End": "guidance_end",
+                    "Pixel Perfect": "pixel_perfect", "Control Mode": "control_mode"}
+
+
+def unit_from_infotext(text: str) -> dict[str, Any]:
+    """A ``ControlNet N`` infotext value (``Module: canny, Model: ..., Weight: 1, ...``) back to an
+    API unit (no image), as the extension restores a unit from PNG Info. Unknown items are left out."""
+    unit: dict[str, Any] = {}
+    for item in text.strip().strip('"').split(", "):
+        label, sep, value = item.partition(": ")
+        key = _INFOTEXT_FIELDS.get(label.strip())
+        if not sep or key is None:
+            continue
+        value = value.strip()
+        if key in ("module", "model", "resize_mode", "control_mode"):
+            unit[key] = value
+        elif key == "pixel_perfect":
+            unit[key] = value.lower() == "true"
+        elif key == "processor_res":
+            unit[key] = int(float(value)) if _is_number(value) else 512
+        elif _is_number(value):
+            unit[key] = float(value)
+    return unit
+
+
+def _is_number(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True

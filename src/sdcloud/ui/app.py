@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from sdcloud.errors import SdcloudError
 from sdcloud.ui.choices import Choices, load_choices
+from sdcloud.ui.controlnet_panel import restore_values
 from sdcloud.ui.controls import GenerationPanel
 from sdcloud.ui.extras_tab import extras_tab
 from sdcloud.ui.i18n import (
@@ -143,9 +144,12 @@ def _wire_png_info(tabs: gr.Tabs, png: PngInfoTab, txt2img: GenerationPanel, cho
         labels = {"sampler_name": "Sampler", "scheduler": "Schedule type", "hr_upscaler": "Hires upscaler"}
         for key, value in dropped.items():
             gr.Warning(f"{labels.get(key, key)} '{value}' is not available here; kept the current one.")
-        return [values.get(k, gr.skip()) for k in keys] + [gr.Tabs(selected="txt2img")]
+        cn = restore_values(params, folder)
+        return [values.get(k, gr.skip()) for k in keys] + cn + [gr.Tabs(selected="txt2img")]
 
-    png.send_to_txt2img.click(send, inputs=png.params_state, outputs=txt2img.inputs + [tabs])
+    folder = txt2img.extra["controlnet"].folder
+    png.send_to_txt2img.click(send, inputs=png.params_state,
+                              outputs=txt2img.inputs + txt2img.extra["controlnet"].restorable + [tabs])
 
 
 def build_ui(services: Any, translations: gr.I18n | None = None) -> gr.Blocks:

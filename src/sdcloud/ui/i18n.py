@@ -333,6 +333,11 @@ JA: dict[str, str] = {
         "AdamW8bit、dim 8",
     "sdxl-8gb: SDXL on 8 GB (kohya: 10 GB recommended): UNet only, dim 4, batch 1":
         "sdxl-8gb: SDXL、8 GB 向け(kohya の推奨は 10 GB): UNet のみ、dim 4、バッチ 1",
+    # ControlNet panel (issue 16)
+    "Preprocessor Resolution": "プリプロセッサの解像度",
+    "Threshold A": "しきい値 A",
+    "Threshold B": "しきい値 B",
+    "Interrogate CLIP": "CLIPで分析",
 }
 
 TEXT_PROPS = ("label", "info", "placeholder", "title")

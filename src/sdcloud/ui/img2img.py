@@ -58,7 +58,9 @@ def img2img_tab(services: Any, choices: Choices) -> GenerationPanel:
     x = panel.extra
     script, styles = x["script"], x["styles"]
     cn = controlnet_panel(services, "img2img")
-    interrogate = gr.Button("Interrogate DeepBooru", elem_id="img2img_deepbooru")
+    with gr.Row():
+        interrogate_clip = gr.Button("Interrogate CLIP", elem_id="img2img_interrogate")
+        interrogate = gr.Button("Interrogate DeepBooru", elem_id="img2img_deepbooru")
     n_script = len(script.inputs)
 
     def build(form: dict[str, Any], extra: list[Any]) -> dict[str, Any]:
@@ -72,16 +74,23 @@ def img2img_tab(services: Any, choices: Choices) -> GenerationPanel:
     wire_extras(services, panel)
     interrogate.click(lambda image: interrogate_prompt(services, image), inputs=x["init"],
                       outputs=panel.fields["prompt"])
+    interrogate_clip.click(lambda image: interrogate_prompt(services, image, "clip"), inputs=x["init"],
+                           outputs=panel.fields["prompt"])
     return panel
 
 
-def interrogate_prompt(services: Any, image: Any) -> str:
-    """The img2img image's tags, as the prompt (A1111's Interrogate DeepBooru button)."""
+def interrogate_prompt(services: Any, image: Any, model: str = "deepdanbooru") -> str:
+    """The img2img image's tags (A1111's Interrogate DeepBooru button) or, with ``model``
+    ``clip``, its BLIP + CLIP caption (Interrogate CLIP), as the prompt."""
     from sdcloud.errors import SdcloudError
 
     if image is None:
         raise gr.Error("Upload an image for img2img first.")
     try:
+        if model == "clip":
+            from sdcloud.api.routes_extras import clip_options
+
+            return services.interrogator.caption(image, "clip", clip_options(services))
         return services.interrogator.caption(image, "deepdanbooru")
     except SdcloudError as exc:
         raise gr.Error(str(exc)) from None

@@ -27,4 +27,5 @@ def txt2img_tab(services: Any, choices: Choices) -> GenerationPanel:
     wire_panel(services, panel, build, [styles.dropdown, *script.inputs, *cn.inputs])
     wire_styles(services, styles, panel.fields["prompt"], panel.fields["negative_prompt"])
     wire_extras(services, panel)
+    panel.extra["controlnet"] = cn
     return panel
