@@ -52,6 +52,12 @@ class GenerationRequest:
     hr_scheduler: str | None = None
     hr_prompt: str = ""
     hr_negative_prompt: str = ""
+    hr_checkpoint_name: str | None = None  # another checkpoint for the hires pass (None: the same)
+    # SDXL refiner (any checkpoint): sampling goes on with it once refiner_switch_at of it is done
+    refiner_checkpoint: str | None = None
+    refiner_switch_at: float = 0.8
+    refiner_switch_by_sample_steps: bool = False  # A1111 option: count steps, not timesteps
+    hires_fix_refiner_pass: str = "second pass"  # A1111 option: "first pass", "second pass", "both passes"
     # img2img / inpaint: set init_images to make this an img2img job
     init_images: list[Any] = field(default_factory=list)
     resize_mode: int = 0  # 0 just resize, 1 crop and resize, 2 resize and fill, 3 latent upscale
