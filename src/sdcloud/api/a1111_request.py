@@ -1,7 +1,8 @@
 """The one place A1111 request fields become a ``GenerationRequest``: sampler names split
 into sampler + schedule type, random seeds drawn (so a retried job makes the same images),
 A1111's aliases (``sampler_index``, ``mask_blur_x``) and the options that act as request
-fields (``CLIP_stop_at_last_layers``). Checking and defaults are ``engine.request_rules``'."""
+fields (``CLIP_stop_at_last_layers``, ``refiner_switch_by_sample_steps``,
+``hires_fix_refiner_pass``). Checking and defaults are ``engine.request_rules``'."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from sdcloud.api.models import Img2ImgRequest, Txt2ImgRequest
 from sdcloud.engine.request_rules import MAX_SEED
 from sdcloud.engine.sampler_names import resolve_sampler
 from sdcloud.engine.types import GenerationRequest
+
+NO_CHECKPOINT = ("", "None", "none", "Use same checkpoint")
+"""What A1111 clients send for "no refiner" / "the same checkpoint for the hires pass"."""
 
 
 def to_generation_request(req: Txt2ImgRequest | Img2ImgRequest, prompt: str, negative: str,
@@ -40,7 +44,13 @@ def to_generation_request(req: Txt2ImgRequest | Img2ImgRequest, prompt: str, neg
         eta=req.eta,
         tiling=bool(req.tiling),
         denoising_strength=req.denoising_strength,
+        refiner_switch_by_sample_steps=bool(opts.get("refiner_switch_by_sample_steps", False)),
+        hires_fix_refiner_pass=str(opts.get("hires_fix_refiner_pass") or "second pass"),
     )
+    if req.refiner_checkpoint and req.refiner_checkpoint.strip() not in NO_CHECKPOINT:
+        gen.refiner_checkpoint = req.refiner_checkpoint.strip()
+        if req.refiner_switch_at is not None:
+            gen.refiner_switch_at = req.refiner_switch_at
     if isinstance(req, Txt2ImgRequest):
         hr_sampler = hr_schedule = None
         if req.hr_sampler_name and req.hr_sampler_name != "Use same sampler":
@@ -54,6 +64,8 @@ def to_generation_request(req: Txt2ImgRequest | Img2ImgRequest, prompt: str, neg
         gen.hr_resize_x, gen.hr_resize_y = req.hr_resize_x, req.hr_resize_y
         gen.hr_sampler_name, gen.hr_scheduler = hr_sampler, hr_schedule
         gen.hr_prompt, gen.hr_negative_prompt = req.hr_prompt, req.hr_negative_prompt
+        if req.hr_checkpoint_name and req.hr_checkpoint_name.strip() not in NO_CHECKPOINT:
+            gen.hr_checkpoint_name = req.hr_checkpoint_name.strip()
     else:
         gen.init_images = list(req.init_images or [])
         gen.mask = req.mask or None

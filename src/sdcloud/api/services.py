@@ -422,6 +422,12 @@ class Services:
         prompt, negative = self._apply_styles(req)
         gen = to_generation_request(req, prompt, negative, opts)
         validate_request(gen, self.settings.limits, self.extras.upscalers)
+        for field in ("refiner_checkpoint", "hr_checkpoint_name"):  # the job's worker loads them by key
+            if getattr(gen, field):
+                try:
+                    setattr(gen, field, self.resolve_model(getattr(gen, field)))
+                except NotFound as err:
+                    raise BadRequest(f"{field}: {err}") from None
         restore = None
         if req.restore_faces:  # A1111 applies opts.face_restoration_model after generation
             restore = str(opts.get("face_restoration_model") or "CodeFormer")

@@ -238,13 +238,16 @@ class Engine:
         if name in self._extra:
             return self._extra[name]
         bare = name[: name.rindex(" [")] if name.endswith("]") and " [" in name else name
-        if bare in DEMO_KINDS:
+        path = None if bare in DEMO_KINDS else self.resolve_model_path(name)
+        if path is not None and self.current is not None and str(path) == self.current.path:
+            return None  # the main model under another of its names
+        if path is None:
             kind = DEMO_KINDS[bare]
             pipe = build_demo_pipeline(kind)
             info = ModelInfo(bare, bare, None, None, "sdxl" if kind == "sdxl" else "sd1",
                              "inpaint" if kind.endswith("inpaint") else "base", "epsilon", True)
         else:
-            pipe, info = self._load_file(self.resolve_model_path(name), refiner=True)
+            pipe, info = self._load_file(path, refiner=True)
         pipe.set_progress_bar_config(disable=True)
         memory = self.settings.memory if self.device.type == "cuda" else "none"
         resident = self.device.type != "cuda"
