@@ -53,10 +53,11 @@ def to_generation_request(req: Txt2ImgRequest | Img2ImgRequest, prompt: str, neg
             gen.refiner_switch_at = req.refiner_switch_at
     if isinstance(req, Txt2ImgRequest):
         hr_sampler = hr_schedule = None
+        own_schedule = req.hr_scheduler if req.hr_scheduler not in (None, "", "Use same scheduler") else None
         if req.hr_sampler_name and req.hr_sampler_name != "Use same sampler":
-            hr_sampler, hr_schedule = resolve_sampler(req.hr_sampler_name, req.hr_scheduler)
-        elif req.hr_scheduler and req.hr_scheduler != "Use same scheduler":
-            hr_schedule = resolve_sampler(sampler, req.hr_scheduler)[1]
+            hr_sampler, hr_schedule = resolve_sampler(req.hr_sampler_name, own_schedule or schedule)
+        elif own_schedule:
+            hr_schedule = resolve_sampler(sampler, own_schedule)[1]
         gen.enable_hr = req.enable_hr
         gen.hr_scale = req.hr_scale
         gen.hr_upscaler = req.hr_upscaler or "Latent"

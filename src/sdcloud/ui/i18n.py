@@ -129,6 +129,22 @@ JA: dict[str, str] = {
     "Apply JSON": "JSON を適用",
     "**Input limits** (set with `SDCLOUD_MAX_*` environment variables or the config file)":
         "**入力の上限**(環境変数 `SDCLOUD_MAX_*` か設定ファイルで変更)",
+    # hires pass and refiner (issue 17)
+    "Hires checkpoint": "ハイレゾ補助のモデル",
+    "Hires sampling method": "ハイレゾ補助のサンプラー",
+    "Hires schedule type": "ハイレゾ補助のスケジュールタイプ",
+    "Hires prompt": "ハイレゾ補助のプロンプト",
+    "Hires negative prompt": "ハイレゾ補助のネガティブプロンプト",
+    "Prompt for hires fix pass.\nLeave empty to use the same prompt as in first pass.":
+        "ハイレゾ補助で使うプロンプト。\n空欄なら1回目と同じプロンプトを使います。",
+    "Negative prompt for hires fix pass.\nLeave empty to use the same negative prompt as in first pass.":
+        "ハイレゾ補助で使うネガティブプロンプト。\n空欄なら1回目と同じネガティブプロンプトを使います。",
+    "Refiner": "リファイナー",
+    "Checkpoint": "モデル",
+    "sampling goes on with this model (e.g. the SDXL refiner)":
+        "途中からこのモデルで生成を続けます(SDXL の refiner など)",
+    "Switch at": "切り替えタイミング",
+    "fraction of the sampling done before the switch": "切り替えるまでに済ませる生成の割合",
 }
 
 TEXT_PROPS = ("label", "info", "placeholder")
