@@ -433,6 +433,11 @@ _FLOAT_FIELDS = {
     "Hires upscale": "hr_scale",
     "Noise multiplier": "initial_noise_multiplier",
     "Refiner switch at": "refiner_switch_at",
+    "Sigma churn": "s_churn",
+    "Sigma tmin": "s_tmin",
+    "Sigma tmax": "s_tmax",
+    "Sigma noise": "s_noise",
+    "NGMS": "s_min_uncond",
 }
 _STR_FIELDS = {
     "Prompt": "prompt",

@@ -46,7 +46,18 @@ def to_generation_request(req: Txt2ImgRequest | Img2ImgRequest, prompt: str, neg
         denoising_strength=req.denoising_strength,
         refiner_switch_by_sample_steps=bool(opts.get("refiner_switch_by_sample_steps", False)),
         hires_fix_refiner_pass=str(opts.get("hires_fix_refiner_pass") or "second pass"),
+        s_min_uncond_all=bool(opts.get("s_min_uncond_all", False)),
+        skip_early_cond=float(opts.get("skip_early_cond") or 0.0),
+        sigma_min=float(opts.get("sigma_min") or 0.0),
+        sigma_max=float(opts.get("sigma_max") or 0.0),
+        rho=float(opts.get("rho") or 0.0),
     )
+    for name, default in (("s_churn", 0.0), ("s_tmin", 0.0), ("s_tmax", 0.0), ("s_noise", 1.0),
+                          ("s_min_uncond", 0.0)):  # the request's value, else the option's
+        value = getattr(req, name)
+        if value is None:
+            value = opts.get(name, default)
+        setattr(gen, name, float(default if value is None else value))
     if req.refiner_checkpoint and req.refiner_checkpoint.strip() not in NO_CHECKPOINT:
         gen.refiner_checkpoint = req.refiner_checkpoint.strip()
         if req.refiner_switch_at is not None:

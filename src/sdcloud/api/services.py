@@ -417,6 +417,7 @@ class Services:
                 model_key = self.resolve_model(wanted)
         clean = validate(overrides)
         opts.update(clean)
+        opts.update({k: v for k, v in validate_kept(overrides).items() if k in REQUEST_OPTIONS})
         if isinstance(req, Img2ImgRequest) and not req.init_images:
             raise NotFound("Init image not found")
         prompt, negative = self._apply_styles(req)
@@ -531,14 +532,14 @@ class Services:
         check_infotext_size(req.infotext, "infotext")
         parsed = parse_infotext(req.infotext)
         fields = infotext_to_request_fields(parsed)
-        fields.pop("extra", None)
+        extra = fields.pop("extra", {})
         if "Prompt" in parsed:
             fields.setdefault("prompt", parsed["Prompt"])
         if "Negative prompt" in parsed:
             fields.setdefault("negative_prompt", parsed["Negative prompt"])
         known = type(req).model_fields
         updates = {k: v for k, v in fields.items() if k in known and k not in req.model_fields_set}
-        overrides = _infotext_overrides(fields, bool(self.options["disable_weights_auto_swap"]))
+        overrides = _infotext_overrides(fields, bool(self.options["disable_weights_auto_swap"]), extra)
         if "sd_vae" in overrides:
             try:
                 self._vae_key(overrides["sd_vae"])
@@ -713,10 +714,33 @@ def check_client_value(value: Any, where: str, max_depth: int = MAX_JSON_DEPTH) 
             stack.extend((v, path, depth + 1) for v in item)
 
 
-def _infotext_overrides(fields: dict[str, Any], keep_model: bool) -> dict[str, Any]:
+# infotext label -> the A1111 option it sets (A1111's infotext_to_setting_name_mapping), as a
+# number or a flag; options the generation reads (REQUEST_OPTIONS)
+_INFOTEXT_OPTIONS: dict[str, tuple[str, type]] = {
+    "Schedule min sigma": ("sigma_min", float), "Schedule max sigma": ("sigma_max", float),
+    "Schedule rho": ("rho", float), "Skip Early CFG": ("skip_early_cond", float),
+    "NGMS all steps": ("s_min_uncond_all", bool),
+    "Refiner switch by sampling steps": ("refiner_switch_by_sample_steps", bool),
+    "Hires refiner": ("hires_fix_refiner_pass", str),
+}
+REQUEST_OPTIONS = ("s_churn", "s_tmin", "s_tmax", "s_noise", "s_min_uncond", "s_min_uncond_all", "skip_early_cond",
+                   "sigma_min", "sigma_max", "rho")
+"""A1111 options kept as A1111 keeps them that a request reads (``override_settings`` applies them)."""
+
+
+def _infotext_overrides(fields: dict[str, Any], keep_model: bool, extra: dict[str, str] | None = None
+                        ) -> dict[str, Any]:
     """Options an infotext sets (A1111 applies them as ``override_settings``): ``Clip skip``,
-    ``VAE`` and, unless ``disable_weights_auto_swap`` (A1111's default) is on, the model."""
+    ``VAE``, the sampling options (``Schedule rho``, ``Skip Early CFG``, ...) and, unless
+    ``disable_weights_auto_swap`` (A1111's default) is on, the model."""
     out: dict[str, Any] = {}
+    for label, text in (extra or {}).items():
+        if label in _INFOTEXT_OPTIONS:
+            key, kind = _INFOTEXT_OPTIONS[label]
+            try:
+                out[key] = text == "True" if kind is bool else kind(text)
+            except ValueError:
+                continue
     if isinstance(fields.get("clip_skip"), int):
         out["CLIP_stop_at_last_layers"] = fields["clip_skip"]
     if isinstance(fields.get("vae"), str) and fields["vae"]:

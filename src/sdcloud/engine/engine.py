@@ -387,7 +387,7 @@ class Engine:
                 inpaint_full_res=req.inpaint_full_res, inpaint_full_res_padding=req.inpaint_full_res_padding,
                 inpainting_mask_invert=bool(req.inpainting_mask_invert),
                 lora_hashes=lora_hashes or None, ti_hashes=ti_hashes or None,
-                extra={**self._refiner_params(req, resolved),
+                extra={**resolved.get("params", {}), **self._refiner_params(req, resolved),
                        "RNG": "CPU", **({"Demo model": "random weights"} if info.is_demo else {}),
                        **resolved.get("controlnet", {}),
                        **dict(c.split(": ", 1) for c in resolved.get("comments", []))},

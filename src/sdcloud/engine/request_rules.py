@@ -83,6 +83,9 @@ def validate(req: GenerationRequest, limits: Any, upscalers: Any = None) -> None
         _between("denoising_strength", req.denoising_strength, 0, 1)
     _between("clip_skip", req.clip_skip, 1, 12)
     _between("refiner_switch_at", req.refiner_switch_at, 0, 1)
+    for name, hi in (("s_churn", 100), ("s_tmin", 1000), ("s_tmax", 1000), ("s_noise", 2), ("s_min_uncond", 100),
+                     ("skip_early_cond", 1), ("sigma_min", 1000), ("sigma_max", 1000), ("rho", 100)):
+        _between(name, getattr(req, name), 0, hi)
     if req.hires_fix_refiner_pass not in REFINER_PASSES:
         raise BadRequest(f"hires_fix_refiner_pass must be one of {', '.join(REFINER_PASSES)}, "
                          f"got {req.hires_fix_refiner_pass!r}")

@@ -211,6 +211,7 @@ class Denoiser:
         # GPU-memory rule: another model may be parked to make room)
         self.use = use or (lambda ctx: None)
         self.refined = False  # a pass switched to its refiner
+        self.params: dict[str, object] = {}  # infotext labels of what was used (Sigma churn, NGMS, ...)
         self.last_pass_refined = False
         self._conds: dict[tuple[Any, ...], tuple[list[tuple[float, CondSchedule]], CondSchedule]] = {}
 
@@ -261,7 +262,9 @@ class Denoiser:
             assert latents is not None
             return latents
         scheduler = build_scheduler(p.sampler, p.schedule, dict(active.pipe.scheduler.config))
-        sched_steps = set_timesteps(scheduler, p.sampler, p.schedule, sched_steps, device, active.is_xl)
+        r = self.req
+        sched_steps = set_timesteps(scheduler, p.sampler, p.schedule, sched_steps, device, active.is_xl,
+                                    {"sigma_min": r.sigma_min, "sigma_max": r.sigma_max, "rho": r.rho}, self.params)
         t_enc = min(t_enc, sched_steps - 1)
         seeds = list(seeds) if seeds is not None else list(range(len(noise)))
         if hasattr(scheduler, "noise_sampler_seed"):
@@ -290,6 +293,11 @@ class Denoiser:
             step_kwargs["generator"] = generators or [torch.Generator("cpu").manual_seed(s) for s in seeds]
         if "eta" in step_params and self.req.eta is not None:
             step_kwargs["eta"] = self.req.eta
+        step_kwargs.update(self._sigma_tweaks(step_params))
+        log_sigmas = None
+        if self.req.s_min_uncond > 0:  # NGMS compares the step's sigma (k-diffusion's t_to_sigma)
+            alphas = scheduler.alphas_cumprod.to("cpu", torch.float64)
+            log_sigmas = (((1 - alphas) / alphas) ** 0.5).log().numpy()
         batch = latents.shape[0]
         cfg = self.req.cfg_scale
         total = len(timesteps)
@@ -316,7 +324,8 @@ class Denoiser:
             unet = active.pipe.unet
             inpainting = image_cond is not None and unet.config.in_channels == 9
             out = self._model_output(active, p, unet, latents, scheduler, t, i, total, batch, cfg, parts, unconds,
-                                     image_cond if inpainting else None, control)
+                                     image_cond if inpainting else None, control,
+                                     self._skip_uncond(i, total, t, log_sigmas))
             latents = scheduler.step(out, t, latents, **step_kwargs).prev_sample
             if init_latents is not None and latent_mask is not None and not inpainting:
                 if i < total - 1:
@@ -331,6 +340,34 @@ class Denoiser:
                 self._report(i + 1, latents)
         return latents
 
+    def _sigma_tweaks(self, step_params: Any) -> dict[str, float]:
+        """A1111's ``s_churn``/``s_tmin``/``s_tmax``/``s_noise`` for a sampler that takes them
+        (written to the infotext when not the default, as A1111 does)."""
+        out: dict[str, float] = {}
+        for name, label, default in (("s_churn", "Sigma churn", 0.0), ("s_tmin", "Sigma tmin", 0.0),
+                                     ("s_tmax", "Sigma tmax", 0.0), ("s_noise", "Sigma noise", 1.0)):
+            value = float(getattr(self.req, name))
+            if name in step_params and value != default:
+                out[name] = value
+                self.params[label] = value
+        return out
+
+    def _skip_uncond(self, i: int, total: int, t: Any, log_sigmas: Any) -> bool:
+        """A1111's CFGDenoiser: no negative prompt for the first ``skip_early_cond`` of the sampling
+        (Skip Early CFG), or below sigma ``s_min_uncond`` on every other call (NGMS)."""
+        req = self.req
+        if req.skip_early_cond > 0 and i / max(1, total) <= req.skip_early_cond:
+            self.params["Skip Early CFG"] = req.skip_early_cond
+            return True
+        if log_sigmas is not None and (i % 2 or req.s_min_uncond_all):
+            sigma = float(np.exp(np.interp(float(t), np.arange(len(log_sigmas)), log_sigmas)))
+            if sigma < req.s_min_uncond:
+                self.params["NGMS"] = req.s_min_uncond
+                if req.s_min_uncond_all:
+                    self.params["NGMS all steps"] = "True"
+                return True
+        return False
+
     @staticmethod
     def _switch_due(refiner: Refiner, done: int, steps: int, t: Any) -> bool:
         """A1111's ``apply_refiner``: the fraction of steps done, or of the timesteps passed."""
@@ -343,13 +380,15 @@ class Denoiser:
 
     def _model_output(self, ctx: ModelContext, p: Pass, unet: Any, latents: torch.Tensor, scheduler: Any, t: Any,
                       i: int, total: int, batch: int, cfg: float, parts: list[tuple[float, CondSchedule]],
-                      unconds: CondSchedule, image_cond: torch.Tensor | None, control: Any) -> torch.Tensor:
+                      unconds: CondSchedule, image_cond: torch.Tensor | None, control: Any,
+                      skip_uncond: bool = False) -> torch.Tensor:
         """The guided model output of one call: ``uncond + cfg * (cond - uncond)``, or with ``AND``
         parts A1111's ``combine_denoised``: ``uncond + cfg * sum(weight_k * (cond_k - uncond))``
-        (linear, so the same on the noise prediction as on the denoised image)."""
+        (linear, so the same on the noise prediction as on the denoised image). ``skip_uncond``:
+        the positive prompt alone (a plain prompt only)."""
         conds = [(w, self._cond_at(c, i)) for w, c in parts]
         plain = len(conds) == 1 and conds[0][0] == 1.0
-        use_cfg = cfg > 1.0 or not plain
+        use_cfg = (cfg > 1.0 and not skip_uncond) or not plain
         uncond = self._cond_at(unconds, i)
         rows = pad_all([uncond, *(c for _, c in conds)], ctx.encoder("", self.req.clip_skip))
         if not use_cfg:
@@ -639,6 +678,6 @@ def generate_images(ctx: ModelContext, req: GenerationRequest, limits: Any,
         "hr_sampler": hr_sampler, "hr_schedule": effective_schedule(hr_sampler, hr_schedule),
         "denoise": denoise if (is_img2img or hires) else None, "hires_steps": hr_steps,
         "hires_size": (hr_pass.width, hr_pass.height) if hr_pass else None,
-        "all_seeds": seeds, "all_subseeds": subseeds, "refined": s.refined,
+        "all_seeds": seeds, "all_subseeds": subseeds, "refined": s.refined, "params": dict(s.params),
     }
     return images, out_seeds, out_subseeds, interrupted, resolved

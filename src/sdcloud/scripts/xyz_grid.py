@@ -110,6 +110,16 @@ def _checkpoint(cell: dict[str, Any], x: str, xs: list[Any], env: ScriptEnv) -> 
         raise BadRequest(f"Unknown checkpoint: {x}") from None
 
 
+def _refiner(cell: dict[str, Any], x: str, xs: list[Any], env: ScriptEnv) -> None:
+    if x.strip() in ("", "None", "none"):
+        cell["fields"]["refiner_checkpoint"] = None
+        return
+    try:
+        cell["fields"]["refiner_checkpoint"] = env.resolve_model(x)
+    except NotFound:
+        raise BadRequest(f"Unknown refiner checkpoint: {x}") from None
+
+
 def _vae(cell: dict[str, Any], x: str, xs: list[Any], env: ScriptEnv) -> None:
     try:
         cell["vae"] = env.resolve_vae(x)
@@ -171,16 +181,16 @@ AXES: tuple[Axis, ...] = (
     Axis("Hires sampler", "str", _hr_sampler, tab="txt2img", choices=lambda e: e.samplers),
     Axis("Sampler", "str", _sampler, tab="img2img", label_style="plain", choices=lambda e: e.samplers),
     Axis("Checkpoint name", "str", _checkpoint, cost=1.0, label_style="basename", choices=lambda e: e.checkpoints),
-    Axis("Negative Guidance minimum sigma", "float", None),
-    Axis("Sigma Churn", "float", None),
-    Axis("Sigma min", "float", None),
-    Axis("Sigma max", "float", None),
-    Axis("Sigma noise", "float", None),
+    Axis("Negative Guidance minimum sigma", "float", _field("s_min_uncond", 0, 100)),
+    Axis("Sigma Churn", "float", _field("s_churn", 0, 100)),
+    Axis("Sigma min", "float", _field("s_tmin", 0, 1000)),
+    Axis("Sigma max", "float", _field("s_tmax", 0, 1000)),
+    Axis("Sigma noise", "float", _field("s_noise", 0, 2)),
     Axis("Schedule type", "str", _schedule, choices=lambda e: e.schedules),
-    Axis("Schedule min sigma", "float", None),
-    Axis("Schedule max sigma", "float", None),
-    Axis("Schedule rho", "float", None),
-    Axis("Skip Early CFG", "float", None),
+    Axis("Schedule min sigma", "float", _field("sigma_min", 0, 1000)),
+    Axis("Schedule max sigma", "float", _field("sigma_max", 0, 1000)),
+    Axis("Schedule rho", "float", _field("rho", 0, 100)),
+    Axis("Skip Early CFG", "float", _field("skip_early_cond", 0, 1)),
     Axis("Beta schedule alpha", "float", None),
     Axis("Beta schedule beta", "float", None),
     Axis("Eta", "float", _field("eta", 0, 1)),
@@ -198,8 +208,9 @@ AXES: tuple[Axis, ...] = (
     Axis("Token merging ratio high-res", "float", None),
     Axis("Always discard next-to-last sigma", "str", None, choices=lambda e: ["False", "True"]),
     Axis("SGM noise multiplier", "str", None, choices=lambda e: ["False", "True"]),
-    Axis("Refiner checkpoint", "str", None, cost=1.0, label_style="basename"),
-    Axis("Refiner switch at", "float", None),
+    Axis("Refiner checkpoint", "str", _refiner, cost=1.0, label_style="basename",
+         choices=lambda e: ["None", *e.checkpoints]),
+    Axis("Refiner switch at", "float", _field("refiner_switch_at", 0, 1)),
     Axis("RNG source", "str", _rng, choices=lambda e: ["GPU", "CPU", "NV"]),
     Axis("FP8 mode", "str", None, cost=0.9, choices=lambda e: ["Disable", "Enable for SDXL", "Enable"]),
     Axis("Size", "str", _size),
