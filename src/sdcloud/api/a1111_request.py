@@ -60,8 +60,8 @@ def to_generation_request(req: Txt2ImgRequest | Img2ImgRequest, prompt: str, neg
         setattr(gen, name, float(default if value is None else value))
     if req.refiner_checkpoint and req.refiner_checkpoint.strip() not in NO_CHECKPOINT:
         gen.refiner_checkpoint = req.refiner_checkpoint.strip()
-        if req.refiner_switch_at is not None:
-            gen.refiner_switch_at = req.refiner_switch_at
+    if req.refiner_switch_at is not None:  # kept without a refiner too: an X/Y/Z refiner axis uses it
+        gen.refiner_switch_at = req.refiner_switch_at
     if isinstance(req, Txt2ImgRequest):
         hr_sampler = hr_schedule = None
         own_schedule = req.hr_scheduler if req.hr_scheduler not in (None, "", "Use same scheduler") else None
