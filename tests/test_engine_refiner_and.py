@@ -166,6 +166,15 @@ def test_any_checkpoint_can_refine_and_batches_keep_their_seeds(xl: Engine) -> N
     assert parse_infotext(r.infotexts[0])["Refiner"].startswith("other-xl [")
 
 
+def test_refiner_stays_loaded_between_requests_until_another_is_named(xl: Engine) -> None:
+    xl.generate(req(refiner_checkpoint="tiny-refiner", refiner_switch_at=0.5))
+    loaded = xl.extra_model("tiny-refiner")
+    xl.generate(req())  # a request without a refiner (an X/Y/Z "None" cell) does not unload it
+    assert xl.extra_model("tiny-refiner") is loaded
+    xl.generate(req(refiner_checkpoint="other-xl", refiner_switch_at=0.5))  # another one frees it
+    assert "tiny-refiner" not in xl._extra and "other-xl" in xl._extra
+
+
 def test_refiner_in_hires_passes(xl: Engine) -> None:
     hires = dict(enable_hr=True, hr_scale=1.5, denoising_strength=0.6, hr_second_pass_steps=3)
     plain = xl.generate(req(**hires))

@@ -265,12 +265,35 @@ class Engine:
         log.info("loaded %s beside %s (%s)", info.title, self.current.title if self.current else "-", info.family)
         return self._extra[name]
 
+    def load_extra_pipeline(self, name: str, pipe: Any, info: ModelInfo) -> None:
+        """Use a pipeline built elsewhere as the refiner / hires checkpoint ``name`` (benches);
+        on a GPU machine it is treated as a loaded one: its weights wait where they are until
+        ``_use`` moves them (pass it in CPU RAM to start parked, as a loaded one does)."""
+        with self._lock:
+            on_device = next(pipe.unet.parameters()).device.type == self.device.type
+            ctx = ModelContext(pipe, info.family, info.variant, self.device, self.dtype,
+                               PromptEncoder(pipe, info.family), title=info.short_title,
+                               resident=on_device or self.device.type != "cuda")
+            self._extra[name] = (ctx, info)
+
     def _keep_extra(self, names: set[str]) -> None:
         """Free the other checkpoints this request does not use (before loading its own)."""
         for key in [k for k in self._extra if k not in names]:
             del self._extra[key]
         gc.collect()
         if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def _settle_extra(self) -> None:
+        """After a generation the other checkpoints stay on the GPU only while that leaves room
+        for the next image's activations (``residency.HEADROOM``); else they wait in CPU RAM."""
+        if self.device.type != "cuda" or not self._extra or self.settings.memory in ("medvram", "lowvram"):
+            return  # (with offload, diffusers' hooks move the weights)
+        if torch.cuda.mem_get_info(self.device)[0] < residency.HEADROOM:
+            for ctx, _info in self._extra.values():
+                if ctx.resident and ctx.pipe is not None and ctx is not self._ctx:
+                    residency.place(ctx.pipe, "cpu")
+                    ctx.resident = False
             torch.cuda.empty_cache()
 
     def _use(self, ctx: ModelContext) -> None:
@@ -284,7 +307,8 @@ class Engine:
 
     def _extra_models(self, req: GenerationRequest) -> tuple[ExtraModels, dict[str, ModelInfo]]:
         names = {n for n in (req.refiner_checkpoint, req.hr_checkpoint_name if req.enable_hr else None) if n}
-        self._keep_extra({n.strip() for n in names})
+        if names:  # a request without one keeps them (an X/Y/Z plot alternates "None" and a refiner)
+            self._keep_extra({n.strip() for n in names})
         infos: dict[str, ModelInfo] = {}
         models = ExtraModels(refiner_passes=req.hires_fix_refiner_pass, use=self._use)
         if req.refiner_checkpoint and req.refiner_switch_at < 1.0:
@@ -325,6 +349,7 @@ class Engine:
                     self._ctx, clean, self.settings.limits, progress, cancel, preview, models=models)
             finally:
                 self._use(self._ctx)  # outside a generation the main model is on the GPU
+                self._settle_extra()
             resolved["models"] = infos
             resolved["comments"] = list(self._networks.comments)  # skipped networks (A1111 goes on too)
             resolved["controlnet"] = {f"ControlNet {i}": u.infotext(u.model) for i, u in enumerate(req.controlnet)}
