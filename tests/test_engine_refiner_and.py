@@ -4,6 +4,9 @@ checkpoint, sampler, schedule and prompt, and ``AND`` (A1111's composable diffus
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -307,3 +310,26 @@ def test_schedule_sigma_range_and_rho(sd: Engine) -> None:
     uniform = sd.generate(req(scheduler="Uniform"))
     uniform_rho = sd.generate(req(scheduler="Uniform", rho=3.0))
     assert same(uniform.images[0], uniform_rho.images[0]) and "Schedule rho" not in uniform_rho.infotexts[0]
+
+
+# -- sdcloud generate ---------------------------------------------------------------------------
+
+def _cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    return subprocess.run([sys.executable, "-m", "sdcloud.cli", "--data-dir", str(data_dir), "generate", *args],
+                          capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_cli_refiner_and_hires_flags(data_dir: Path) -> None:
+    r = _cli(data_dir, "a cat", "--model", "demo-xl", "--steps", "3", "--size", "64x64", "--seed", "5",
+             "--refiner", "tiny-refiner", "--refiner-switch-at", "0.5", "--hires", "--hr-scale", "1.5",
+             "--hr-steps", "2", "--hr-prompt", "a dog", "--hr-sampler", "Euler", "--hr-checkpoint", "other-xl")
+    assert r.returncode == 0, r.stderr
+    with Image.open(r.stdout.split()[0]) as im:
+        parsed = parse_infotext(im.info["parameters"])
+    assert parsed["Refiner"].startswith("tiny-refiner [") and parsed["Refiner switch at"] == "0.5"
+    assert parsed["Hires checkpoint"].startswith("other-xl [") and parsed["Hires prompt"] == "a dog"
+    assert parsed["Hires sampler"] == "Euler"  # the CLI default sampler is DPM++ 2M
+    bad = _cli(data_dir, "a cat", "--model", "demo-xl", "--steps", "2", "--size", "64x64", "--refiner", "missing")
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    assert "checkpoint 'missing' not found" in bad.stderr and "loading model" not in bad.stderr  # before any load
