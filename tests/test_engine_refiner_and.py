@@ -306,6 +306,9 @@ def test_schedule_sigma_range_and_rho(sd: Engine) -> None:
     assert not same(karras.images[0], rho.images[0], 2) and not same(karras.images[0], top.images[0], 2)
     assert parse_infotext(rho.infotexts[0])["Schedule rho"] == "3.0"
     assert parse_infotext(top.infotexts[0])["Schedule max sigma"] == "5.0"
+    discard = sd.generate(req(scheduler="Karras", always_discard_next_to_last_sigma=True))
+    assert not same(karras.images[0], discard.images[0], 2)
+    assert parse_infotext(discard.infotexts[0])["Discard penultimate sigma"] == "True"
     # a schedule diffusers lays out itself (Uniform) has no sigma list to change: as in A1111
     uniform = sd.generate(req(scheduler="Uniform"))
     uniform_rho = sd.generate(req(scheduler="Uniform", rho=3.0))

@@ -80,6 +80,8 @@ CASES = [
     ("Schedule rho", "0, 3", [{}, {"override_settings": {"rho": 3}}], {"scheduler": "Karras"}),
     ("Schedule max sigma", "0, 5", [{}, {"override_settings": {"sigma_max": 5}}], {"scheduler": "Karras"}),
     ("Schedule min sigma", "0, 1", [{}, {"override_settings": {"sigma_min": 1}}], {"scheduler": "Karras"}),
+    ("Always discard next-to-last sigma", "False, True",
+     [{}, {"override_settings": {"always_discard_next_to_last_sigma": True}}], {"scheduler": "Karras"}),
     ("Var. seed", "5, 6", [{"subseed": 5}, {"subseed": 6}], {"subseed_strength": 0.5}),
     ("Var. strength", "0, 0.6", [{"subseed_strength": 0}, {"subseed_strength": 0.6}], {"subseed": 9}),
     ("Prompt order", "red fox, snow", [{"prompt": "a red fox, snow"}, {"prompt": "a snow, red fox"}], {}),

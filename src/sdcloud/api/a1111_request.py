@@ -51,6 +51,7 @@ def to_generation_request(req: Txt2ImgRequest | Img2ImgRequest, prompt: str, neg
         sigma_min=float(opts.get("sigma_min") or 0.0),
         sigma_max=float(opts.get("sigma_max") or 0.0),
         rho=float(opts.get("rho") or 0.0),
+        always_discard_next_to_last_sigma=bool(opts.get("always_discard_next_to_last_sigma", False)),
     )
     for name, default in (("s_churn", 0.0), ("s_tmin", 0.0), ("s_tmax", 0.0), ("s_noise", 1.0),
                           ("s_min_uncond", 0.0)):  # the request's value, else the option's

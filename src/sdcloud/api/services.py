@@ -722,9 +722,10 @@ _INFOTEXT_OPTIONS: dict[str, tuple[str, type]] = {
     "NGMS all steps": ("s_min_uncond_all", bool),
     "Refiner switch by sampling steps": ("refiner_switch_by_sample_steps", bool),
     "Hires refiner": ("hires_fix_refiner_pass", str),
+    "Discard penultimate sigma": ("always_discard_next_to_last_sigma", bool),
 }
 REQUEST_OPTIONS = ("s_churn", "s_tmin", "s_tmax", "s_noise", "s_min_uncond", "s_min_uncond_all", "skip_early_cond",
-                   "sigma_min", "sigma_max", "rho")
+                   "sigma_min", "sigma_max", "rho", "always_discard_next_to_last_sigma")
 """A1111 options kept as A1111 keeps them that a request reads (``override_settings`` applies them)."""
 
 

@@ -193,8 +193,9 @@ def set_timesteps(scheduler: Any, sampler: str, schedule_label: str, steps: int,
     computed here (``schedule_sigmas``: A1111's sigma_min/sigma_max, the model's whole range) the
     scheduler's sigmas and the matching timesteps (k-diffusion's ``sigma_to_t``, not rounded) are
     replaced; our own samplers always take such a list. ``overrides``: A1111's options
-    ``sigma_min``, ``sigma_max`` and ``rho`` (0 = the schedule's own) for a schedule computed
-    here; what took effect goes into ``used`` under its infotext label."""
+    ``sigma_min``, ``sigma_max`` and ``rho`` (0 = the schedule's own) and ``discard``
+    (``always_discard_next_to_last_sigma``) for a schedule computed here; what took effect goes
+    into ``used`` under its infotext label."""
     sched = _SCHEDULE_BY_KEY[effective_schedule(sampler, schedule_label).lower()]
     own = isinstance(scheduler, KDiffusionScheduler)
     spec = _BY_NAME[sampler]
@@ -206,6 +207,10 @@ def set_timesteps(scheduler: Any, sampler: str, schedule_label: str, steps: int,
     import torch
 
     discard = dict(spec.options).get("discard_next_to_last_sigma") == "True"
+    if (overrides or {}).get("discard") and not discard:
+        discard = True
+        if used is not None:
+            used["Discard penultimate sigma"] = "True"
     alphas = scheduler.alphas_cumprod.to("cpu", torch.float32)
     model_sigmas = ((1 - alphas) / alphas) ** 0.5  # k-diffusion's model_wrap.sigmas (float32)
     lo, hi, rho = model_sigmas[0].item(), model_sigmas[-1].item(), None

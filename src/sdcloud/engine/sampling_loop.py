@@ -264,7 +264,8 @@ class Denoiser:
         scheduler = build_scheduler(p.sampler, p.schedule, dict(active.pipe.scheduler.config))
         r = self.req
         sched_steps = set_timesteps(scheduler, p.sampler, p.schedule, sched_steps, device, active.is_xl,
-                                    {"sigma_min": r.sigma_min, "sigma_max": r.sigma_max, "rho": r.rho}, self.params)
+                                    {"sigma_min": r.sigma_min, "sigma_max": r.sigma_max, "rho": r.rho,
+                                     "discard": r.always_discard_next_to_last_sigma}, self.params)
         t_enc = min(t_enc, sched_steps - 1)
         seeds = list(seeds) if seeds is not None else list(range(len(noise)))
         if hasattr(scheduler, "noise_sampler_seed"):

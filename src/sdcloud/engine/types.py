@@ -71,6 +71,7 @@ class GenerationRequest:
     sigma_min: float = 0.0
     sigma_max: float = 0.0
     rho: float = 0.0
+    always_discard_next_to_last_sigma: bool = False  # A1111 option, for every sigma-list schedule
     # img2img / inpaint: set init_images to make this an img2img job
     init_images: list[Any] = field(default_factory=list)
     resize_mode: int = 0  # 0 just resize, 1 crop and resize, 2 resize and fill, 3 latent upscale

@@ -56,6 +56,14 @@ def _field(name: str, lo: float | None = None, hi: float | None = None) -> Apply
     return apply
 
 
+def _flag(name: str) -> Apply:
+    def apply(cell: dict[str, Any], x: str, xs: list[Any], env: ScriptEnv) -> None:
+        if x.strip().lower() not in ("true", "false"):
+            raise BadRequest(f"{name} must be True or False; the X/Y/Z plot has '{x}'")
+        cell["fields"][name] = x.strip().lower() == "true"
+    return apply
+
+
 def _seed(name: str) -> Apply:
     def apply(cell: dict[str, Any], x: Any, xs: list[Any], env: ScriptEnv) -> None:
         if not -1 <= x < 2**32:
@@ -206,7 +214,8 @@ AXES: tuple[Axis, ...] = (
     Axis("Face restore", "str", None, label_style="plain"),
     Axis("Token merging ratio", "float", None),
     Axis("Token merging ratio high-res", "float", None),
-    Axis("Always discard next-to-last sigma", "str", None, choices=lambda e: ["False", "True"]),
+    Axis("Always discard next-to-last sigma", "str", _flag("always_discard_next_to_last_sigma"),
+         choices=lambda e: ["False", "True"]),
     Axis("SGM noise multiplier", "str", None, choices=lambda e: ["False", "True"]),
     Axis("Refiner checkpoint", "str", _refiner, cost=1.0, label_style="basename",
          choices=lambda e: ["None", *e.checkpoints]),
