@@ -121,3 +121,16 @@ def test_refiner_axis_labels_and_bad_values(client: TestClient) -> None:
         "Refiner switch at", "1.5", [], "Nothing", "", [], "Nothing", "", [],
         False, True, False, False, False, False, False, 0, False]})
     assert r.status_code == 400 and "refiner_switch_at" in r.json()["detail"]
+
+
+def test_face_restore_axis(client: TestClient) -> None:
+    images, _ = xyz(client, "Face restore", "False")
+    assert same(images[0], single(client))
+    # "True" needs the face_restoration_model option's file (and facexlib): refused before queueing here,
+    # with the same answer a plain txt2img with restore_faces gets
+    args = ["Face restore", "False, True", [], "Nothing", "", [], "Nothing", "", [],
+            False, True, False, False, False, False, False, 0, False]
+    r = client.post("/sdapi/v1/txt2img", json={**BASE, "script_name": "X/Y/Z plot", "script_args": args})
+    plain = client.post("/sdapi/v1/txt2img", json={**BASE, "restore_faces": True})
+    assert r.status_code == plain.status_code and r.status_code in (400, 404, 422)
+    assert r.json()["detail"] == plain.json()["detail"]

@@ -521,7 +521,15 @@ class Services:
             styles=[s["name"] for s in self.prompt_styles()],
             seed_was_random=bool(req is not None and req.seed == -1),
             max_images=max(1, lim.max_batch_size * lim.max_n_iter),
+            face_restorer=lambda: self._face_restorer(req),
         )
+
+    def _face_restorer(self, req: Txt2ImgRequest | Img2ImgRequest | None) -> str:
+        """The face restorer a request would use (A1111's face_restoration_model), 4xx if it cannot run."""
+        override = (req.override_settings or {}).get("face_restoration_model") if req is not None else None
+        name = str(override or self.options["face_restoration_model"] or "CodeFormer")
+        self.extras.faces.check(name)
+        return name
 
     def _apply_infotext(self, req: Txt2ImgRequest | Img2ImgRequest) -> Txt2ImgRequest | Img2ImgRequest:
         """Fill the fields the request did not set from its ``infotext`` (A1111 1.8+)."""

@@ -164,6 +164,16 @@ def _size(cell: dict[str, Any], x: str, xs: list[Any], env: ScriptEnv) -> None:
     cell["fields"]["width"], cell["fields"]["height"] = int(m.group(1)), int(m.group(2))
 
 
+def _face_restore(cell: dict[str, Any], x: str, xs: list[Any], env: ScriptEnv) -> None:
+    """A1111: true/yes/on restores faces with the face_restoration_model option, anything else not."""
+    if x.strip().lower() in ("true", "yes", "on"):
+        if env.face_restorer is None:
+            raise BadRequest("Face restore: this server has no face restorer")
+        cell["fields"]["restore_faces"] = env.face_restorer()
+    else:
+        cell["fields"]["restore_faces"] = ""
+
+
 def _rng(cell: dict[str, Any], x: str, xs: list[Any], env: ScriptEnv) -> None:
     if x.upper() != "CPU":
         raise BadRequest("RNG source: this server draws noise on the CPU only (RNG: CPU)")
@@ -211,7 +221,7 @@ AXES: tuple[Axis, ...] = (
     Axis("VAE", "str", _vae, cost=0.7, choices=lambda e: ["Automatic", "None", *e.vaes]),
     Axis("Styles", "str", _styles, choices=lambda e: e.styles),
     Axis("UniPC Order", "int", None, cost=0.5),
-    Axis("Face restore", "str", None, label_style="plain"),
+    Axis("Face restore", "str", _face_restore, label_style="plain", choices=lambda e: ["False", "True"]),
     Axis("Token merging ratio", "float", None),
     Axis("Token merging ratio high-res", "float", None),
     Axis("Always discard next-to-last sigma", "str", _flag("always_discard_next_to_last_sigma"),
