@@ -402,7 +402,7 @@ class Engine:
                 hires_sampler=resolved["hr_sampler"] if hires and resolved["hr_sampler"] != resolved["sampler"]
                 else None,
                 hires_schedule_type=resolved["hr_schedule"]
-                if hires and resolved["hr_schedule"] != resolved["schedule"] else None,
+                if hires and resolved["hr_schedule_label"] != resolved["schedule_label"] else None,
                 hires_checkpoint=self._hires_checkpoint_title(req, resolved) if hires else None,
                 hires_prompt=req.hr_prompt if hires and req.hr_prompt and req.hr_prompt != req.prompt else None,
                 hires_negative_prompt=req.hr_negative_prompt

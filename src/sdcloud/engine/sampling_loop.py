@@ -677,6 +677,7 @@ def generate_images(ctx: ModelContext, req: GenerationRequest, limits: Any,
     resolved = {
         "sampler": sampler_name, "schedule": effective_schedule(sampler_name, schedule),
         "hr_sampler": hr_sampler, "hr_schedule": effective_schedule(hr_sampler, hr_schedule),
+        "schedule_label": schedule, "hr_schedule_label": hr_schedule,  # as asked (A1111 compares these)
         "denoise": denoise if (is_img2img or hires) else None, "hires_steps": hr_steps,
         "hires_size": (hr_pass.width, hr_pass.height) if hr_pass else None,
         "all_seeds": seeds, "all_subseeds": subseeds, "refined": s.refined, "params": dict(s.params),
