@@ -85,3 +85,11 @@ def test_controls_are_in_the_page(tmp_path: object) -> None:
     assert english(refiner["label"]) == "Checkpoint"
     assert [c[0] for c in refiner["choices"]][:1] == [NO_REFINER] and "demo-xl" in [c[0] for c in refiner["choices"]]
     assert by_id["txt2img_refiner_switch_at"]["value"] == 0.8
+
+
+def test_token_counter_counts_the_longest_and_part() -> None:
+    from sdcloud.ui.token_count import count_tokens
+
+    long_part = ", ".join(["red fox"] * 30)  # 89 tokens: two chunks
+    assert count_tokens(f"a cat AND {long_part}:0.5") == count_tokens(long_part)
+    assert count_tokens("a cat AND a dog") == count_tokens("a cat")  # each part is encoded on its own
