@@ -336,3 +336,23 @@ def test_cli_refiner_and_hires_flags(data_dir: Path) -> None:
     bad = _cli(data_dir, "a cat", "--model", "demo-xl", "--steps", "2", "--size", "64x64", "--refiner", "missing")
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
     assert "checkpoint 'missing' not found" in bad.stderr and "loading model" not in bad.stderr  # before any load
+
+
+def test_refiner_in_img2img_and_inpaint(engine: Engine) -> None:
+    init = Image.new("RGB", (64, 64), (200, 40, 40))
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    engine.load_model("demo")
+    plain = engine.generate(req(init_images=[init], denoising_strength=0.6))
+    refined = engine.generate(req(init_images=[init], denoising_strength=0.6, refiner_checkpoint="other-sd",
+                                  refiner_switch_at=0.5))
+    assert not same(plain.images[0], refined.images[0], 2) and "Refiner: other-sd [" in refined.infotexts[0]
+    # a 9-channel inpainting model refined by an ordinary one: after the switch the mask is kept by
+    # blending (the refiner's UNet takes no mask channels), and the area outside is the original
+    engine.load_model("demo-inpaint")
+    inpainted = engine.generate(req(init_images=[init], mask=mask, mask_blur=0, inpainting_fill=1,
+                                    denoising_strength=0.8, refiner_checkpoint="other-sd", refiner_switch_at=0.5))
+    out = arr(inpainted.images[0])
+    assert "Refiner: other-sd [" in inpainted.infotexts[0]
+    assert np.abs(out[:8, :8] - np.array([200, 40, 40])).max() <= 2  # outside the mask: untouched
+    assert np.abs(out[24:40, 24:40] - np.array([200, 40, 40])).max() > 10  # inside: repainted
