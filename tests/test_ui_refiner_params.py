@@ -53,6 +53,7 @@ def test_png_info_fills_the_controls() -> None:
     # A1111's defaults for labels left out: the first pass's checkpoint and sampler
     assert (bare["hr_checkpoint_name"], bare["hr_sampler_name"], bare["hr_scheduler"]) == (
         SAME_CHECKPOINT, SAME_SAMPLER, SAME_SCHEDULER)
+    assert bare["refiner_checkpoint"] == NO_REFINER  # no "Refiner" label: the refiner is turned off
 
 
 def test_match_checkpoint_finds_the_dropdown_title() -> None:

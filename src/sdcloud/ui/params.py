@@ -113,7 +113,9 @@ def infotext_to_txt2img(params: Mapping[str, Any], *, ranges: Ranges | None = No
         "refiner_checkpoint": str,
         "refiner_switch_at": lambda v: _clamp(v, 0.01, 1.0),
     }
-    return {key: fit[key](value) for key, value in fields.items() if key in fit}
+    values = {key: fit[key](value) for key, value in fields.items() if key in fit}
+    values.setdefault("refiner_checkpoint", NO_REFINER)  # A1111: no "Refiner" label turns the refiner off
+    return values
 
 
 def match_checkpoint(name: str, titles: Iterable[str]) -> str | None:
