@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # merge_memory's checkpoint generator
 sys.path.insert(0, str(ROOT / "src"))  # this checkout's sdcloud, installed or not
 
-SECTIONS = ("engine", "compile", "vae", "bf16", "medvram", "lowvram", "merge", "train")
+SECTIONS = ("engine", "compile", "vae", "bf16", "refiner", "medvram", "lowvram", "merge", "train")
 CUDA_ONLY = {"compile": "torch.compile is checked on CUDA only",
              "bf16": "the engine runs fp32 on CPU",
              "medvram": "the engine applies --medvram on CUDA only",
@@ -438,6 +438,49 @@ def check_bf16(plan: Plan, report: Report, pipe: Any, family: str, fp16: Timing)
                    bf.peak_gb, fp16.peak_gb, f"{bf.seconds:.2f}/{fp16.seconds:.2f} s per call"))
 
 
+def check_refiner(plan: Plan, report: Report, pipe: Any, family: str) -> None:
+    """Issue 17's refiner: a request that switches to a second model of the same size at 0.5 vs
+    one model, with room for both on the GPU; then with every switch parking the other model in
+    CPU RAM (engine/residency.py's small-card path, forced by an impossible headroom): the same
+    image, and what the moves cost."""
+    import dataclasses
+
+    import numpy as np
+    import torch
+
+    from sdcloud.engine import residency
+
+    second = build_pipeline(family, plan.tiny, plan.device, pipe.unet.dtype, seed=1)
+    if plan.device.type == "cuda":
+        residency.place(second, "cpu")  # a loaded refiner starts in CPU RAM
+        second.vae.to("cpu")
+        torch.cuda.empty_cache()
+    engine = _engine(plan, pipe, family)
+    headroom = residency.HEADROOM
+    try:
+        engine.load_extra_pipeline("refiner-random", second, _model_info(family))
+        plain = _request(family, plan.size[family], 1, plan.steps)
+        refined = dataclasses.replace(plain, refiner_checkpoint="refiner-random", refiner_switch_at=0.5)
+        t = measure({"one": ours_call(engine, plain), "two": ours_call(engine, refined)}, plan.device, plan.runs)
+        room = engine.generate(refined)
+        residency.HEADROOM = 1 << 60  # never room: park on every switch
+        parked_t = measure({"x": ours_call(engine, refined)}, plan.device, 1)["x"]
+        parked = engine.generate(refined)
+    finally:
+        residency.HEADROOM = headroom
+        engine.unload()
+        pipe.to(plan.device)
+    diff = int(np.abs(np.asarray(room.images[0], dtype=np.int16) - np.asarray(parked.images[0], dtype=np.int16)).max())
+    assert "Refiner: " in room.infotexts[0], room.infotexts[0]
+    one, two = t["one"], t["two"]
+    report.add(Row(f"{family}.refiner", f"{family} {plan.size[family]}px b1 refiner at 0.5 vs one model", "s",
+                   two.seconds, one.seconds, two.seconds / one.seconds, None, two.peak_gb, one.peak_gb,
+                   "both models on the GPU"))
+    report.add(Row(f"{family}.refiner_parked", f"{family} refiner parking on each switch vs room for both", "s",
+                   parked_t.seconds, two.seconds, parked_t.seconds / two.seconds, None, parked_t.peak_gb, two.peak_gb,
+                   f"same image: {'yes' if diff == 0 else f'max diff {diff}/255'}"))
+
+
 def check_offload(plan: Plan, report: Report, pipe: Any, family: str, mode: str) -> None:
     """--medvram (model CPU offload) / --lowvram (sequential offload): time and peak VRAM of one
     image vs no offload at the same steps. After medvram the pipeline is back on the GPU."""
@@ -528,6 +571,7 @@ def run_family(plan: Plan, report: Report, family: str) -> None:
         "compile": lambda: check_compile(plan, report, pipe, family),
         "bf16": lambda: check_bf16(plan, report, pipe, family, b1),
         "train": lambda: check_training(plan, report, pipe, family),
+        "refiner": lambda: check_refiner(plan, report, pipe, family),
         "medvram": lambda: check_offload(plan, report, pipe, family, "medvram"),
         "lowvram": lambda: check_offload(plan, report, pipe, family, "lowvram"),
     }

@@ -73,6 +73,9 @@ def test_cpu_smoke_runs_the_vae_fallback_and_merge_and_says_what_it_skipped(smok
         assert train["ours"] > 0 and train["base"] > 0
         assert train["ratio"] == pytest.approx(train["base"] / train["ours"])
         assert train["target"] is None and "ratio ours/bare" in train["note"]  # tiny: no verdict
+        for key in (f"{family}.refiner", f"{family}.refiner_parked"):  # issue 17: a second model mid-sampling
+            assert rows[key]["status"] == "ok" and rows[key]["ours"] > 0, rows[key]
+        assert rows[f"{family}.refiner_parked"]["note"] == "same image: yes"
         merge = rows[f"merge.{family}.cpu"]
         assert merge["status"] == "ok" and merge["ours"] > 0 and merge["base"] > 0, merge
         assert "every key" in merge["note"]

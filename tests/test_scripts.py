@@ -133,7 +133,7 @@ def test_xyz_saves_grid_and_cells_in_a1111_folders(app: tuple[TestClient, Settin
     ({"script_name": "SD upscale"}, 422, "not found"),  # img2img only
     ({"alwayson_scripts": {"ADetailer": {"args": []}}}, 422, "always on script ADetailer not found"),
     ({"script_name": "X/Y/Z plot", "script_args": xyz_args(99, "1")}, 400, "not an X/Y/Z axis"),
-    ({"script_name": "X/Y/Z plot", "script_args": xyz_args("Sigma Churn", "1")}, 400, "not supported"),
+    ({"script_name": "X/Y/Z plot", "script_args": xyz_args("Token merging ratio", "0.5")}, 400, "not supported"),
     ({"script_name": "X/Y/Z plot", "script_args": xyz_args("Sampler", "Nope")}, 400, "unknown sampler"),
     ({"script_name": "X/Y/Z plot", "script_args": xyz_args("Checkpoint name", "nope")}, 400, "Unknown checkpoint"),
     ({"script_name": "X/Y/Z plot", "script_args": xyz_args("Prompt S/R", "dog,cat")}, 400, "did not find dog"),

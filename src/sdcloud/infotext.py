@@ -144,6 +144,7 @@ def generation_params(
     hires_resize: tuple[int, int] | None = None,
     hires_steps: int | None = None,
     hires_upscaler: str | None = None,
+    hires_checkpoint: str | None = None,
     hires_sampler: str | None = None,
     hires_schedule_type: str | None = None,
     hires_prompt: str | None = None,
@@ -194,6 +195,7 @@ def generation_params(
         "Hires resize": f"{hires_resize[0]}x{hires_resize[1]}" if hires_resize else None,
         "Hires steps": hires_steps or None,
         "Hires upscaler": hires_upscaler,
+        "Hires checkpoint": hires_checkpoint,
         "Hires sampler": hires_sampler,
         "Hires schedule type": hires_schedule_type,
         "Hires prompt": hires_prompt,
@@ -431,6 +433,11 @@ _FLOAT_FIELDS = {
     "Hires upscale": "hr_scale",
     "Noise multiplier": "initial_noise_multiplier",
     "Refiner switch at": "refiner_switch_at",
+    "Sigma churn": "s_churn",
+    "Sigma tmin": "s_tmin",
+    "Sigma tmax": "s_tmax",
+    "Sigma noise": "s_noise",
+    "NGMS": "s_min_uncond",
 }
 _STR_FIELDS = {
     "Prompt": "prompt",

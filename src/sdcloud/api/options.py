@@ -30,7 +30,10 @@ DEFAULTS: dict[str, Any] = {
     "live_previews_enable": True,
     "show_progress_every_n_steps": 10,
     "face_restoration_model": "CodeFormer",  # what restore_faces uses (A1111's default)
+    "refiner_switch_by_sample_steps": False,  # the refiner switches by steps done, not timestep
+    "hires_fix_refiner_pass": "second pass",  # which passes of a hires-fix request the refiner joins
 }
+REFINER_PASSES = ("first pass", "second pass", "both passes")
 
 COMPUTED = ("sd_model_checkpoint", "sd_checkpoint_hash")  # describe the loaded model, never stored
 
@@ -104,6 +107,8 @@ def validate(changes: dict[str, Any]) -> dict[str, Any]:
         if key in _RANGES and not _RANGES[key][0] <= value <= _RANGES[key][1]:
             lo, hi = _RANGES[key]
             raise BadRequest(f"option '{key}' must be between {lo} and {hi}, got {value}")
+        if key == "hires_fix_refiner_pass" and value not in REFINER_PASSES:
+            raise BadRequest(f"hires_fix_refiner_pass must be one of {', '.join(REFINER_PASSES)}, got {value!r}")
         if key == "samples_format" and value.lower() not in SAMPLE_FORMATS:
             raise BadRequest(f"samples_format must be one of {', '.join(SAMPLE_FORMATS)}, got {value!r}")
         clean[key] = value.lower() if key == "samples_format" else value

@@ -417,11 +417,18 @@ class Services:
                 model_key = self.resolve_model(wanted)
         clean = validate(overrides)
         opts.update(clean)
+        opts.update({k: v for k, v in validate_kept(overrides).items() if k in REQUEST_OPTIONS})
         if isinstance(req, Img2ImgRequest) and not req.init_images:
             raise NotFound("Init image not found")
         prompt, negative = self._apply_styles(req)
         gen = to_generation_request(req, prompt, negative, opts)
         validate_request(gen, self.settings.limits, self.extras.upscalers)
+        for field in ("refiner_checkpoint", "hr_checkpoint_name"):  # the job's worker loads them by key
+            if getattr(gen, field):
+                try:
+                    setattr(gen, field, self.resolve_model(getattr(gen, field)))
+                except NotFound as err:
+                    raise BadRequest(f"{field}: {err}") from None
         restore = None
         if req.restore_faces:  # A1111 applies opts.face_restoration_model after generation
             restore = str(opts.get("face_restoration_model") or "CodeFormer")
@@ -514,7 +521,15 @@ class Services:
             styles=[s["name"] for s in self.prompt_styles()],
             seed_was_random=bool(req is not None and req.seed == -1),
             max_images=max(1, lim.max_batch_size * lim.max_n_iter),
+            face_restorer=lambda: self._face_restorer(req),
         )
+
+    def _face_restorer(self, req: Txt2ImgRequest | Img2ImgRequest | None) -> str:
+        """The face restorer a request would use (A1111's face_restoration_model), 4xx if it cannot run."""
+        override = (req.override_settings or {}).get("face_restoration_model") if req is not None else None
+        name = str(override or self.options["face_restoration_model"] or "CodeFormer")
+        self.extras.faces.check(name)
+        return name
 
     def _apply_infotext(self, req: Txt2ImgRequest | Img2ImgRequest) -> Txt2ImgRequest | Img2ImgRequest:
         """Fill the fields the request did not set from its ``infotext`` (A1111 1.8+)."""
@@ -525,14 +540,14 @@ class Services:
         check_infotext_size(req.infotext, "infotext")
         parsed = parse_infotext(req.infotext)
         fields = infotext_to_request_fields(parsed)
-        fields.pop("extra", None)
+        extra = fields.pop("extra", {})
         if "Prompt" in parsed:
             fields.setdefault("prompt", parsed["Prompt"])
         if "Negative prompt" in parsed:
             fields.setdefault("negative_prompt", parsed["Negative prompt"])
         known = type(req).model_fields
         updates = {k: v for k, v in fields.items() if k in known and k not in req.model_fields_set}
-        overrides = _infotext_overrides(fields, bool(self.options["disable_weights_auto_swap"]))
+        overrides = _infotext_overrides(fields, bool(self.options["disable_weights_auto_swap"]), extra)
         if "sd_vae" in overrides:
             try:
                 self._vae_key(overrides["sd_vae"])
@@ -707,10 +722,34 @@ def check_client_value(value: Any, where: str, max_depth: int = MAX_JSON_DEPTH) 
             stack.extend((v, path, depth + 1) for v in item)
 
 
-def _infotext_overrides(fields: dict[str, Any], keep_model: bool) -> dict[str, Any]:
+# infotext label -> the A1111 option it sets (A1111's infotext_to_setting_name_mapping), as a
+# number or a flag; options the generation reads (REQUEST_OPTIONS)
+_INFOTEXT_OPTIONS: dict[str, tuple[str, type]] = {
+    "Schedule min sigma": ("sigma_min", float), "Schedule max sigma": ("sigma_max", float),
+    "Schedule rho": ("rho", float), "Skip Early CFG": ("skip_early_cond", float),
+    "NGMS all steps": ("s_min_uncond_all", bool),
+    "Refiner switch by sampling steps": ("refiner_switch_by_sample_steps", bool),
+    "Hires refiner": ("hires_fix_refiner_pass", str),
+    "Discard penultimate sigma": ("always_discard_next_to_last_sigma", bool),
+}
+REQUEST_OPTIONS = ("s_churn", "s_tmin", "s_tmax", "s_noise", "s_min_uncond", "s_min_uncond_all", "skip_early_cond",
+                   "sigma_min", "sigma_max", "rho", "always_discard_next_to_last_sigma")
+"""A1111 options kept as A1111 keeps them that a request reads (``override_settings`` applies them)."""
+
+
+def _infotext_overrides(fields: dict[str, Any], keep_model: bool, extra: dict[str, str] | None = None
+                        ) -> dict[str, Any]:
     """Options an infotext sets (A1111 applies them as ``override_settings``): ``Clip skip``,
-    ``VAE`` and, unless ``disable_weights_auto_swap`` (A1111's default) is on, the model."""
+    ``VAE``, the sampling options (``Schedule rho``, ``Skip Early CFG``, ...) and, unless
+    ``disable_weights_auto_swap`` (A1111's default) is on, the model."""
     out: dict[str, Any] = {}
+    for label, text in (extra or {}).items():
+        if label in _INFOTEXT_OPTIONS:
+            key, kind = _INFOTEXT_OPTIONS[label]
+            try:
+                out[key] = text == "True" if kind is bool else kind(text)
+            except ValueError:
+                continue
     if isinstance(fields.get("clip_skip"), int):
         out["CLIP_stop_at_last_layers"] = fields["clip_skip"]
     if isinstance(fields.get("vae"), str) and fields["vae"]:

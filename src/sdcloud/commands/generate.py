@@ -51,6 +51,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hr-scale", type=float, default=2.0)
     p.add_argument("--hr-upscaler", default="Latent")
     p.add_argument("--hr-steps", type=int, default=0, help="second-pass steps (0 = same as --steps)")
+    p.add_argument("--hr-checkpoint", help="checkpoint for the second pass (default: the same model)")
+    p.add_argument("--hr-sampler", help="sampler for the second pass (default: the same)")
+    p.add_argument("--hr-scheduler", help="schedule type for the second pass (default: the same)")
+    p.add_argument("--hr-prompt", default="", help="prompt for the second pass (default: the same)")
+    p.add_argument("--hr-negative", default="", help="negative prompt for the second pass (default: the same)")
+    p.add_argument("--refiner", help="refiner checkpoint: sampling goes on with it from --refiner-switch-at")
+    p.add_argument("--refiner-switch-at", type=float, default=0.8,
+                   help="fraction of the sampling done before the refiner takes over (0-1)")
     p.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"])
     p.add_argument("--dtype", choices=["auto", "fp16", "bf16", "fp32"])
     p.add_argument("--medvram", action="store_true", help="model CPU offload (less VRAM)")
@@ -94,6 +102,9 @@ def _request(args: argparse.Namespace, settings: Any) -> Any:
         hr_scale=args.hr_scale, hr_upscaler=args.hr_upscaler, hr_second_pass_steps=args.hr_steps,
         resize_mode=args.resize_mode, mask_blur=args.mask_blur, inpainting_fill=fill,
         inpaint_full_res=args.only_masked, model=args.model or settings.model or "demo", vae=args.vae,
+        hr_checkpoint_name=args.hr_checkpoint, hr_sampler_name=args.hr_sampler, hr_scheduler=args.hr_scheduler,
+        hr_prompt=args.hr_prompt, hr_negative_prompt=args.hr_negative, refiner_checkpoint=args.refiner,
+        refiner_switch_at=args.refiner_switch_at,
     )
 
 
@@ -110,6 +121,12 @@ def run(args: argparse.Namespace) -> int:
     from sdcloud.upscalers.registry import Upscalers
 
     validate(req, settings.limits, Upscalers(settings.models_root))  # fail fast, before loading a model
+    from sdcloud.catalog import Catalog
+    from sdcloud.engine.loader import DEMO_KINDS
+
+    for name in (req.refiner_checkpoint, req.hr_checkpoint_name if req.enable_hr else None):
+        if name and name not in DEMO_KINDS and name not in ("None", "Use same checkpoint"):
+            Catalog(settings).resolve("checkpoint", name)  # ... and before loading a model: a missing one
     # The same runner, journal and outbox as the server: a configured store gets the images.
     # The job journal is this run's own, so a server on the same data folder is not disturbed.
     from sdcloud.runtime import Runtime

@@ -92,8 +92,11 @@ class ControlRunner:
         return [Image.fromarray(detect(lu, w, h, self.annotators)[0]) for lu in self.units]
 
     def __call__(self, latents: torch.Tensor, t: Any, emb: torch.Tensor, added: dict[str, Any] | None, step: int,
-                 total: int, use_cfg: bool, size: tuple[int, int], hires: bool) -> dict[str, Any]:
-        """UNet keyword arguments (``down_block_additional_residuals`` / ``mid_...``) for this call."""
+                 total: int, use_cfg: bool, size: tuple[int, int], hires: bool,
+                 uncond_rows: int | None = None) -> dict[str, Any]:
+        """UNet keyword arguments (``down_block_additional_residuals`` / ``mid_...``) for this call.
+        ``uncond_rows``: how many rows (from the start) are the negative prompt's (default half;
+        more positive rows follow with ``AND`` prompts)."""
         progress = step / max(1, total)
         down_sum: list[torch.Tensor] | None = None
         mid_sum: torch.Tensor | None = None
@@ -113,7 +116,7 @@ class ControlRunner:
             mid = mid * scales[-1]
             if use_cfg and (u.control_mode == 2 or hires):  # control on the conditional half only
                 keep = torch.ones(n, 1, 1, 1, device=mid.device, dtype=mid.dtype)
-                keep[: n // 2] = 0
+                keep[: n // 2 if uncond_rows is None else uncond_rows] = 0
                 down = [d * keep for d in down]
                 mid = mid * keep
             down_sum = down if down_sum is None else [a + b for a, b in zip(down_sum, down, strict=True)]

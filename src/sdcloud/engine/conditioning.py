@@ -107,8 +107,9 @@ class PromptEncoder:
         return Conditioning(torch.cat(embeds, dim=-1), pooled)
 
 
-def pad_to_same_length(a: Conditioning, b: Conditioning, empty: Conditioning) -> tuple[Conditioning, Conditioning]:
-    """Make positive and negative the same token length by appending empty chunks (A1111)."""
+def pad_all(conds: list[Conditioning], empty: Conditioning) -> list[Conditioning]:
+    """Make prompts the same token length by appending empty chunks (A1111 pads the positive
+    and negative prompts, and each ``AND`` part, to the longest)."""
 
     def grow(c: Conditioning, length: int) -> Conditioning:
         missing = (length - c.embeds.shape[1]) // empty.embeds.shape[1]
@@ -116,5 +117,6 @@ def pad_to_same_length(a: Conditioning, b: Conditioning, empty: Conditioning) ->
             return c
         return Conditioning(torch.cat([c.embeds] + [empty.embeds] * missing, dim=1), c.pooled)
 
-    length = max(a.embeds.shape[1], b.embeds.shape[1])
-    return grow(a, length), grow(b, length)
+    length = max(c.embeds.shape[1] for c in conds)
+    return [grow(c, length) for c in conds]
+

@@ -31,6 +31,15 @@ SDXL_UNET: dict[str, Any] = dict(
     cross_attention_dim=32 + 48, addition_embed_type="text_time", addition_time_embed_dim=8,
     projection_class_embeddings_input_dim=6 * 8 + 48,
 )
+# The SDXL refiner's layout (4 levels, the second text encoder only, 5 time ids with the
+# aesthetic score), as tiny as the demo: written out as a file to try and test the refiner.
+SDXL_REFINER_UNET: dict[str, Any] = dict(
+    SDXL_UNET, block_out_channels=(32, 32, 64, 64), attention_head_dim=(2, 4, 8, 8),
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    transformer_layers_per_block=(1, 1, 1, 1), cross_attention_dim=48,
+    projection_class_embeddings_input_dim=5 * 8 + 48,
+)
 VAE: dict[str, Any] = dict(
     in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, norm_num_groups=32,
     block_out_channels=(32, 32, 32, 32), sample_size=64,
@@ -57,17 +66,22 @@ def demo_configs(kind: str) -> dict[str, dict[str, Any]]:
                 # diffusers tells SDXL's two encoders apart by width: keep them different
                 "text_encoder": dict(TEXT), "text_encoder_2": dict(TEXT, hidden_size=48, intermediate_size=53,
                                                                     projection_dim=48)}
-    raise ValueError(f"unknown demo kind {kind!r}; use 'sd15', 'sd15-inpaint' or 'sdxl'")
+    if kind == "sdxl-refiner":
+        return {"unet": dict(SDXL_REFINER_UNET), "vae": dict(VAE, scaling_factor=0.13025),
+                "text_encoder_2": dict(TEXT, hidden_size=48, intermediate_size=53, projection_dim=48)}
+    raise ValueError(f"unknown demo kind {kind!r}; use 'sd15', 'sd15-inpaint', 'sdxl' or 'sdxl-refiner'")
 
 
 def build_demo_pipeline(kind: str = "sd15", seed: int = 0) -> Any:
     """A seeded random pipeline (diffusers ``StableDiffusionPipeline`` or ``...XLPipeline``);
-    ``sd15-inpaint`` has the 9-channel UNet of inpainting models."""
+    ``sd15-inpaint`` has the 9-channel UNet of inpainting models, ``sdxl-refiner`` is an SDXL
+    refiner (``StableDiffusionXLImg2ImgPipeline``, no first text encoder)."""
     import torch
     from diffusers import (
         AutoencoderKL,
         EulerDiscreteScheduler,
         StableDiffusionPipeline,
+        StableDiffusionXLImg2ImgPipeline,
         StableDiffusionXLPipeline,
         UNet2DConditionModel,
     )
@@ -79,6 +93,17 @@ def build_demo_pipeline(kind: str = "sd15", seed: int = 0) -> Any:
     unet = UNet2DConditionModel(**cfg["unet"])
     torch.manual_seed(seed + 1)
     vae = AutoencoderKL(**cfg["vae"])
+    if kind == "sdxl-refiner":
+        torch.manual_seed(seed + 3)
+        refiner = StableDiffusionXLImg2ImgPipeline(
+            unet=unet, vae=vae, text_encoder=None, tokenizer=None,
+            text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**cfg["text_encoder_2"])),
+            tokenizer_2=CLIPTokenizer.from_pretrained(str(TOKENIZER_DIR), pad_token="!"),
+            scheduler=EulerDiscreteScheduler(**SCHEDULER), requires_aesthetics_score=True,
+        )
+        for module in (refiner.unet, refiner.vae, refiner.text_encoder_2):
+            module.eval()
+        return refiner
     torch.manual_seed(seed + 2)
     text_encoder = CLIPTextModel(CLIPTextConfig(**cfg["text_encoder"]))
     scheduler = EulerDiscreteScheduler(**SCHEDULER)

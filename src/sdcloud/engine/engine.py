@@ -21,12 +21,12 @@ from sdcloud.catalog import Catalog
 from sdcloud.checkpoints.hashing import HashCache
 from sdcloud.checkpoints.local_copy import local_copy
 from sdcloud.controlnet.models import ControlNetCache
-from sdcloud.engine import loader
+from sdcloud.engine import loader, residency
 from sdcloud.engine.conditioning import PromptEncoder
 from sdcloud.engine.demo import build_demo_pipeline
 from sdcloud.engine.loader import DEMO_KINDS, ModelInfo
 from sdcloud.engine.networks import NetworkManager
-from sdcloud.engine.sampling_loop import ModelContext, generate_images
+from sdcloud.engine.sampling_loop import ExtraModels, ModelContext, Refiner, generate_images
 from sdcloud.engine.types import GenerationRequest, GenerationResult
 from sdcloud.errors import NotFound
 from sdcloud.infotext import build_infotext, generation_params
@@ -77,6 +77,8 @@ class Engine:
         self._networks: NetworkManager | None = None
         self._lock = threading.RLock()
         self._local: dict[Path, tuple[Path, str]] = {}  # checkpoint -> (the file read, how it got there)
+        # checkpoints a request uses beside the main model (refiner, hires checkpoint), by name
+        self._extra: dict[str, tuple[ModelContext, ModelInfo]] = {}
         self.compile_cache_status: str | None = None
         self.upscalers = Upscalers(settings.models_root, self.device, self.dtype)
 
@@ -106,22 +108,27 @@ class Engine:
             if self.current is not None and name in (self.current.name, self.current.title, self.current.path):
                 return self.current
             path = None if name in DEMO_KINDS else self.resolve_model_path(name)  # unknown name: keep current
+            if path is not None:
+                loader.refuse_refiner(path)  # ... and so is a refiner
             self.unload()  # free the old model before building the new one
             if path is None:
                 kind = DEMO_KINDS[name]
                 return self._install(build_demo_pipeline(kind),
                                      ModelInfo(name, name, None, None, "sdxl" if kind == "sdxl" else "sd1",
                                                "inpaint" if kind.endswith("inpaint") else "base", "epsilon", True))
-            read_path, _how = self._local_path(path) if path.is_file() else (path, "local")
-            pipe, arch, prediction = loader.load_any(read_path, self.dtype)
-            sha = self._sha256(path, read_path) if path.is_file() else None
-            stem = path.stem if path.is_file() else path.name
-            try:
-                rel = path.resolve().relative_to(self.settings.checkpoints_path.resolve()).as_posix()
-            except ValueError:
-                rel = path.name
-            title = f"{rel} [{sha[:10]}]" if sha else rel
-            return self._install(pipe, ModelInfo(stem, title, str(path), sha, arch.family, arch.variant, prediction))
+            return self._install(*self._load_file(path))
+
+    def _load_file(self, path: Path, refiner: bool = False) -> tuple[Any, ModelInfo]:
+        read_path, _how = self._local_path(path) if path.is_file() else (path, "local")
+        pipe, arch, prediction = loader.load_any(read_path, self.dtype, refiner)
+        sha = self._sha256(path, read_path) if path.is_file() else None
+        stem = path.stem if path.is_file() else path.name
+        try:
+            rel = path.resolve().relative_to(self.settings.checkpoints_path.resolve()).as_posix()
+        except ValueError:
+            rel = path.name
+        title = f"{rel} [{sha[:10]}]" if sha else rel
+        return pipe, ModelInfo(stem, title, str(path), sha, arch.family, arch.variant, prediction)
 
     def _sha256(self, path: Path, read_path: Path) -> str:
         """The checkpoint's hash, from the cache (restored from the store on a new machine),
@@ -170,9 +177,10 @@ class Engine:
         return info
 
     def unload(self) -> None:
-        """Free the current model (RAM and VRAM)."""
+        """Free the current model and the other checkpoints loaded beside it (RAM and VRAM)."""
         with self._lock:
             self._pipe = self._ctx = self._networks = None
+            self._extra.clear()
             self.current = None
             gc.collect()
             if torch.cuda.is_available():
@@ -213,6 +221,108 @@ class Engine:
         """The loaded diffusers pipeline (for tools and benches)."""
         return self._pipe
 
+    # -- other checkpoints of a request ----------------------------------------------------
+    def _same_as_main(self, name: str) -> bool:
+        cur = self.current
+        assert cur is not None
+        bare = name[: name.rindex(" [")] if name.endswith("]") and " [" in name else name
+        return name in (cur.name, cur.title, cur.path, cur.short_title) or bare in (cur.name, cur.title)
+
+    def extra_model(self, name: str | None) -> tuple[ModelContext, ModelInfo] | None:
+        """The refiner or hires checkpoint ``name`` (catalog name, ``name [hash]``, a demo name),
+        loaded beside the main model and kept while requests use it; None for the main model
+        itself (or no name). Its weights start in CPU RAM on a GPU machine: ``_use`` moves them."""
+        name = (name or "").strip()
+        if not name or name in ("None", "none", "Use same checkpoint") or self._same_as_main(name):
+            return None
+        if name in self._extra:
+            return self._extra[name]
+        bare = name[: name.rindex(" [")] if name.endswith("]") and " [" in name else name
+        path = None if bare in DEMO_KINDS else self.resolve_model_path(name)
+        if path is not None and self.current is not None and str(path) == self.current.path:
+            return None  # the main model under another of its names
+        if path is None:
+            kind = DEMO_KINDS[bare]
+            pipe = build_demo_pipeline(kind)
+            info = ModelInfo(bare, bare, None, None, "sdxl" if kind == "sdxl" else "sd1",
+                             "inpaint" if kind.endswith("inpaint") else "base", "epsilon", True)
+        else:
+            pipe, info = self._load_file(path, refiner=True)
+        pipe.set_progress_bar_config(disable=True)
+        memory = self.settings.memory if self.device.type == "cuda" else "none"
+        resident = self.device.type != "cuda"
+        if memory == "medvram":
+            pipe.enable_model_cpu_offload()
+            resident = True
+        elif memory == "lowvram":
+            pipe.enable_sequential_cpu_offload()
+            resident = True
+        else:
+            pipe.to(torch.device("cpu") if self.device.type == "cuda" else self.device, self.dtype)
+        ctx = ModelContext(pipe, info.family, info.variant, self.device, self.dtype,
+                           PromptEncoder(pipe, info.family), title=info.short_title, resident=resident)
+        self._extra[name] = (ctx, info)
+        log.info("loaded %s beside %s (%s)", info.title, self.current.title if self.current else "-", info.family)
+        return self._extra[name]
+
+    def load_extra_pipeline(self, name: str, pipe: Any, info: ModelInfo) -> None:
+        """Use a pipeline built elsewhere as the refiner / hires checkpoint ``name`` (benches);
+        on a GPU machine it is treated as a loaded one: its weights wait where they are until
+        ``_use`` moves them (pass it in CPU RAM to start parked, as a loaded one does)."""
+        with self._lock:
+            on_device = next(pipe.unet.parameters()).device.type == self.device.type
+            ctx = ModelContext(pipe, info.family, info.variant, self.device, self.dtype,
+                               PromptEncoder(pipe, info.family), title=info.short_title,
+                               resident=on_device or self.device.type != "cuda")
+            self._extra[name] = (ctx, info)
+
+    def _keep_extra(self, names: set[str]) -> None:
+        """Free the other checkpoints this request does not use (before loading its own)."""
+        for key in [k for k in self._extra if k not in names]:
+            del self._extra[key]
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def _settle_extra(self) -> None:
+        """After a generation the other checkpoints stay on the GPU only while that leaves room
+        for the next image's activations (``residency.HEADROOM``); else they wait in CPU RAM."""
+        if self.device.type != "cuda" or not self._extra or self.settings.memory in ("medvram", "lowvram"):
+            return  # (with offload, diffusers' hooks move the weights)
+        if torch.cuda.mem_get_info(self.device)[0] < residency.HEADROOM:
+            for ctx, _info in self._extra.values():
+                if ctx.resident and ctx.pipe is not None and ctx is not self._ctx:
+                    residency.place(ctx.pipe, "cpu")
+                    ctx.resident = False
+            torch.cuda.empty_cache()
+
+    def _use(self, ctx: ModelContext) -> None:
+        """The GPU-memory rule (``engine.residency``): ``ctx``'s model on the GPU, others parked if short."""
+        if ctx.resident:
+            return
+        others = [c for c in (self._ctx, *(c for c, _ in self._extra.values())) if c is not None]
+        if residency.make_resident(ctx, others, self.device):
+            log.info("parked the other models in CPU RAM to run %s (not enough free GPU memory for both)",
+                     ctx.title or "the main model")
+
+    def _extra_models(self, req: GenerationRequest) -> tuple[ExtraModels, dict[str, ModelInfo]]:
+        names = {n for n in (req.refiner_checkpoint, req.hr_checkpoint_name if req.enable_hr else None) if n}
+        if names:  # a request without one keeps them (an X/Y/Z plot alternates "None" and a refiner)
+            self._keep_extra({n.strip() for n in names})
+        infos: dict[str, ModelInfo] = {}
+        models = ExtraModels(refiner_passes=req.hires_fix_refiner_pass, use=self._use)
+        if req.refiner_checkpoint and req.refiner_switch_at < 1.0:
+            loaded = self.extra_model(req.refiner_checkpoint)
+            if loaded is not None:
+                models.refiner = Refiner(loaded[0], req.refiner_switch_at, req.refiner_switch_by_sample_steps)
+                infos["refiner"] = loaded[1]
+        if req.enable_hr and not req.is_img2img and req.hr_checkpoint_name:
+            loaded = self.extra_model(req.hr_checkpoint_name)
+            if loaded is not None:
+                models.hires = loaded[0]
+                infos["hires"] = loaded[1]
+        return models, infos
+
     # -- generation ------------------------------------------------------------------------
     def generate(self, req: GenerationRequest, progress: ProgressCallback | None = None,
                  cancel: CancelToken | None = None, preview: bool = False) -> GenerationResult:
@@ -233,12 +343,41 @@ class Engine:
                 self._ctx.encoder.clear_cache()
             clean = dataclasses.replace(req, prompt=prompt, negative_prompt=negative, hr_prompt=hr_prompt)
             started = time.time()
-            images, seeds, subseeds, interrupted, resolved = generate_images(
-                self._ctx, clean, self.settings.limits, progress, cancel, preview)
+            models, infos = self._extra_models(clean)
+            try:
+                images, seeds, subseeds, interrupted, resolved = generate_images(
+                    self._ctx, clean, self.settings.limits, progress, cancel, preview, models=models)
+            finally:
+                self._use(self._ctx)  # outside a generation the main model is on the GPU
+                self._settle_extra()
+            resolved["models"] = infos
             resolved["comments"] = list(self._networks.comments)  # skipped networks (A1111 goes on too)
             resolved["controlnet"] = {f"ControlNet {i}": u.infotext(u.model) for i, u in enumerate(req.controlnet)}
             return self._result(req, images, seeds, subseeds, interrupted, resolved, lora_hashes, ti_hashes,
                                 started)
+
+    def _hires_checkpoint_title(self, req: GenerationRequest, resolved: dict[str, Any]) -> str | None:
+        """A1111 writes ``Hires checkpoint`` whenever the request names one (the main model too)."""
+        hires = resolved.get("models", {}).get("hires")
+        if hires is not None:
+            return hires.short_title
+        named = (req.hr_checkpoint_name or "").strip()
+        if named and named not in ("None", "none", "Use same checkpoint") and self.current is not None:
+            return self.current.short_title
+        return None
+
+    @staticmethod
+    def _refiner_params(req: GenerationRequest, resolved: dict[str, Any]) -> dict[str, object]:
+        """``Refiner``/``Refiner switch at`` once sampling switched to it (A1111 writes them then)."""
+        refiner = resolved.get("models", {}).get("refiner")
+        if refiner is None or not resolved.get("refined"):
+            return {}
+        out: dict[str, object] = {"Refiner": refiner.short_title, "Refiner switch at": req.refiner_switch_at}
+        if req.enable_hr and not req.is_img2img and req.hires_fix_refiner_pass != "second pass":
+            out["Hires refiner"] = req.hires_fix_refiner_pass
+        if req.refiner_switch_by_sample_steps:
+            out["Refiner switch by sampling steps"] = "True"
+        return out
 
     def _result(self, req: GenerationRequest, images: list, seeds: list[int], subseeds: list[int],
                 interrupted: bool, resolved: dict[str, Any], lora_hashes: dict[str, str],
@@ -263,15 +402,18 @@ class Engine:
                 hires_sampler=resolved["hr_sampler"] if hires and resolved["hr_sampler"] != resolved["sampler"]
                 else None,
                 hires_schedule_type=resolved["hr_schedule"]
-                if hires and resolved["hr_schedule"] != resolved["schedule"] else None,
-                hires_prompt=req.hr_prompt if hires and req.hr_prompt else None,
-                hires_negative_prompt=req.hr_negative_prompt if hires and req.hr_negative_prompt else None,
+                if hires and resolved["hr_schedule_label"] != resolved["schedule_label"] else None,
+                hires_checkpoint=self._hires_checkpoint_title(req, resolved) if hires else None,
+                hires_prompt=req.hr_prompt if hires and req.hr_prompt and req.hr_prompt != req.prompt else None,
+                hires_negative_prompt=req.hr_negative_prompt
+                if hires and req.hr_negative_prompt and req.hr_negative_prompt != req.negative_prompt else None,
                 mask_blur=req.mask_blur if req.mask is not None else None,
                 inpainting_fill=req.inpainting_fill if req.mask is not None else None,
                 inpaint_full_res=req.inpaint_full_res, inpaint_full_res_padding=req.inpaint_full_res_padding,
                 inpainting_mask_invert=bool(req.inpainting_mask_invert),
                 lora_hashes=lora_hashes or None, ti_hashes=ti_hashes or None,
-                extra={"RNG": "CPU", **({"Demo model": "random weights"} if info.is_demo else {}),
+                extra={**resolved.get("params", {}), **self._refiner_params(req, resolved),
+                       "RNG": "CPU", **({"Demo model": "random weights"} if info.is_demo else {}),
                        **resolved.get("controlnet", {}),
                        **dict(c.split(": ", 1) for c in resolved.get("comments", []))},
             )

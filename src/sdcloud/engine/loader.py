@@ -38,6 +38,11 @@ class ModelInfo:
     def short_hash(self) -> str | None:
         return self.sha256[:10] if self.sha256 else None
 
+    @property
+    def short_title(self) -> str:
+        """A1111's ``short_title`` (``name [hash]``): how infotexts name a refiner or hires checkpoint."""
+        return f"{self.name} [{self.short_hash}]" if self.sha256 else self.name
+
 
 def _prediction_type(path: Path, arch: ArchInfo, metadata: dict[str, str], keys: set[str]) -> str:
     """v_prediction or epsilon, from a sidecar .yaml, metadata, a ``v_pred`` key, or the SD2 heuristic."""
@@ -90,20 +95,32 @@ def inspect_single_file(path: Path) -> tuple[ArchInfo, str, dict[str, dict]]:
     return arch, prediction, overrides
 
 
-def load_single_file(path: Path, torch_dtype: Any) -> tuple[Any, ArchInfo, str]:
-    """Build a diffusers pipeline from an A1111-layout single file, with no network access."""
+def refuse_refiner(path: Path) -> None:
+    """``Unsupported`` for an SDXL refiner ``.safetensors`` (read from its header: cheap), so a
+    refiner picked as the main model is refused before the loaded model is freed."""
+    if path.is_file() and path.suffix.lower() == ".safetensors" and \
+            inspect_single_file(path)[0].family == "sdxl_refiner":
+        raise Unsupported(f"{path.name} is an SDXL refiner; use it as the refiner (refiner_checkpoint), "
+                          "not as the main model")
+
+
+def load_single_file(path: Path, torch_dtype: Any, refiner: bool = False) -> tuple[Any, ArchInfo, str]:
+    """Build a diffusers pipeline from an A1111-layout single file, with no network access.
+    ``refiner``: it is loaded to refine (A1111's refiner, hires checkpoint), so the SDXL
+    refiner is accepted (as its img2img pipeline)."""
     import diffusers
 
     from sdcloud.engine.model_configs import config_dir, pipeline_class
 
     arch, prediction, overrides = inspect_single_file(path)
-    if arch.family == "sdxl_refiner":
-        raise Unsupported(f"{path.name} is an SDXL refiner; load it as a refiner, not as the main model")
+    if arch.family == "sdxl_refiner" and not refiner:
+        raise Unsupported(f"{path.name} is an SDXL refiner; use it as the refiner (refiner_checkpoint), "
+                          "not as the main model")
     if not arch.has_text_encoder or not arch.has_vae:
         raise Unsupported(f"{path.name} lacks a {'text encoder' if not arch.has_text_encoder else 'VAE'}; "
                           "sdcloud needs a full checkpoint (UNet + VAE + text encoder)")
     cfg = config_dir(arch.family, arch.variant, prediction, overrides=overrides or None)
-    cls = getattr(diffusers, pipeline_class(arch.family, arch.variant))
+    cls = getattr(diffusers, pipeline_class(arch.family, arch.variant, img2img=arch.family == "sdxl_refiner"))
     kwargs: dict[str, Any] = {}
     if arch.family in ("sd1", "sd2"):
         kwargs.update(safety_checker=None, requires_safety_checker=False)
@@ -140,7 +157,7 @@ def load_diffusers_dir(path: Path, torch_dtype: Any) -> tuple[Any, ArchInfo, str
     return pipe, arch, pipe.scheduler.config.get("prediction_type", "epsilon")
 
 
-def load_any(path: Path, torch_dtype: Any) -> tuple[Any, ArchInfo, str]:
+def load_any(path: Path, torch_dtype: Any, refiner: bool = False) -> tuple[Any, ArchInfo, str]:
     if path.is_dir():
         if not (path / "model_index.json").is_file():
             raise NotFound(f"{path.name} is a folder without model_index.json (not a diffusers model)")
@@ -149,4 +166,4 @@ def load_any(path: Path, torch_dtype: Any) -> tuple[Any, ArchInfo, str]:
         raise NotFound(f"model file {path.name} not found")
     if path.suffix.lower() not in (".safetensors", ".ckpt", ".pt", ".bin", ".pth"):
         raise Unsupported(f"{path.name}: unknown checkpoint format (use .safetensors or .ckpt)")
-    return load_single_file(path, torch_dtype)
+    return load_single_file(path, torch_dtype, refiner)

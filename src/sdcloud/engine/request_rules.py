@@ -13,6 +13,7 @@ from typing import Any
 from sdcloud.engine.sampler_names import resolve_sampler
 from sdcloud.engine.types import GenerationRequest
 from sdcloud.errors import BadRequest
+from sdcloud.prompt_syntax import MAX_PARTS, split_and
 
 LATENT_UPSCALE_MODES = (
     "Latent",
@@ -27,6 +28,7 @@ HIRES_UPSCALERS = LATENT_UPSCALE_MODES + PIXEL_UPSCALERS
 MAX_SEED = 2**32 - 1
 IMG2IMG_DENOISE = 0.75  # A1111's default denoising strength for img2img
 HIRES_DENOISE = 0.7  # ... and for the hires pass
+REFINER_PASSES = ("first pass", "second pass", "both passes")  # A1111's hires_fix_refiner_pass
 
 
 def default_denoise(req: GenerationRequest) -> float:
@@ -80,6 +82,17 @@ def validate(req: GenerationRequest, limits: Any, upscalers: Any = None) -> None
     if req.denoising_strength is not None:
         _between("denoising_strength", req.denoising_strength, 0, 1)
     _between("clip_skip", req.clip_skip, 1, 12)
+    _between("refiner_switch_at", req.refiner_switch_at, 0, 1)
+    for name, hi in (("s_churn", 100), ("s_tmin", 1000), ("s_tmax", 1000), ("s_noise", 2), ("s_min_uncond", 100),
+                     ("skip_early_cond", 1), ("sigma_min", 1000), ("sigma_max", 1000), ("rho", 100)):
+        _between(name, getattr(req, name), 0, hi)
+    if req.hires_fix_refiner_pass not in REFINER_PASSES:
+        raise BadRequest(f"hires_fix_refiner_pass must be one of {', '.join(REFINER_PASSES)}, "
+                         f"got {req.hires_fix_refiner_pass!r}")
+    for name in ("prompt", "hr_prompt"):
+        parts = len(split_and(getattr(req, name)))
+        if parts > MAX_PARTS:
+            raise BadRequest(f"{name} has {parts} AND parts; at most {MAX_PARTS} are accepted")
     resolve_sampler(req.sampler_name, req.scheduler)
     model_upscaler = upscalers is not None and req.hr_upscaler != "None" and upscalers.has(req.hr_upscaler)
     if req.hr_upscaler not in HIRES_UPSCALERS and not model_upscaler:

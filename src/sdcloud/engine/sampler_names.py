@@ -186,12 +186,16 @@ def custom_sigma_samplers() -> list[str]:
 
 
 def set_timesteps(scheduler: Any, sampler: str, schedule_label: str, steps: int, device: Any,
-                  is_xl: bool = False) -> int:
+                  is_xl: bool = False, overrides: dict[str, float] | None = None,
+                  used: dict[str, object] | None = None) -> int:
     """``scheduler.set_timesteps`` for a resolved sampler and schedule; returns the number of steps laid
     out (``steps``, or the scheduler's training steps where diffusers allows no more). For a schedule
     computed here (``schedule_sigmas``: A1111's sigma_min/sigma_max, the model's whole range) the
     scheduler's sigmas and the matching timesteps (k-diffusion's ``sigma_to_t``, not rounded) are
-    replaced; our own samplers always take such a list."""
+    replaced; our own samplers always take such a list. ``overrides``: A1111's options
+    ``sigma_min``, ``sigma_max`` and ``rho`` (0 = the schedule's own) and ``discard``
+    (``always_discard_next_to_last_sigma``) for a schedule computed here; what took effect goes
+    into ``used`` under its infotext label."""
     sched = _SCHEDULE_BY_KEY[effective_schedule(sampler, schedule_label).lower()]
     own = isinstance(scheduler, KDiffusionScheduler)
     spec = _BY_NAME[sampler]
@@ -203,10 +207,21 @@ def set_timesteps(scheduler: Any, sampler: str, schedule_label: str, steps: int,
     import torch
 
     discard = dict(spec.options).get("discard_next_to_last_sigma") == "True"
+    if (overrides or {}).get("discard") and not discard:
+        discard = True
+        if used is not None:
+            used["Discard penultimate sigma"] = "True"
     alphas = scheduler.alphas_cumprod.to("cpu", torch.float32)
     model_sigmas = ((1 - alphas) / alphas) ** 0.5  # k-diffusion's model_wrap.sigmas (float32)
-    sigmas = schedule_sigmas(sched.label, steps + (1 if discard else 0), model_sigmas[0].item(),
-                             model_sigmas[-1].item(), is_xl)
+    lo, hi, rho = model_sigmas[0].item(), model_sigmas[-1].item(), None
+    ov, used = overrides or {}, used if used is not None else {}
+    if ov.get("sigma_min") and sched.label != "Align Your Steps":
+        lo = used["Schedule min sigma"] = float(ov["sigma_min"])
+    if ov.get("sigma_max") and sched.label != "Align Your Steps":
+        hi = used["Schedule max sigma"] = float(ov["sigma_max"])
+    if ov.get("rho") and sched.default_rho != -1 and ov["rho"] != sched.default_rho:
+        rho = used["Schedule rho"] = float(ov["rho"])
+    sigmas = schedule_sigmas(sched.label, steps + (1 if discard else 0), lo, hi, is_xl, rho)
     if discard:
         sigmas = torch.cat([sigmas[:-2], sigmas[-1:]])
     log_sigmas = model_sigmas.log().double().numpy()

@@ -9,6 +9,7 @@ same (bench/engine_overhead.py).
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import random
 import warnings
@@ -23,7 +24,7 @@ from PIL import Image
 
 from sdcloud import prompt_syntax
 from sdcloud.engine import image_ops as im
-from sdcloud.engine.conditioning import Conditioning, PromptEncoder, pad_to_same_length
+from sdcloud.engine.conditioning import Conditioning, PromptEncoder, pad_all
 from sdcloud.engine.request_rules import (
     LATENT_UPSCALE_MODES,
     PIXEL_UPSCALERS,
@@ -76,25 +77,51 @@ class ModelContext:
     encoder: PromptEncoder
     upscalers: Any = None  # sdcloud.upscalers.Upscalers: model upscalers for hires fix
     controlnets: Any = None  # sdcloud.controlnet.models.ControlNetCache
+    title: str = ""  # A1111's short title ``name [hash]`` (the infotext's Refiner / Hires checkpoint)
+    resident: bool = True  # UNet and text encoders on ``device`` (``engine.residency``)
 
     @property
     def is_xl(self) -> bool:
         return self.family in ("sdxl", "sdxl_refiner")
 
 
+CondSchedule = list[tuple[int, Conditioning]]  # (end step, cond): one prompt's prompt-editing schedule
+
+# A1111's options sdxl_refiner_high_aesthetic_score / ..._low_...: the SDXL refiner's extra time id
+REFINER_AESTHETIC_SCORE = 6.0
+REFINER_NEGATIVE_AESTHETIC_SCORE = 2.5
+
+
+@dataclass
+class Refiner:
+    """A1111's refiner: from the step where ``at`` of the sampling is done, the pass goes on with
+    ``ctx``'s UNet (same sampler and sigmas, the latents carried over, the prompts encoded again
+    with its text encoders). ``by_steps``: the fraction counts steps (A1111's option
+    ``refiner_switch_by_sample_steps``), else the timestep reached (``(999 - t) / 1000``)."""
+
+    ctx: ModelContext
+    at: float
+    by_steps: bool = False
+
+
 @dataclass
 class Pass:
-    """One sampling pass over a batch."""
+    """One sampling pass over a batch. The prompts are encoded by the model that samples
+    (``model``, else the request's), once per model (``Denoiser.conds_for``)."""
 
     sampler: str
     schedule: str
     steps: int
     width: int
     height: int
-    conds: list[tuple[int, Conditioning]]  # (end step, cond) schedule
-    unconds: list[tuple[int, Conditioning]]
+    prompt: str
+    negative_prompt: str
+    cond_steps: int  # the steps prompt editing is timed on (the first pass's)
+    hires_steps: int | None = None  # set for the hires pass (A1111 times its edits on the first pass)
     denoise: float | None = None  # None = txt2img from pure noise
     fixed_steps: bool = False  # hires pass: run exactly ``steps`` (A1111 passes its steps to sample_img2img)
+    model: ModelContext | None = None  # another checkpoint for this pass (hires checkpoint)
+    refiner: Refiner | None = None
 
 
 def img2img_steps(steps: int, denoise: float, fixed_steps: bool = False) -> tuple[int, int]:
@@ -170,27 +197,50 @@ def make_noise(seeds: list[int], subseeds: list[int], strength: float, shape: tu
 
 
 class Denoiser:
-    """Runs passes for one request on one model context."""
+    """Runs passes for one request on one model context (and the other checkpoints its passes name)."""
 
     def __init__(self, ctx: ModelContext, req: GenerationRequest, progress: ProgressCallback | None,
-                 cancel: CancelToken | None, preview: bool, total_steps: int) -> None:
+                 cancel: CancelToken | None, preview: bool, total_steps: int,
+                 use: Callable[[ModelContext], None] | None = None) -> None:
         self.ctx, self.req, self.progress, self.cancel, self.preview = ctx, req, progress, cancel, preview
         self.total_steps = total_steps
         self.done_steps = 0
         self.job = 0
         self.control: Any = None  # sdcloud.controlnet.apply.ControlRunner: ControlNet residuals
+        # puts a model's UNet and text encoders on the device before it computes (the engine's
+        # GPU-memory rule: another model may be parked to make room)
+        self.use = use or (lambda ctx: None)
+        self.refined = False  # a pass switched to its refiner
+        self.params: dict[str, object] = {}  # infotext labels of what was used (Sigma churn, NGMS, ...)
+        self.last_pass_refined = False
+        self._conds: dict[tuple[Any, ...], tuple[list[tuple[float, CondSchedule]], CondSchedule]] = {}
 
     # -- conditioning --------------------------------------------------------------------
-    def schedule_conds(self, prompt: str, steps: int, hires_steps: int | None = None
-                       ) -> list[tuple[int, Conditioning]]:
+    def schedule_conds(self, prompt: str, steps: int, hires_steps: int | None = None,
+                       ctx: ModelContext | None = None) -> CondSchedule:
         """Conditioning per step range; for the hires pass, A1111 times edits on the
         first-pass steps (``[a:b:0.5]`` = half of the first pass, so the hires pass sees b)."""
+        ctx = ctx or self.ctx
         out = []
         for end, text in prompt_syntax.get_schedules(prompt, steps, hires_steps=hires_steps):
-            out.append((end, self.ctx.encoder(text, self.req.clip_skip)))
+            out.append((end, ctx.encoder(text, self.req.clip_skip)))
         return out
 
-    def _cond_at(self, conds: list[tuple[int, Conditioning]], step: int) -> Conditioning:
+    def conds_for(self, p: Pass, ctx: ModelContext) -> tuple[list[tuple[float, CondSchedule]], CondSchedule]:
+        """``([(weight, schedule) per AND part], negative schedule)`` of a pass, encoded by ``ctx``."""
+        key = (id(ctx), p.prompt, p.negative_prompt, p.cond_steps, p.hires_steps)
+        if key not in self._conds:
+            self.use(ctx)
+            try:
+                parts = [(w, self.schedule_conds(text, p.cond_steps, p.hires_steps, ctx))
+                         for text, w in prompt_syntax.split_and(p.prompt)]
+                unconds = self.schedule_conds(p.negative_prompt, p.cond_steps, p.hires_steps, ctx)
+            except torch.cuda.OutOfMemoryError as exc:  # pragma: no cover - GPU only
+                raise GenerationFailed(f"out of GPU memory while encoding the prompt: {exc}") from None
+            self._conds[key] = (parts, unconds)
+        return self._conds[key]
+
+    def _cond_at(self, conds: CondSchedule, step: int) -> Conditioning:
         for end, cond in conds:
             if step <= end:
                 return cond
@@ -203,15 +253,19 @@ class Denoiser:
                  generators: list[torch.Generator] | None = None) -> torch.Tensor:
         """One pass. ``seeds`` and ``generators`` (one per image, from ``make_noise``) drive the
         noise that ancestral and SDE samplers add at each step."""
-        ctx, unet = self.ctx, self.ctx.pipe.unet
-        device, dtype = ctx.device, ctx.dtype
+        self.last_pass_refined = False
+        active = p.model or self.ctx
+        device = self.ctx.device
         sched_steps, t_enc = (p.steps, p.steps - 1) if p.denoise is None else \
             img2img_steps(p.steps, p.denoise, p.fixed_steps)
         if sched_steps == 0:  # hires at denoising 0: nothing to sample
             assert latents is not None
             return latents
-        scheduler = build_scheduler(p.sampler, p.schedule, dict(ctx.pipe.scheduler.config))
-        sched_steps = set_timesteps(scheduler, p.sampler, p.schedule, sched_steps, device, ctx.is_xl)
+        scheduler = build_scheduler(p.sampler, p.schedule, dict(active.pipe.scheduler.config))
+        r = self.req
+        sched_steps = set_timesteps(scheduler, p.sampler, p.schedule, sched_steps, device, active.is_xl,
+                                    {"sigma_min": r.sigma_min, "sigma_max": r.sigma_max, "rho": r.rho,
+                                     "discard": r.always_discard_next_to_last_sigma}, self.params)
         t_enc = min(t_enc, sched_steps - 1)
         seeds = list(seeds) if seeds is not None else list(range(len(noise)))
         if hasattr(scheduler, "noise_sampler_seed"):
@@ -240,12 +294,20 @@ class Denoiser:
             step_kwargs["generator"] = generators or [torch.Generator("cpu").manual_seed(s) for s in seeds]
         if "eta" in step_params and self.req.eta is not None:
             step_kwargs["eta"] = self.req.eta
+        step_kwargs.update(self._sigma_tweaks(step_params))
+        log_sigmas = None
+        if self.req.s_min_uncond > 0:  # NGMS compares the step's sigma (k-diffusion's t_to_sigma)
+            alphas = scheduler.alphas_cumprod.to("cpu", torch.float64)
+            log_sigmas = (((1 - alphas) / alphas) ** 0.5).log().numpy()
         batch = latents.shape[0]
         cfg = self.req.cfg_scale
-        use_cfg = cfg > 1.0
-        added = self._added_cond(p, batch, use_cfg)
         total = len(timesteps)
         order = int(getattr(scheduler, "order", 1))
+        run_steps = (total + order - 1) // order if order > 1 else total
+        pass_done = 0
+        control = self.control
+        self.use(active)
+        parts, unconds = self.conds_for(p, active)
         for i, t in enumerate(timesteps):
             try:
                 self._check_cancel()
@@ -253,28 +315,20 @@ class Denoiser:
                 if i > 0:
                     stop.latents = latents
                 raise
-            cond = self._cond_at(p.conds, i)
-            uncond = self._cond_at(p.unconds, i)
-            cond, uncond = pad_to_same_length(cond, uncond, ctx.encoder("", self.req.clip_skip))
-            pos = cond.embeds.expand(batch, -1, -1)
-            emb = torch.cat([uncond.embeds.expand(batch, -1, -1), pos]) if use_cfg else pos
-            model_in = torch.cat([latents] * 2) if use_cfg else latents
-            model_in = scheduler.scale_model_input(model_in, t)
-            if image_cond is not None:
-                model_in = torch.cat([model_in, torch.cat([image_cond] * (2 if use_cfg else 1))], dim=1)
-            kwargs = {}
-            if added is not None:
-                kwargs["added_cond_kwargs"] = self._added_for(added, cond, uncond, batch, use_cfg)
-            if self.control is not None:
-                kwargs.update(self.control(model_in[:, :4], t, emb, kwargs.get("added_cond_kwargs"), i, total,
-                                           use_cfg, (p.width, p.height), p.fixed_steps))
-            with torch.no_grad():
-                out = unet(model_in.to(dtype), t, encoder_hidden_states=emb.to(dtype), **kwargs).sample.float()
-            if use_cfg:
-                out_u, out_c = out.chunk(2)
-                out = out_u + cfg * (out_c - out_u)
+            if p.refiner is not None and active is not p.refiner.ctx and (order == 1 or i % order == 0) \
+                    and self._switch_due(p.refiner, pass_done, run_steps, t):
+                active = p.refiner.ctx
+                self.use(active)
+                parts, unconds = self.conds_for(p, active)
+                control = None  # ControlNets are made for the first model's UNet
+                self.refined = self.last_pass_refined = True
+            unet = active.pipe.unet
+            inpainting = image_cond is not None and unet.config.in_channels == 9
+            out = self._model_output(active, p, unet, latents, scheduler, t, i, total, batch, cfg, parts, unconds,
+                                     image_cond if inpainting else None, control,
+                                     self._skip_uncond(i, total, t, log_sigmas))
             latents = scheduler.step(out, t, latents, **step_kwargs).prev_sample
-            if init_latents is not None and latent_mask is not None and image_cond is None:
+            if init_latents is not None and latent_mask is not None and not inpainting:
                 if i < total - 1:
                     keep = scheduler.add_noise(init_latents, noise, timesteps[i + 1:i + 2].repeat(batch))
                 else:
@@ -283,23 +337,101 @@ class Denoiser:
             # second-order samplers call the model twice a step (once for the last step to 0): count steps
             if order == 1 or i % order == order - 1 or i == total - 1:
                 self.done_steps += 1
+                pass_done += 1
                 self._report(i + 1, latents)
         return latents
 
-    def _added_cond(self, p: Pass, batch: int, use_cfg: bool) -> dict[str, Any] | None:
-        if not self.ctx.is_xl:
-            return None
-        ids = torch.tensor([[p.height, p.width, 0, 0, p.height, p.width]], dtype=torch.float32)
-        return {"time_ids": ids.to(self.ctx.device)}
+    def _sigma_tweaks(self, step_params: Any) -> dict[str, float]:
+        """A1111's ``s_churn``/``s_tmin``/``s_tmax``/``s_noise`` for a sampler that takes them
+        (written to the infotext when not the default, as A1111 does)."""
+        out: dict[str, float] = {}
+        for name, label, default in (("s_churn", "Sigma churn", 0.0), ("s_tmin", "Sigma tmin", 0.0),
+                                     ("s_tmax", "Sigma tmax", 0.0), ("s_noise", "Sigma noise", 1.0)):
+            value = float(getattr(self.req, name))
+            if name in step_params and value != default:
+                out[name] = value
+                self.params[label] = value
+        return out
 
-    def _added_for(self, added: dict[str, Any], cond: Conditioning, uncond: Conditioning, batch: int,
-                   use_cfg: bool) -> dict[str, Any]:
-        dtype = self.ctx.dtype
-        pooled = cond.pooled.expand(batch, -1)
-        if use_cfg:
-            pooled = torch.cat([uncond.pooled.expand(batch, -1), pooled])
-        n = pooled.shape[0]
-        return {"text_embeds": pooled.to(dtype), "time_ids": added["time_ids"].repeat(n, 1).to(dtype)}
+    def _skip_uncond(self, i: int, total: int, t: Any, log_sigmas: Any) -> bool:
+        """A1111's CFGDenoiser: no negative prompt for the first ``skip_early_cond`` of the sampling
+        (Skip Early CFG), or below sigma ``s_min_uncond`` on every other call (NGMS)."""
+        req = self.req
+        if req.skip_early_cond > 0 and i / max(1, total) <= req.skip_early_cond:
+            self.params["Skip Early CFG"] = req.skip_early_cond
+            return True
+        if log_sigmas is not None and (i % 2 or req.s_min_uncond_all):
+            sigma = float(np.exp(np.interp(float(t), np.arange(len(log_sigmas)), log_sigmas)))
+            if sigma < req.s_min_uncond:
+                self.params["NGMS"] = req.s_min_uncond
+                if req.s_min_uncond_all:
+                    self.params["NGMS all steps"] = "True"
+                return True
+        return False
+
+    @staticmethod
+    def _switch_due(refiner: Refiner, done: int, steps: int, t: Any) -> bool:
+        """A1111's ``apply_refiner``: the fraction of steps done, or of the timesteps passed."""
+        if refiner.by_steps:
+            completed = done / max(1, steps)
+        else:
+            timestep = min(999, max(0, round(float(t))))
+            completed = (999 - timestep) / 1000
+        return completed >= refiner.at
+
+    def _model_output(self, ctx: ModelContext, p: Pass, unet: Any, latents: torch.Tensor, scheduler: Any, t: Any,
+                      i: int, total: int, batch: int, cfg: float, parts: list[tuple[float, CondSchedule]],
+                      unconds: CondSchedule, image_cond: torch.Tensor | None, control: Any,
+                      skip_uncond: bool = False) -> torch.Tensor:
+        """The guided model output of one call: ``uncond + cfg * (cond - uncond)``, or with ``AND``
+        parts A1111's ``combine_denoised``: ``uncond + cfg * sum(weight_k * (cond_k - uncond))``
+        (linear, so the same on the noise prediction as on the denoised image). ``skip_uncond``:
+        the positive prompt alone (a plain prompt only)."""
+        conds = [(w, self._cond_at(c, i)) for w, c in parts]
+        plain = len(conds) == 1 and conds[0][0] == 1.0
+        use_cfg = (cfg > 1.0 and not skip_uncond) or not plain
+        uncond = self._cond_at(unconds, i)
+        rows = pad_all([uncond, *(c for _, c in conds)], ctx.encoder("", self.req.clip_skip))
+        if not use_cfg:
+            rows = rows[1:]
+        n = len(rows)
+        emb = torch.cat([r.embeds.expand(batch, -1, -1) for r in rows])
+        model_in = torch.cat([latents] * n) if n > 1 else latents
+        model_in = scheduler.scale_model_input(model_in, t)
+        if image_cond is not None:
+            model_in = torch.cat([model_in, torch.cat([image_cond] * n)], dim=1)
+        kwargs: dict[str, Any] = {}
+        if ctx.is_xl:
+            negative = [use_cfg and k == 0 for k in range(n)]
+            kwargs["added_cond_kwargs"] = self._added_cond(ctx, p, rows, negative, batch)
+        if control is not None:
+            kwargs.update(control(model_in[:, :4], t, emb, kwargs.get("added_cond_kwargs"), i, total,
+                                  use_cfg, (p.width, p.height), p.fixed_steps, uncond_rows=batch if use_cfg else 0))
+        with torch.no_grad():
+            out = unet(model_in.to(ctx.dtype), t, encoder_hidden_states=emb.to(ctx.dtype), **kwargs).sample.float()
+        if not use_cfg:
+            return out
+        outs = out.split(batch)
+        out_u = outs[0]
+        if plain:
+            return out_u + cfg * (outs[1] - out_u)
+        combined = out_u.clone()
+        for (weight, _), out_c in zip(conds, outs[1:], strict=True):
+            combined += (out_c - out_u) * (weight * cfg)
+        return combined
+
+    def _added_cond(self, ctx: ModelContext, p: Pass, rows: list[Conditioning], negative: list[bool],
+                    batch: int) -> dict[str, Any]:
+        """SDXL's pooled text embeddings and time ids per batch row: ``(h, w, crop 0, 0, h, w)``, or
+        for the SDXL refiner ``(h, w, crop 0, 0, aesthetic score)`` (A1111's 6 and 2.5)."""
+        pooled = torch.cat([r.pooled.expand(batch, -1) for r in rows])
+        if ctx.family == "sdxl_refiner":
+            ids = [[p.height, p.width, 0, 0,
+                    REFINER_NEGATIVE_AESTHETIC_SCORE if neg else REFINER_AESTHETIC_SCORE] for neg in negative]
+        else:
+            ids = [[p.height, p.width, 0, 0, p.height, p.width]] * len(rows)
+        time_ids = torch.tensor(ids, dtype=torch.float32).repeat_interleave(batch, dim=0)
+        return {"text_embeds": pooled.to(ctx.dtype), "time_ids": time_ids.to(ctx.device, ctx.dtype)}
 
     def _check_cancel(self) -> None:
         if self.cancel is None:
@@ -380,6 +512,9 @@ def run_batch(sampler: Denoiser, req: GenerationRequest, seeds: list[int], subse
         latents = sampler.run_pass(first, init_latents, noise, init_latents=init_latents.to(device),
                                    latent_mask=latent_mask, image_cond=image_cond, seeds=seeds, generators=gens)
     if hires is not None:
+        if sampler.last_pass_refined and hires.model is None and first.refiner is not None:
+            # A1111: the refiner loaded in the first pass is the model the hires pass runs on
+            hires = dataclasses.replace(hires, model=first.refiner.ctx)
         up = req.hr_upscaler
         size = (hires.height // 8, hires.width // 8)
         if up in LATENT_INTERPOLATION:
@@ -460,17 +595,33 @@ def prepare_init(sampler: Denoiser, req: GenerationRequest, batch: int) -> dict[
     return init
 
 
+@dataclass
+class ExtraModels:
+    """The other checkpoints of a request, loaded by the engine: the refiner (``refiner_passes``:
+    A1111's option ``hires_fix_refiner_pass``, which passes of a hires-fix request switch) and
+    the hires pass's checkpoint; ``use`` makes a model resident before it computes."""
+
+    refiner: Refiner | None = None
+    refiner_passes: str = "second pass"
+    hires: ModelContext | None = None
+    use: Callable[[ModelContext], None] | None = None
+
+
 def generate_images(ctx: ModelContext, req: GenerationRequest, limits: Any,
                     progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
                     preview: bool = False,
                     on_batch: Callable[[list[Image.Image], list[int], list[int]], None] | None = None,
+                    models: ExtraModels | None = None,
                     ) -> tuple[list[Image.Image], list[int], list[int], bool, dict[str, Any]]:
     """Run the whole request. Returns (images, seeds, subseeds, interrupted, resolved values)."""
     validate(req, limits, ctx.upscalers)
+    models = models or ExtraModels()
     sampler_name, schedule = resolve_sampler(req.sampler_name, req.scheduler)
     hr_sampler, hr_schedule = sampler_name, schedule
     if req.enable_hr and req.hr_sampler_name and req.hr_sampler_name != "Use same sampler":
         hr_sampler, hr_schedule = resolve_sampler(req.hr_sampler_name, req.hr_scheduler or schedule)
+    elif req.enable_hr and req.hr_scheduler and req.hr_scheduler != "Use same scheduler":
+        hr_schedule = resolve_sampler(sampler_name, req.hr_scheduler)[1]
     seeds, subseeds = resolve_seeds(req)
     is_img2img = req.is_img2img
     denoise = default_denoise(req)
@@ -480,24 +631,22 @@ def generate_images(ctx: ModelContext, req: GenerationRequest, limits: Any,
     run_first = img2img_steps(first_steps, denoise)[1] + 1 if is_img2img else first_steps
     run_hr = hr_steps if hires and img2img_steps(hr_steps, denoise, True)[0] > 0 else 0
     total = (run_first + run_hr) * req.n_iter
-    s = Denoiser(ctx, req, progress, cancel, preview, total)
+    s = Denoiser(ctx, req, progress, cancel, preview, total, models.use)
     if getattr(req, "controlnet", None) and ctx.controlnets is not None:
         from sdcloud.controlnet.apply import build_runner
 
         s.control = build_runner(ctx, req, ctx.controlnets.folder / "annotators")
-    try:
-        conds = s.schedule_conds(req.prompt, first_steps)
-        unconds = s.schedule_conds(req.negative_prompt, first_steps)
-    except torch.cuda.OutOfMemoryError as exc:  # pragma: no cover - GPU only
-        raise GenerationFailed(f"out of GPU memory while encoding the prompt: {exc}") from None
-    first = Pass(sampler_name, schedule, first_steps, req.width, req.height, conds, unconds,
-                 denoise if is_img2img else None)
+    refiner = models.refiner
+    first_refiner = refiner if not hires or models.refiner_passes in ("first pass", "both passes") else None
+    hr_refiner = refiner if hires and models.refiner_passes in ("second pass", "both passes") else None
+    first = Pass(sampler_name, schedule, first_steps, req.width, req.height, req.prompt, req.negative_prompt,
+                 first_steps, None, denoise if is_img2img else None, refiner=first_refiner)
     hr_pass = None
     if hires:
         tw, th = hires_target(req)
-        hr_conds = s.schedule_conds(req.hr_prompt or req.prompt, first_steps, hr_steps)
-        hr_unconds = s.schedule_conds(req.hr_negative_prompt or req.negative_prompt, first_steps, hr_steps)
-        hr_pass = Pass(hr_sampler, hr_schedule, hr_steps, tw, th, hr_conds, hr_unconds, denoise, fixed_steps=True)
+        hr_pass = Pass(hr_sampler, hr_schedule, hr_steps, tw, th, req.hr_prompt or req.prompt,
+                       req.hr_negative_prompt or req.negative_prompt, first_steps, hr_steps, denoise,
+                       fixed_steps=True, model=models.hires, refiner=hr_refiner)
     images: list[Image.Image] = []
     out_seeds: list[int] = []
     out_subseeds: list[int] = []
@@ -528,8 +677,9 @@ def generate_images(ctx: ModelContext, req: GenerationRequest, limits: Any,
     resolved = {
         "sampler": sampler_name, "schedule": effective_schedule(sampler_name, schedule),
         "hr_sampler": hr_sampler, "hr_schedule": effective_schedule(hr_sampler, hr_schedule),
+        "schedule_label": schedule, "hr_schedule_label": hr_schedule,  # as asked (A1111 compares these)
         "denoise": denoise if (is_img2img or hires) else None, "hires_steps": hr_steps,
         "hires_size": (hr_pass.width, hr_pass.height) if hr_pass else None,
-        "all_seeds": seeds, "all_subseeds": subseeds,
+        "all_seeds": seeds, "all_subseeds": subseeds, "refined": s.refined, "params": dict(s.params),
     }
     return images, out_seeds, out_subseeds, interrupted, resolved

@@ -15,11 +15,13 @@ AYS_SIGMAS = {
 }
 
 
-def schedule_sigmas(label: str, n: int, sigma_min: float, sigma_max: float, is_xl: bool = False) -> Any:
+def schedule_sigmas(label: str, n: int, sigma_min: float, sigma_max: float, is_xl: bool = False,
+                    rho: float | None = None) -> Any:
     """The ``n + 1`` sigmas (float32 tensor) of a schedule computed as A1111 1.10 does: k-diffusion
     ``get_sigmas_karras`` (rho 7), ``get_sigmas_exponential``, ``get_sigmas_polyexponential`` (rho 1),
     ``kl_optimal`` (ends at sigma_min, no zero appended) and ``get_align_your_steps_sigmas`` (the
-    10-step table, log-linearly interpolated)."""
+    10-step table, log-linearly interpolated). ``rho``: A1111's "Schedule rho" option for Karras
+    and Polyexponential (None: 7 and 1)."""
     import math
 
     import numpy as np
@@ -27,15 +29,16 @@ def schedule_sigmas(label: str, n: int, sigma_min: float, sigma_max: float, is_x
 
     key = label.lower()
     if key == "karras":  # k-diffusion get_sigmas_karras, rho 7
+        r = rho or 7.0
         ramp = torch.linspace(0, 1, n)
-        min_inv, max_inv = sigma_min ** (1 / 7.0), sigma_max ** (1 / 7.0)
-        sigmas = (max_inv + ramp * (min_inv - max_inv)) ** 7.0
+        min_inv, max_inv = sigma_min ** (1 / r), sigma_max ** (1 / r)
+        sigmas = (max_inv + ramp * (min_inv - max_inv)) ** r
         return torch.cat([sigmas, sigmas.new_zeros([1])])
     if key == "exponential":  # k-diffusion get_sigmas_exponential
         sigmas = torch.linspace(math.log(sigma_max), math.log(sigma_min), n).exp()
         return torch.cat([sigmas, sigmas.new_zeros([1])])
     if key == "polyexponential":
-        ramp = torch.linspace(1, 0, n) ** 1.0
+        ramp = torch.linspace(1, 0, n) ** (rho or 1.0)
         sigmas = torch.exp(ramp * (math.log(sigma_max) - math.log(sigma_min)) + math.log(sigma_min))
         return torch.cat([sigmas, sigmas.new_zeros([1])])
     if key == "kl optimal":

@@ -52,6 +52,26 @@ class GenerationRequest:
     hr_scheduler: str | None = None
     hr_prompt: str = ""
     hr_negative_prompt: str = ""
+    hr_checkpoint_name: str | None = None  # another checkpoint for the hires pass (None: the same)
+    # SDXL refiner (any checkpoint): sampling goes on with it once refiner_switch_at of it is done
+    refiner_checkpoint: str | None = None
+    refiner_switch_at: float = 0.8
+    refiner_switch_by_sample_steps: bool = False  # A1111 option: count steps, not timesteps
+    hires_fix_refiner_pass: str = "second pass"  # A1111 option: "first pass", "second pass", "both passes"
+    # A1111's sampler parameters (k-diffusion's, where the sampler takes them: Euler)
+    s_churn: float = 0.0
+    s_tmin: float = 0.0
+    s_tmax: float = 0.0  # 0 = no upper bound
+    s_noise: float = 1.0
+    # A1111's skipping of the negative prompt: NGMS (below this sigma, every other step) and Skip Early CFG
+    s_min_uncond: float = 0.0
+    s_min_uncond_all: bool = False  # NGMS on every step
+    skip_early_cond: float = 0.0  # fraction of the sampling, from the start
+    # A1111's options for the schedules computed as sigma lists (Karras, Exponential, ...): 0 = their own
+    sigma_min: float = 0.0
+    sigma_max: float = 0.0
+    rho: float = 0.0
+    always_discard_next_to_last_sigma: bool = False  # A1111 option, for every sigma-list schedule
     # img2img / inpaint: set init_images to make this an img2img job
     init_images: list[Any] = field(default_factory=list)
     resize_mode: int = 0  # 0 just resize, 1 crop and resize, 2 resize and fill, 3 latent upscale

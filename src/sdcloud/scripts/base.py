@@ -59,6 +59,7 @@ class ScriptEnv:
     styles: list[str]
     seed_was_random: bool = False  # the request asked for seed -1
     max_images: int = 400  # cells x images per cell
+    face_restorer: Callable[[], str] | None = None  # the face restorer's name, checked to run here (4xx)
 
 
 @dataclass

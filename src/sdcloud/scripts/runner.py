@@ -50,10 +50,17 @@ def run_script(runner: Any, ctx: JobContext, request: GenerationRequest) -> dict
             ctx.report(Progress(index * per + pr.step, count * per, index, count,
                                 pr.preview if keep else None))
 
+        fields = dict(fields)
+        restore = fields.pop("restore_faces", None)  # an X/Y/Z Face restore cell: a name, or "" for none
+        faces = p.get("restore_faces") if restore is None else (restore or None)
         req = dataclasses.replace(request, **{**fields, "model": None, "vae": None})
         host.ensure_model(model or p.get("model"))
         host.ensure_vae(p.get("vae") if vae == "keep" else vae)
         result = host.engine.generate(req, progress=progress, cancel=ctx.cancel, preview=every > 0)
+        if faces:  # restore_faces (the request's or the cell's), as a plain generation does
+            from sdcloud.jobs.generation import restore_faces
+
+            result.images = restore_faces(runner.settings, host.engine, result.images, faces)
         if not first_info:
             first_info.update(result.info)
         return result

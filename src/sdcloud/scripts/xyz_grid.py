@@ -56,6 +56,14 @@ def _field(name: str, lo: float | None = None, hi: float | None = None) -> Apply
     return apply
 
 
+def _flag(name: str) -> Apply:
+    def apply(cell: dict[str, Any], x: str, xs: list[Any], env: ScriptEnv) -> None:
+        if x.strip().lower() not in ("true", "false"):
+            raise BadRequest(f"{name} must be True or False; the X/Y/Z plot has '{x}'")
+        cell["fields"][name] = x.strip().lower() == "true"
+    return apply
+
+
 def _seed(name: str) -> Apply:
     def apply(cell: dict[str, Any], x: Any, xs: list[Any], env: ScriptEnv) -> None:
         if not -1 <= x < 2**32:
@@ -110,6 +118,16 @@ def _checkpoint(cell: dict[str, Any], x: str, xs: list[Any], env: ScriptEnv) -> 
         raise BadRequest(f"Unknown checkpoint: {x}") from None
 
 
+def _refiner(cell: dict[str, Any], x: str, xs: list[Any], env: ScriptEnv) -> None:
+    if x.strip() in ("", "None", "none"):
+        cell["fields"]["refiner_checkpoint"] = None
+        return
+    try:
+        cell["fields"]["refiner_checkpoint"] = env.resolve_model(x)
+    except NotFound:
+        raise BadRequest(f"Unknown refiner checkpoint: {x}") from None
+
+
 def _vae(cell: dict[str, Any], x: str, xs: list[Any], env: ScriptEnv) -> None:
     try:
         cell["vae"] = env.resolve_vae(x)
@@ -146,6 +164,16 @@ def _size(cell: dict[str, Any], x: str, xs: list[Any], env: ScriptEnv) -> None:
     cell["fields"]["width"], cell["fields"]["height"] = int(m.group(1)), int(m.group(2))
 
 
+def _face_restore(cell: dict[str, Any], x: str, xs: list[Any], env: ScriptEnv) -> None:
+    """A1111: true/yes/on restores faces with the face_restoration_model option, anything else not."""
+    if x.strip().lower() in ("true", "yes", "on"):
+        if env.face_restorer is None:
+            raise BadRequest("Face restore: this server has no face restorer")
+        cell["fields"]["restore_faces"] = env.face_restorer()
+    else:
+        cell["fields"]["restore_faces"] = ""
+
+
 def _rng(cell: dict[str, Any], x: str, xs: list[Any], env: ScriptEnv) -> None:
     if x.upper() != "CPU":
         raise BadRequest("RNG source: this server draws noise on the CPU only (RNG: CPU)")
@@ -171,16 +199,16 @@ AXES: tuple[Axis, ...] = (
     Axis("Hires sampler", "str", _hr_sampler, tab="txt2img", choices=lambda e: e.samplers),
     Axis("Sampler", "str", _sampler, tab="img2img", label_style="plain", choices=lambda e: e.samplers),
     Axis("Checkpoint name", "str", _checkpoint, cost=1.0, label_style="basename", choices=lambda e: e.checkpoints),
-    Axis("Negative Guidance minimum sigma", "float", None),
-    Axis("Sigma Churn", "float", None),
-    Axis("Sigma min", "float", None),
-    Axis("Sigma max", "float", None),
-    Axis("Sigma noise", "float", None),
+    Axis("Negative Guidance minimum sigma", "float", _field("s_min_uncond", 0, 100)),
+    Axis("Sigma Churn", "float", _field("s_churn", 0, 100)),
+    Axis("Sigma min", "float", _field("s_tmin", 0, 1000)),
+    Axis("Sigma max", "float", _field("s_tmax", 0, 1000)),
+    Axis("Sigma noise", "float", _field("s_noise", 0, 2)),
     Axis("Schedule type", "str", _schedule, choices=lambda e: e.schedules),
-    Axis("Schedule min sigma", "float", None),
-    Axis("Schedule max sigma", "float", None),
-    Axis("Schedule rho", "float", None),
-    Axis("Skip Early CFG", "float", None),
+    Axis("Schedule min sigma", "float", _field("sigma_min", 0, 1000)),
+    Axis("Schedule max sigma", "float", _field("sigma_max", 0, 1000)),
+    Axis("Schedule rho", "float", _field("rho", 0, 100)),
+    Axis("Skip Early CFG", "float", _field("skip_early_cond", 0, 1)),
     Axis("Beta schedule alpha", "float", None),
     Axis("Beta schedule beta", "float", None),
     Axis("Eta", "float", _field("eta", 0, 1)),
@@ -193,13 +221,15 @@ AXES: tuple[Axis, ...] = (
     Axis("VAE", "str", _vae, cost=0.7, choices=lambda e: ["Automatic", "None", *e.vaes]),
     Axis("Styles", "str", _styles, choices=lambda e: e.styles),
     Axis("UniPC Order", "int", None, cost=0.5),
-    Axis("Face restore", "str", None, label_style="plain"),
+    Axis("Face restore", "str", _face_restore, label_style="plain", choices=lambda e: ["False", "True"]),
     Axis("Token merging ratio", "float", None),
     Axis("Token merging ratio high-res", "float", None),
-    Axis("Always discard next-to-last sigma", "str", None, choices=lambda e: ["False", "True"]),
+    Axis("Always discard next-to-last sigma", "str", _flag("always_discard_next_to_last_sigma"),
+         choices=lambda e: ["False", "True"]),
     Axis("SGM noise multiplier", "str", None, choices=lambda e: ["False", "True"]),
-    Axis("Refiner checkpoint", "str", None, cost=1.0, label_style="basename"),
-    Axis("Refiner switch at", "float", None),
+    Axis("Refiner checkpoint", "str", _refiner, cost=1.0, label_style="basename",
+         choices=lambda e: ["None", *e.checkpoints]),
+    Axis("Refiner switch at", "float", _field("refiner_switch_at", 0, 1)),
     Axis("RNG source", "str", _rng, choices=lambda e: ["GPU", "CPU", "NV"]),
     Axis("FP8 mode", "str", None, cost=0.9, choices=lambda e: ["Disable", "Enable for SDXL", "Enable"]),
     Axis("Size", "str", _size),

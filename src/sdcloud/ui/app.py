@@ -26,7 +26,15 @@ from sdcloud.ui.i18n import (
 )
 from sdcloud.ui.img2img import img2img_tab
 from sdcloud.ui.merge_tab import merge_tab, status_line
-from sdcloud.ui.params import fit_choices, infotext_to_txt2img
+from sdcloud.ui.params import (
+    NO_REFINER,
+    SAME_CHECKPOINT,
+    SAME_SAMPLER,
+    SAME_SCHEDULER,
+    fit_choices,
+    infotext_to_txt2img,
+    match_checkpoint,
+)
 from sdcloud.ui.pnginfo import PngInfoTab, png_info_tab
 from sdcloud.ui.queue_tab import queue_tab
 from sdcloud.ui.settings_tab import settings_tab
@@ -138,10 +146,19 @@ def _wire_png_info(tabs: gr.Tabs, png: PngInfoTab, txt2img: GenerationPanel, cho
         if not params:
             raise gr.Error("Drop a PNG with generation parameters first.")
         values = infotext_to_txt2img(params, ranges=choices.ranges)
+        for key in ("hr_checkpoint_name", "refiner_checkpoint"):  # "name [hash]" -> the dropdown's title
+            if key in values and values[key] not in (SAME_CHECKPOINT, NO_REFINER):
+                values[key] = match_checkpoint(values[key], choices.models) or values[key]
         values, dropped = fit_choices(values, {"sampler_name": choices.samplers,
                                                "scheduler": choices.schedulers,
-                                               "hr_upscaler": choices.upscalers})
-        labels = {"sampler_name": "Sampler", "scheduler": "Schedule type", "hr_upscaler": "Hires upscaler"}
+                                               "hr_upscaler": choices.upscalers,
+                                               "hr_sampler_name": [SAME_SAMPLER, *choices.samplers],
+                                               "hr_scheduler": [SAME_SCHEDULER, *choices.schedulers],
+                                               "hr_checkpoint_name": [SAME_CHECKPOINT, *choices.models],
+                                               "refiner_checkpoint": [NO_REFINER, *choices.models]})
+        labels = {"sampler_name": "Sampler", "scheduler": "Schedule type", "hr_upscaler": "Hires upscaler",
+                  "hr_sampler_name": "Hires sampler", "hr_scheduler": "Hires schedule type",
+                  "hr_checkpoint_name": "Hires checkpoint", "refiner_checkpoint": "Refiner"}
         for key, value in dropped.items():
             gr.Warning(f"{labels.get(key, key)} '{value}' is not available here; kept the current one.")
         cn = restore_values(params, folder)
@@ -186,14 +203,19 @@ def build_ui(services: Any, translations: gr.I18n | None = None) -> gr.Blocks:
         _wire_png_info(tabs, png, txt2img, choices)
         # One load event refreshes every list and setting, then marks the page ready (tests
         # wait for the mark so they do not race the refresh).
+        checkpoint_lists = [txt2img.fields["hr_checkpoint_name"], txt2img.fields["refiner_checkpoint"],
+                            img2img.fields["refiner_checkpoint"]]
+
         def on_load() -> list[Any]:
             c = load_choices(services)
             styles = [gr.Dropdown(choices=c.styles)] * 2
-            return [*_dropdowns(c), *styles, *settings.refresh()]
+            checkpoints = [gr.Dropdown(choices=[SAME_CHECKPOINT, *c.models]),
+                           *[gr.Dropdown(choices=[NO_REFINER, *c.models])] * 2]
+            return [*_dropdowns(c), *styles, *checkpoints, *settings.refresh()]
 
         blocks.load(on_load,
                     outputs=[model, vae, txt2img.lora, img2img.lora, txt2img.extra["styles"].dropdown,
-                             img2img.extra["styles"].dropdown, *settings.outputs],
+                             img2img.extra["styles"].dropdown, *checkpoint_lists, *settings.outputs],
                     show_progress="hidden").then(
             None, js="() => { document.body.dataset.sdcloudReady = '1'; }")
         blocks.load(None, outputs=lang, js=SHOW_CHOICE_JS, show_progress="hidden")

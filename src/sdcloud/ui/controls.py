@@ -14,7 +14,16 @@ import gradio as gr
 
 from sdcloud.ui.choices import Choices
 from sdcloud.ui.i18n import DATA_CHOICES_CLASS
-from sdcloud.ui.params import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, RESIZE_MODES
+from sdcloud.ui.params import (
+    INPAINT_AREAS,
+    MASK_MODES,
+    MASKED_CONTENT,
+    NO_REFINER,
+    RESIZE_MODES,
+    SAME_CHECKPOINT,
+    SAME_SAMPLER,
+    SAME_SCHEDULER,
+)
 
 
 @dataclass
@@ -120,6 +129,7 @@ def generation_panel(kind: str, choices: Choices, image_inputs: Callable[[], dic
                 _hires_controls(f, choices)
             else:
                 _inpaint_controls(f)
+            _refiner_controls(kind, f, choices)
             from sdcloud.ui.scripts_panel import script_controls
 
             extra["script"] = script_controls(kind, ["None", *[u for u in choices.upscalers
@@ -159,6 +169,35 @@ def _hires_controls(f: dict[str, gr.components.Component], choices: Choices) -> 
         with gr.Row():
             f["hr_resize_x"] = gr.Slider(0, r.max_width, value=0, step=8, label="Resize width to")
             f["hr_resize_y"] = gr.Slider(0, r.max_height, value=0, step=8, label="Resize height to")
+        f["hr_checkpoint_name"] = gr.Dropdown([SAME_CHECKPOINT, *choices.models], value=SAME_CHECKPOINT,
+                                              label="Hires checkpoint",
+                                              elem_id="txt2img_hr_checkpoint", elem_classes=[DATA_CHOICES_CLASS])
+        with gr.Row():
+            f["hr_sampler_name"] = gr.Dropdown([SAME_SAMPLER, *choices.samplers], value=SAME_SAMPLER,
+                                               label="Hires sampling method",
+                                               elem_id="txt2img_hr_sampler", elem_classes=[DATA_CHOICES_CLASS])
+            f["hr_scheduler"] = gr.Dropdown([SAME_SCHEDULER, *choices.schedulers], value=SAME_SCHEDULER,
+                                            label="Hires schedule type",
+                                            elem_id="txt2img_hr_scheduler", elem_classes=[DATA_CHOICES_CLASS])
+        f["hr_prompt"] = gr.Textbox(label="Hires prompt", lines=2, max_lines=8, elem_id="txt2img_hr_prompt",
+                                    placeholder="Prompt for hires fix pass.\nLeave empty to use the same prompt "
+                                                "as in first pass.")
+        f["hr_negative_prompt"] = gr.Textbox(label="Hires negative prompt", lines=2, max_lines=8,
+                                             elem_id="txt2img_hr_neg_prompt",
+                                             placeholder="Negative prompt for hires fix pass.\nLeave empty to use "
+                                                         "the same negative prompt as in first pass.")
+
+
+def _refiner_controls(kind: str, f: dict[str, gr.components.Component], choices: Choices) -> None:
+    """A1111's Refiner accordion: a second checkpoint takes over at "Switch at" of the sampling."""
+    with gr.Accordion("Refiner", open=False, elem_id=f"{kind}_refiner"):
+        with gr.Row():
+            f["refiner_checkpoint"] = gr.Dropdown([NO_REFINER, *choices.models], value=NO_REFINER,
+                                                  label="Checkpoint", elem_id=f"{kind}_refiner_checkpoint", elem_classes=[DATA_CHOICES_CLASS],
+                                                  info="sampling goes on with this model (e.g. the SDXL refiner)")
+            f["refiner_switch_at"] = gr.Slider(0.01, 1.0, value=0.8, step=0.01, label="Switch at",
+                                               elem_id=f"{kind}_refiner_switch_at",
+                                               info="fraction of the sampling done before the switch")
 
 
 def _inpaint_controls(f: dict[str, gr.components.Component]) -> None:

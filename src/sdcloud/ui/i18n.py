@@ -185,6 +185,20 @@ JA: dict[str, str] = {
         "画像を拡大してから、タイルごとに描き直します。幅と高さがタイルの大きさになります。",
     "Tile overlap": "タイルの重なり",
     "Scale Factor": "拡大率",
+    # X/Y/Z axes added with the refiner and sampler parameters (issue 17)
+    "Always discard next-to-last sigma": "最後から2番目のシグマを常に破棄",
+    "Face restore": "顔の修復",
+    "Negative Guidance minimum sigma": "ネガティブガイダンスの最小シグマ",
+    "Refiner checkpoint": "Refinerのチェックポイント",
+    "Refiner switch at": "Refinerへの切り替えタイミング",
+    "Schedule max sigma": "スケジュールの最大シグマ",
+    "Schedule min sigma": "スケジュールの最小シグマ",
+    "Schedule rho": "スケジュールのrho",
+    "Sigma Churn": "シグマチャーン (Sigma Churn)",
+    "Sigma max": "シグマ最大値",
+    "Sigma min": "シグマ最小値",
+    "Sigma noise": "シグマノイズ",
+    "Skip Early CFG": "初期CFGをスキップ",
     # ControlNet panel (issue 16): ControlNet's own words stay as the Japanese guides keep them
     "ControlNet": "ControlNet",
     "Enable": "有効にする",
@@ -338,6 +352,22 @@ JA: dict[str, str] = {
     "Threshold A": "しきい値 A",
     "Threshold B": "しきい値 B",
     "Interrogate CLIP": "CLIPで分析",
+    # hires pass and refiner (issue 17)
+    "Hires checkpoint": "ハイレゾ補助のモデル",
+    "Hires sampling method": "ハイレゾ補助のサンプラー",
+    "Hires schedule type": "ハイレゾ補助のスケジュールタイプ",
+    "Hires prompt": "ハイレゾ補助のプロンプト",
+    "Hires negative prompt": "ハイレゾ補助のネガティブプロンプト",
+    "Prompt for hires fix pass.\nLeave empty to use the same prompt as in first pass.":
+        "ハイレゾ補助で使うプロンプト。\n空欄なら1回目と同じプロンプトを使います。",
+    "Negative prompt for hires fix pass.\nLeave empty to use the same negative prompt as in first pass.":
+        "ハイレゾ補助で使うネガティブプロンプト。\n空欄なら1回目と同じネガティブプロンプトを使います。",
+    "Refiner": "リファイナー",
+    "Checkpoint": "モデル",
+    "sampling goes on with this model (e.g. the SDXL refiner)":
+        "途中からこのモデルで生成を続けます(SDXL の refiner など)",
+    "Switch at": "切り替えタイミング",
+    "fraction of the sampling done before the switch": "切り替えるまでに済ませる生成の割合",
 }
 
 TEXT_PROPS = ("label", "info", "placeholder", "title")

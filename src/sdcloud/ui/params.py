@@ -18,6 +18,11 @@ from sdcloud.settings import Limits
 RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)")
 INPAINT_AREAS = ("Whole picture", "Only masked")
 MASK_MODES = ("Inpaint masked", "Inpaint not masked")
+# A1111's dropdown words for "as the first pass" / "no refiner" (the API takes them too)
+SAME_CHECKPOINT = "Use same checkpoint"
+SAME_SAMPLER = "Use same sampler"
+SAME_SCHEDULER = "Use same scheduler"
+NO_REFINER = "None"
 
 _LORA_RE = re.compile(r"<lora:([^:>]+)(?::[^>]*)?>")
 
@@ -100,8 +105,31 @@ def infotext_to_txt2img(params: Mapping[str, Any], *, ranges: Ranges | None = No
         "hr_second_pass_steps": lambda v: int(_clamp(v, 0, r.max_steps)),
         "hr_resize_x": lambda v: _snap(v, r.max_width) if v else 0,
         "hr_resize_y": lambda v: _snap(v, r.max_height) if v else 0,
+        "hr_checkpoint_name": lambda v: v or SAME_CHECKPOINT,
+        "hr_sampler_name": lambda v: v or SAME_SAMPLER,
+        "hr_scheduler": lambda v: v or SAME_SCHEDULER,
+        "hr_prompt": str,
+        "hr_negative_prompt": str,
+        "refiner_checkpoint": str,
+        "refiner_switch_at": lambda v: _clamp(v, 0.01, 1.0),
     }
-    return {key: fit[key](value) for key, value in fields.items() if key in fit}
+    values = {key: fit[key](value) for key, value in fields.items() if key in fit}
+    values.setdefault("refiner_checkpoint", NO_REFINER)  # A1111: no "Refiner" label turns the refiner off
+    return values
+
+
+def match_checkpoint(name: str, titles: Iterable[str]) -> str | None:
+    """The dropdown title (``sub/name.safetensors [hash]``) of a checkpoint an infotext names as
+    A1111 writes it (``name [hash]``, ``name``); None if this server has none of that name."""
+    def bare(text: str) -> str:
+        text = text[: text.rindex(" [")] if text.endswith("]") and " [" in text else text
+        stem = text.replace("\\", "/").rsplit("/", 1)[-1]
+        return stem.rsplit(".", 1)[0] if stem.lower().endswith((".safetensors", ".ckpt", ".pt")) else stem
+
+    titles = list(titles)
+    if name in titles:
+        return name
+    return next((t for t in titles if bare(t) == bare(name)), None)
 
 
 def txt2img_request(form: Mapping[str, Any]) -> dict[str, Any]:
@@ -129,7 +157,15 @@ def txt2img_request(form: Mapping[str, Any]) -> dict[str, Any]:
             "hr_resize_x": int(form.get("hr_resize_x", 0)),
             "hr_resize_y": int(form.get("hr_resize_y", 0)),
             "denoising_strength": float(form.get("denoising_strength", 0.7)),
+            "hr_checkpoint_name": form.get("hr_checkpoint_name") or SAME_CHECKPOINT,
+            "hr_sampler_name": form.get("hr_sampler_name") or SAME_SAMPLER,
+            "hr_scheduler": form.get("hr_scheduler") or SAME_SCHEDULER,
+            "hr_prompt": form.get("hr_prompt") or "",
+            "hr_negative_prompt": form.get("hr_negative_prompt") or "",
         })
+    if form.get("refiner_checkpoint") not in (None, "", NO_REFINER):
+        req.update({"refiner_checkpoint": form["refiner_checkpoint"],
+                    "refiner_switch_at": float(form.get("refiner_switch_at", 0.8))})
     return req
 
 

@@ -1,7 +1,7 @@
 """A1111's token counter for a prompt box: ``12/75``, or ``80/150`` once the prompt needs a
 second 75-token chunk. Counted with the CLIP tokenizer shipped in the package (offline), after
 ``<lora:...>`` tags are taken out, with A1111's chunking (``BREAK``, comma backtracking) and,
-for prompt editing, the scheduled prompt with the most tokens."""
+for prompt editing and ``AND`` parts, the scheduled prompt or part with the most tokens."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def warm_up() -> None:
 
 def count_tokens(prompt: str) -> tuple[int, int]:
     """(tokens used, tokens available) for ``prompt``, as A1111's counter shows them."""
-    from sdcloud.prompt_syntax import extract_extra_networks, get_schedules, prompt_chunks
+    from sdcloud.prompt_syntax import extract_extra_networks, get_schedules, prompt_chunks, split_and
 
     tok = _tokenizer()
     text, _ = extract_extra_networks(prompt or "")
@@ -38,11 +38,12 @@ def count_tokens(prompt: str) -> tuple[int, int]:
 
     comma = tokenize(",")[0]
     best = (0, CHUNK)
-    # prompt editing: A1111 counts the scheduled prompt with the most tokens
-    for _, scheduled in get_schedules(text, 100):
-        chunks = prompt_chunks(scheduled, tokenize, comma)
-        used = sum(len(c.tokens) for c in chunks)
-        best = max(best, (used, max(1, len(chunks)) * CHUNK))
+    # prompt editing and AND: A1111 counts the scheduled prompt (of any part) with the most tokens
+    for part, _weight in split_and(text):
+        for _, scheduled in get_schedules(part, 100):
+            chunks = prompt_chunks(scheduled, tokenize, comma)
+            used = sum(len(c.tokens) for c in chunks)
+            best = max(best, (used, max(1, len(chunks)) * CHUNK))
     return best
 
 
