@@ -193,7 +193,8 @@ def _refiner_controls(kind: str, f: dict[str, gr.components.Component], choices:
     with gr.Accordion("Refiner", open=False, elem_id=f"{kind}_refiner"):
         with gr.Row():
             f["refiner_checkpoint"] = gr.Dropdown([NO_REFINER, *choices.models], value=NO_REFINER,
-                                                  label="Checkpoint", elem_id=f"{kind}_refiner_checkpoint", elem_classes=[DATA_CHOICES_CLASS],
+                                                  label="Checkpoint", elem_id=f"{kind}_refiner_checkpoint",
+                                                  elem_classes=[DATA_CHOICES_CLASS],
                                                   info="sampling goes on with this model (e.g. the SDXL refiner)")
             f["refiner_switch_at"] = gr.Slider(0.01, 1.0, value=0.8, step=0.01, label="Switch at",
                                                elem_id=f"{kind}_refiner_switch_at",
