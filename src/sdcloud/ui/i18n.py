@@ -129,6 +129,17 @@ JA: dict[str, str] = {
     "Apply JSON": "JSON を適用",
     "**Input limits** (set with `SDCLOUD_MAX_*` environment variables or the config file)":
         "**入力の上限**(環境変数 `SDCLOUD_MAX_*` か設定ファイルで変更)",
+    # History tab, Save / Zip under the galleries (issue 17)
+    "History": "履歴",
+    "Folder": "フォルダー",
+    "Day": "日付",
+    "words from the prompt or parameters": "プロンプトやパラメーターの語句",
+    "◀ Previous page": "◀ 前のページ",
+    "Next page ▶": "次のページ ▶",
+    "Images": "画像",
+    "Send to extras": "Extras に送る",
+    "Save": "保存",
+    "Zip": "Zip",
 }
 
 TEXT_PROPS = ("label", "info", "placeholder")
