@@ -113,8 +113,10 @@ def test_history_tab_on_a_phone(browser: object, server: ServerProcess) -> None:
     page.locator("#history_gallery .thumbnail-item").nth(1).click()
     page.wait_for_function("document.querySelector('#history_infotext textarea').value.includes('Steps: 2')")
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
-    box = page.locator("#history_send_to_inpaint").bounding_box()
-    assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390
+    for elem in ("history_gallery", "history_infotext", "history_send_to_txt2img", "history_send_to_extras",
+                 "history_next"):  # all of it on the screen, nothing cut off at the right
+        box = page.locator(f"#{elem}").bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390, (elem, box)
     _screenshot(page, "ui-history-phone.png")
     page.click("#history_send_to_inpaint")  # the picked image goes to the inpaint editor
     page.wait_for_function("(e => e && e.querySelector('canvas') && !e.innerText.includes('Upload an image'))"

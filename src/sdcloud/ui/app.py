@@ -49,6 +49,11 @@ UI_CSS = """
   /* txt2img: prompt, Generate, then progress and results above the parameters
      (img2img keeps its image first: it is what you start from) */
   .sd-txt2img .sd-results { order: -1; }
+  .sd-image-buttons { flex-wrap: wrap !important; }
+  .sd-image-buttons > * { flex: 1 1 40% !important; }
+  .sd-history-main > * { min-width: 0 !important; width: 100% !important; max-width: 100%; }
+  #history_gallery { max-width: 100%; overflow: hidden; }
+  #history_page_info { min-width: 0 !important; text-align: center; font-size: .85em; }
 }
 """
 

@@ -61,7 +61,7 @@ def history_tab(services: Any) -> HistoryTab:
         prev = gr.Button("◀ Previous page", size="sm", min_width=120, elem_id="history_prev")
         page_info = gr.Markdown("", elem_id="history_page_info", elem_classes=[DATA_CLASS])
         nxt = gr.Button("Next page ▶", size="sm", min_width=120, elem_id="history_next")
-    with gr.Row(equal_height=False, elem_classes="sd-main-row"):
+    with gr.Row(equal_height=False, elem_classes=["sd-main-row", "sd-history-main"]):
         with gr.Column(scale=3, min_width=300):
             gallery = gr.Gallery(label="Images", columns=6, height="auto", object_fit="contain",
                                  allow_preview=True, interactive=False, elem_id="history_gallery")
