@@ -42,9 +42,9 @@ def _page_text(p: Any) -> str:
         return "No images here yet." if not p.q else f"Nothing matches “{p.q}”."
     shown = f"{p.page * p.per_page + 1}–{p.page * p.per_page + len(p.items)}" if p.items else "none"
     if p.total is not None:
-        text = f"Page {p.page + 1} of {p.pages} · images {shown} of {p.total}"
+        text = f"Page {p.page + 1} of {p.pages} · {shown} of {p.total}"
     else:
-        text = f"Page {p.page + 1} · images {shown}"
+        text = f"Page {p.page + 1} · {shown}"
     if not p.complete:
         text += f" · searched the newest {p.scanned} images; narrow the search or pick a day for more"
     return text
