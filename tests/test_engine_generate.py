@@ -60,7 +60,7 @@ def test_infotext_is_a1111_and_in_png_info(engine: Engine) -> None:
     text = r.images[0].info["parameters"]
     assert text == r.infotexts[0]
     assert text.startswith("a cat in a hat\nNegative prompt: blurry\nSteps: 3, Sampler: DPM++ 2M, "
-                           "Schedule type: Karras, CFG scale: 7.0, Seed: 42, Size: 64x64, Model: demo")
+                           "Schedule type: Karras, CFG scale: 7, Seed: 42, Size: 64x64, Model: demo")
     parsed = parse_infotext(text)
     assert parsed["Clip skip"] == "2" and parsed["Size-1"] == "64"
 
@@ -148,7 +148,7 @@ def test_img2img_strength_and_resize_modes(engine: Engine) -> None:
     low = engine.generate(req(init_images=[init], denoising_strength=0.0))
     assert low.images[0].size == (64, 64)
     # strength 0 runs one step at the smallest sigma (A1111: t_enc = 0)
-    assert "Denoising strength: 0.0" in low.infotexts[0]
+    assert "Denoising strength: 0," in low.infotexts[0]
     high = engine.generate(req(init_images=[init], denoising_strength=0.9))
     assert not np.array_equal(arr(low.images[0]), arr(high.images[0]))
     for mode in (1, 2, 3):

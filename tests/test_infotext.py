@@ -61,7 +61,7 @@ def test_build_matches_a1111_text_exactly() -> None:
     text = build_infotext("a cat, in a hat", "blurry", _basic_params())
     assert text == (
         "a cat, in a hat\nNegative prompt: blurry\n"
-        "Steps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7.0, Seed: 42, Size: 512x768, "
+        "Steps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 42, Size: 512x768, "
         f"Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, Version: sdcloud-{__version__}"
     )
 
@@ -587,3 +587,44 @@ def test_scanner_matches_a1111s_regex_on_parameter_lines(pairs: list[tuple[str, 
 
     line = ", ".join(f"{k}: {v}" for k, v in pairs)
     assert _params(line) == _A1111_PARAM.findall(line)
+
+
+# ----------------------------------------------------------------------------- numbers as A1111 writes them
+
+
+def test_whole_floats_are_written_without_point_zero_like_a1111() -> None:
+    """A1111's UI writes ``CFG scale: 7``, ``Hires upscale: 2``: whole floats lose their ``.0``;
+    others keep their digits."""
+    params = _basic_params(cfg_scale=7.0, denoising_strength=0.7, hires_upscale=2.0, hires_steps=10,
+                           hires_upscaler="Latent", variation_seed=3, variation_seed_strength=1.0)
+    line = build_infotext("a cat", "", params).splitlines()[-1]
+    for part in ("CFG scale: 7,", "Denoising strength: 0.7,", "Hires upscale: 2,", "Hires steps: 10,",
+                 "Variation seed strength: 1,"):
+        assert part in line, part
+    assert ".0," not in line
+    line = build_infotext("a cat", "", _basic_params(cfg_scale=6.5, denoising_strength=0.0,
+                                                     hires_upscale=1.5)).splitlines()[-1]
+    assert "CFG scale: 6.5," in line and "Denoising strength: 0," in line and "Hires upscale: 1.5," in line
+    # not numbers: unchanged (True stays True, text stays text)
+    assert build_infotext("p", "", {"Steps": 5, "Tiling": True, "Note": "7.0"}).endswith(
+        "Steps: 5, Tiling: True, Note: 7.0")
+
+
+def test_whole_number_infotext_round_trips_through_png_and_request_fields() -> None:
+    text = build_infotext("a cat", "dog", _basic_params(cfg_scale=7.0, denoising_strength=0.7,
+                                                        hires_upscale=2.0, hires_upscaler="Latent"))
+    assert "CFG scale: 7," in text
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, "PNG", pnginfo=pnginfo_for(text))
+    read = read_image_infotext(buf.getvalue())
+    assert read == text
+    fields = infotext_to_request_fields(parse_infotext(read))
+    assert fields["cfg_scale"] == 7.0 and isinstance(fields["cfg_scale"], float)
+    assert fields["hr_scale"] == 2.0 and fields["denoising_strength"] == 0.7 and fields["enable_hr"] is True
+    # built again from what was read: the same text
+    again = generation_params(
+        steps=fields["steps"], sampler=fields["sampler_name"], schedule_type=fields["scheduler"],
+        cfg_scale=fields["cfg_scale"], seed=fields["seed"], width=fields["width"], height=fields["height"],
+        model_hash=fields["model_hash"], model=fields["model"], denoising_strength=fields["denoising_strength"],
+        hires_upscale=fields["hr_scale"], hires_upscaler=fields["hr_upscaler"])
+    assert build_infotext("a cat", "dog", again) == text

@@ -103,3 +103,16 @@ def test_typed_changes_casts_slider_floats_and_keeps_only_edits() -> None:
     changes = typed_changes(current, edited)
     assert changes == {"CLIP_stop_at_last_layers": 2} and type(changes["CLIP_stop_at_last_layers"]) is int
     assert typed_changes(current, {"live_previews_enable": 0}) == {"live_previews_enable": False}
+
+
+def test_queue_table_html_escapes_and_labels_every_cell_for_phones() -> None:
+    from sdcloud.ui.queue_tab import HEADERS, table_html
+
+    t0 = dt.datetime(2026, 1, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
+    rows = queue_rows([_job(id="m1", kind="ckpt-merge", state="failed", error="<b>bad</b>", created=t0,
+                            finished=t0)])
+    assert rows[0][1] == "Merge"  # the UI's word, not the job kind's internal name
+    html = table_html(HEADERS, rows, "queue", "No jobs yet.")
+    assert "&lt;b&gt;bad&lt;/b&gt;" in html and "<b>" not in html
+    assert html.count('<td data-label="') == len(HEADERS) and '<td data-label="State">failed</td>' in html
+    assert "No jobs yet." in table_html(HEADERS, [], "queue", "No jobs yet.")

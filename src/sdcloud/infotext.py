@@ -5,7 +5,7 @@ The format, written by A1111's ``create_infotext`` and read by ``parse_generatio
 
     {prompt}
     Negative prompt: {negative prompt}
-    Steps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7.0, Seed: 42, Size: 512x512, ...
+    Steps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 42, Size: 512x512, ...
 
 This module reproduces both sides from the documented behaviour (see docs/infotext.md) so
 that images made here paste into A1111 unchanged and A1111 images load here. It depends on
@@ -92,8 +92,18 @@ _DEFAULTS: dict[str, str] = {
 # ----------------------------------------------------------------------------- build
 
 
+def number(value: object) -> object:
+    """A float that is a whole number as an int (``7.0`` -> ``7``), as A1111's UI writes it:
+    its sliders hand whole numbers over as ints, so its infotexts read ``CFG scale: 7`` and
+    ``Hires upscale: 2``. Other values (``0.75``, ``True``, text) are unchanged."""
+    if isinstance(value, float) and value.is_integer() and math.isfinite(value):
+        return int(value)
+    return value
+
+
 def quote(value: object) -> object:
     """A value as A1111 writes it: JSON-quoted if its text holds ``,``, a newline or ``:``."""
+    value = number(value)
     text = str(value)
     if "," not in text and "\n" not in text and ":" not in text:
         return value
@@ -107,7 +117,8 @@ def build_infotext(prompt: str, negative_prompt: str, params: Mapping[str, objec
     """The ``parameters`` text for one image, byte for byte as A1111's ``create_infotext``.
 
     ``params`` is label -> value in output order (see :func:`generation_params`); ``None``
-    values are left out, and a value equal to its label is written as the bare label.
+    values are left out, a value equal to its label is written as the bare label, and whole
+    floats are written without ``.0`` (:func:`number`).
     """
     line = ", ".join(k if k == v else f"{k}: {quote(v)}" for k, v in params.items() if v is not None)
     negative = f"\n{_NEGATIVE} {negative_prompt}" if negative_prompt else ""

@@ -15,6 +15,7 @@ from sdcloud.api import (
     routes_ckpt,
     routes_controlnet,
     routes_extras,
+    routes_history,
     routes_jobs,
     routes_sdapi,
     routes_server,
@@ -96,6 +97,7 @@ def create_app(
     app.include_router(routes_controlnet.router, prefix="/controlnet")
     app.include_router(routes_jobs.router, prefix="/api")
     app.include_router(routes_server.router, prefix="/api")
+    app.include_router(routes_history.router, prefix="/api")
     app.include_router(routes_webhooks.router, prefix="/api")
     app.include_router(routes_ckpt.router, prefix="/api/ckpt")
     app.include_router(routes_train.router, prefix="/api")

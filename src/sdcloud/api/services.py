@@ -29,6 +29,7 @@ from sdcloud.engine.request_rules import HIRES_UPSCALERS, LATENT_UPSCALE_MODES
 from sdcloud.engine.request_rules import validate as validate_request
 from sdcloud.engine.sampler_names import resolve_sampler, sampler_list, scheduler_list
 from sdcloud.errors import BadRequest, Cancelled, NotFound, SdcloudError, Unsupported
+from sdcloud.history import History
 from sdcloud.image_files import image_bytes
 from sdcloud.interrogate import Interrogator
 from sdcloud.jobs import CANCELLED, FAILED, GPU_LANE, Job
@@ -75,6 +76,7 @@ class Services:
         self.session = runtime.session  # cost meter, limits
         self.extras = ExtrasService(self.settings, self.host, self.persistence.add)  # upscalers, face restorers
         self.interrogator = Interrogator(self.settings.models_root)  # /interrogate, img2img's Interrogate
+        self.history = History(self.settings.outputs_path)  # /api/history, the History tab, Save/Zip
         self.options = OptionsStore(self.settings.state_path / "options.json")
         self.ckpt = CheckpointTools(self.settings, self.catalog, self.queue, self.hashes)
         self.selected_model: str | None = None  # the key new jobs use (A1111's sd_model_checkpoint)

@@ -16,6 +16,7 @@ from sdcloud.ui.choices import Choices, load_choices
 from sdcloud.ui.controlnet_panel import restore_values
 from sdcloud.ui.controls import GenerationPanel
 from sdcloud.ui.extras_tab import extras_tab
+from sdcloud.ui.history_tab import history_tab, wire_history
 from sdcloud.ui.i18n import (
     DATA_CHOICES_CLASS,
     SHOW_CHOICE_JS,
@@ -36,7 +37,7 @@ from sdcloud.ui.params import (
     match_checkpoint,
 )
 from sdcloud.ui.pnginfo import PngInfoTab, png_info_tab
-from sdcloud.ui.queue_tab import queue_tab
+from sdcloud.ui.queue_tab import TABLE_CSS, queue_tab
 from sdcloud.ui.settings_tab import settings_tab
 from sdcloud.ui.train_tab import train_tab
 from sdcloud.ui.txt2img import txt2img_tab
@@ -53,6 +54,7 @@ UI_CSS = """
 .sd-token-counter { text-align: right; font-size: .8em; opacity: .7; margin-top: -0.5em !important;
   min-height: 0 !important; }
 #quicksettings { align-items: flex-end; }
+.sd-image-buttons button { min-width: 0 !important; }
 @media (max-width: 640px) {
   .gradio-container { padding: 4px !important; }
   .sd-actions { flex-direction: row !important; flex-wrap: wrap; }
@@ -63,6 +65,11 @@ UI_CSS = """
   /* txt2img: prompt, Generate, then progress and results above the parameters
      (img2img keeps its image first: it is what you start from) */
   .sd-txt2img .sd-results { order: -1; }
+  .sd-image-buttons { flex-wrap: wrap !important; }
+  .sd-image-buttons > * { flex: 1 1 40% !important; }
+  .sd-history-main > * { min-width: 0 !important; width: 100% !important; max-width: 100%; }
+  #history_gallery { max-width: 100%; overflow: hidden; }
+  #history_page_info { min-width: 0 !important; text-align: center; font-size: .85em; }
 }
 """
 
@@ -139,7 +146,8 @@ def _wire_send_to(tabs: gr.Tabs, source: GenerationPanel, img2img: GenerationPan
         inputs=inputs, outputs=[x["editor"], *common])
 
 
-def _wire_png_info(tabs: gr.Tabs, png: PngInfoTab, txt2img: GenerationPanel, choices: Choices) -> None:
+def _txt2img_sender(txt2img: GenerationPanel, choices: Choices) -> Any:
+    """Parsed infotext -> updates of the txt2img form (and the tab switch), for PNG Info and History."""
     keys = txt2img.keys
 
     def send(params: dict[str, Any]) -> list[Any]:
@@ -156,16 +164,21 @@ def _wire_png_info(tabs: gr.Tabs, png: PngInfoTab, txt2img: GenerationPanel, cho
                                                "hr_scheduler": [SAME_SCHEDULER, *choices.schedulers],
                                                "hr_checkpoint_name": [SAME_CHECKPOINT, *choices.models],
                                                "refiner_checkpoint": [NO_REFINER, *choices.models]})
-        labels = {"sampler_name": "Sampler", "scheduler": "Schedule type", "hr_upscaler": "Hires upscaler",
-                  "hr_sampler_name": "Hires sampler", "hr_scheduler": "Hires schedule type",
-                  "hr_checkpoint_name": "Hires checkpoint", "refiner_checkpoint": "Refiner"}
+        # the labels the form shows for these fields
+        labels = {"sampler_name": "Sampling method", "scheduler": "Schedule type", "hr_upscaler": "Upscaler",
+                  "hr_sampler_name": "Hires sampling method", "hr_scheduler": "Hires schedule type",
+                  "hr_checkpoint_name": "Hires checkpoint", "refiner_checkpoint": "Refiner checkpoint"}
         for key, value in dropped.items():
             gr.Warning(f"{labels.get(key, key)} '{value}' is not available here; kept the current one.")
         cn = restore_values(params, folder)
         return [values.get(k, gr.skip()) for k in keys] + cn + [gr.Tabs(selected="txt2img")]
 
     folder = txt2img.extra["controlnet"].folder
-    png.send_to_txt2img.click(send, inputs=png.params_state,
+    return send
+
+
+def _wire_png_info(tabs: gr.Tabs, png: PngInfoTab, txt2img: GenerationPanel, choices: Choices) -> None:
+    png.send_to_txt2img.click(_txt2img_sender(txt2img, choices), inputs=png.params_state,
                               outputs=txt2img.inputs + txt2img.extra["controlnet"].restorable + [tabs])
 
 
@@ -183,9 +196,11 @@ def build_ui(services: Any, translations: gr.I18n | None = None) -> gr.Blocks:
             with gr.Tab("img2img", id="img2img") as i2i_tab:
                 img2img = img2img_tab(services, choices)
             with gr.Tab("Extras", id="extras") as x_tab:
-                extras_tab(services)
+                extras = extras_tab(services)
             with gr.Tab("PNG Info", id="pnginfo") as png_tab:
                 png = png_info_tab(services)
+            with gr.Tab("History", id="history") as h_tab:
+                history = history_tab(services)
             with gr.Tab("Queue", id="queue") as q_tab:
                 timer = queue_tab(services)
             with gr.Tab("Merge", id="merge") as m_tab:
@@ -195,12 +210,15 @@ def build_ui(services: Any, translations: gr.I18n | None = None) -> gr.Blocks:
             with gr.Tab("Settings", id="settings") as s_tab:
                 lang = language_switch()
                 settings = settings_tab(services)
-        for tab in (t2i_tab, i2i_tab, x_tab, png_tab, m_tab, s_tab):
+        for tab in (t2i_tab, i2i_tab, x_tab, png_tab, h_tab, m_tab, s_tab):
             tab.select(lambda: gr.Timer(active=False), outputs=timer, show_progress="hidden")
         q_tab.select(lambda: gr.Timer(active=True), outputs=timer, show_progress="hidden")
         _wire_send_to(tabs, txt2img, img2img)
         _wire_send_to(tabs, img2img, img2img)
         _wire_png_info(tabs, png, txt2img, choices)
+        h_tab.select(history.refresh, inputs=history.load_inputs, outputs=history.load_outputs,
+                     show_progress="hidden")  # fresh each time the tab opens
+        wire_history(tabs, history, txt2img, img2img, extras["image"], _txt2img_sender(txt2img, choices))
         # One load event refreshes every list and setting, then marks the page ready (tests
         # wait for the mark so they do not race the refresh).
         checkpoint_lists = [txt2img.fields["hr_checkpoint_name"], txt2img.fields["refiner_checkpoint"],
@@ -232,7 +250,7 @@ def mount_ui(app: FastAPI, services: Any, path: str = "/", **mount_kwargs: Any) 
     translations = ui_i18n()
     app.add_middleware(UiLanguageMiddleware, default=getattr(services.settings, "lang", None), path=path)
     return gr.mount_gradio_app(
-        app, build_ui(services, translations), path=path, css=UI_CSS, head=UI_HEAD, ssr_mode=False,
+        app, build_ui(services, translations), path=path, css=UI_CSS + TABLE_CSS, head=UI_HEAD, ssr_mode=False,
         run_history=False, footer_links=["settings"], allowed_paths=[str(services.settings.outputs_path)],
         i18n=translations, **mount_kwargs,
     )

@@ -142,9 +142,14 @@ def generation_panel(kind: str, choices: Choices, image_inputs: Callable[[], dic
                                  format="png", interactive=False, elem_id=f"{kind}_gallery")
             infotext = gr.Textbox(label="Generation info", lines=4, max_lines=12, interactive=False,
                                   buttons=["copy"], elem_id=f"{kind}_infotext")
-            with gr.Row():
+            with gr.Row(elem_classes="sd-image-buttons"):
+                extra["save"] = gr.Button("Save", size="sm", elem_id=f"save_{kind}")
+                extra["save_zip"] = gr.Button("Zip", size="sm", elem_id=f"save_zip_{kind}")
                 send_to_img2img = gr.Button("Send to img2img", size="sm", elem_id=f"{kind}_send_to_img2img")
                 send_to_inpaint = gr.Button("Send to inpaint", size="sm", elem_id=f"{kind}_send_to_inpaint")
+            extra["download"] = gr.File(None, file_count="multiple", interactive=False, show_label=False,
+                                        visible=False, elem_id=f"download_files_{kind}")
+            extra["save_log"] = gr.HTML("", elem_id=f"html_log_{kind}")
     return GenerationPanel(
         kind=kind, fields=f, generate=generate, interrupt=interrupt, lora=lora, seed_random=seed_random,
         seed_reuse=seed_reuse, progress=progress, preview=preview, gallery=gallery, infotext=infotext,

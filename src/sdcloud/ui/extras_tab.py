@@ -69,4 +69,4 @@ def extras_tab(services: Any) -> dict[str, Any]:
     run.click(lambda *a: run_extras(services, *a),
               inputs=[image, mode, by, width, height, crop, up1, up2, vis2, gfpgan, codeformer, cf_weight],
               outputs=[result, info])
-    return {"upscaler_1": up1, "upscaler_2": up2}
+    return {"image": image, "upscaler_1": up1, "upscaler_2": up2}

@@ -1,5 +1,6 @@
 """Generation controls A1111 users expect on both tabs: **Skip** (drop the current image of
-the batch, go on with the next), the token counters on the prompt boxes, extra-network cards."""
+the batch, go on with the next), the token counters on the prompt boxes, extra-network cards,
+Save and Zip under the gallery."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ import gradio as gr
 
 from sdcloud.ui.controls import GenerationPanel
 from sdcloud.ui.extra_networks import wire_extra_networks
+from sdcloud.ui.save_zip import wire_save_zip
 from sdcloud.ui.token_count import counter_text, warm_up
 
 
 def wire_extras(services: Any, panel: GenerationPanel) -> None:
     wire_extra_networks(services, panel.extra["extra_networks"], panel.fields["prompt"])
+    wire_save_zip(services, panel)
     def skip(job_id: str | None) -> None:
         running = services.queue.running()
         if job_id is None or running is None or running.id != job_id:

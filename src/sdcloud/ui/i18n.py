@@ -368,6 +368,20 @@ JA: dict[str, str] = {
         "途中からこのモデルで生成を続けます(SDXL の refiner など)",
     "Switch at": "切り替えタイミング",
     "fraction of the sampling done before the switch": "切り替えるまでに済ませる生成の割合",
+    # History tab, Save / Zip under the galleries (issue 17)
+    "History": "履歴",
+    "Folder": "フォルダー",
+    "Day": "日付",
+    "Saved": "保存済み",
+    "txt2img grids": "txt2img のグリッド",
+    "img2img grids": "img2img のグリッド",
+    "words from the prompt or parameters": "プロンプトやパラメーターの語句",
+    "◀ Previous page": "◀ 前のページ",
+    "Next page ▶": "次のページ ▶",
+    "Images": "画像",
+    "Send to extras": "Extras に送る",
+    "Save": "保存",
+    "Zip": "Zip",
 }
 
 TEXT_PROPS = ("label", "info", "placeholder", "title")

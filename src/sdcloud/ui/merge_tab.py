@@ -17,6 +17,10 @@ METHODS = [("Weighted sum", "weighted_sum"), ("Add difference", "add_difference"
            ("Train difference", "train_difference"), ("TIES", "ties"), ("DARE", "dare")]
 VAE_CHOICES = [("Bake in A's VAE", "a"), ("Merge the VAEs", "merge"), ("No VAE", "none")]
 STATUS_EVERY_S = 10.0
+FIELD_LABELS = {"a": "Primary model (A)", "b": "Secondary model (B)", "c": "Tertiary model (C)",
+                "method": "Method", "alpha": "Multiplier (alpha)", "dtype": "Save as", "vae": "VAE",
+                "output": "Output name", "block_weights": "Block weights"}
+"""MergeRequest fields as the tab labels them, for error messages."""
 
 
 def _checkpoint_names(services: Any) -> list[str]:
@@ -56,7 +60,9 @@ def merge_tab(services: Any) -> None:
                                dtype=dtype_, vae=vae_, output=output_ or "", block_weights=blocks_ or None)
             job = services.ckpt.submit(req)
         except ValidationError as exc:
-            raise gr.Error(f"{exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from None
+            first = exc.errors()[0]
+            field = str(first["loc"][0]) if first["loc"] else ""
+            raise gr.Error(f"{FIELD_LABELS.get(field, field)}: {first['msg']}") from None
         except SdcloudError as exc:
             raise gr.Error(str(exc)) from None
         return job.id, f"Queued merge into **{req.output}** …", gr.Timer(active=True)
@@ -87,8 +93,10 @@ def merge_tab(services: Any) -> None:
 
 def status_line(services: Any) -> None:
     """Session time, spend and the next limit; the store and its upload queue; any warning."""
-    line = gr.Markdown(_status_text(services), elem_id="session_status", elem_classes=[DATA_CLASS])
-    gr.Timer(STATUS_EVERY_S).tick(lambda: _status_text(services), outputs=line, show_progress="hidden")
+    # a callable value is read again on every page load: the line is fresh from the start,
+    # not the text of when the server built the page
+    gr.Markdown(lambda: _status_text(services), every=gr.Timer(STATUS_EVERY_S), elem_id="session_status",
+                elem_classes=[DATA_CLASS])
 
 
 def _status_text(services: Any) -> str:

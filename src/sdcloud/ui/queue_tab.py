@@ -1,8 +1,12 @@
-"""The Queue tab: every job with its state and progress; cancel one."""
+"""The Queue tab: every job with its state and progress; cancel one.
+
+The tables are plain HTML (:func:`table_html`): on a wide screen a table, on a phone one card
+per job with each value under its header's name, so nothing scrolls sideways."""
 
 from __future__ import annotations
 
 import datetime as dt
+import html
 from collections.abc import Iterable
 from typing import Any
 
@@ -16,6 +20,25 @@ from sdcloud.ui.workers_panel import worker_rows, workers_note
 HEADERS = ["Job", "Kind", "State", "Progress", "Position", "Created", "Error"]
 ACTIVE_STATES = ("queued", "running")
 RECENT_FINISHED = 20
+KIND_LABELS = {"ckpt-merge": "Merge", "ckpt-convert": "Convert", "ckpt-prune": "Prune",
+               "ckpt-lora-bake": "LoRA bake", "train-lora": "Train LoRA"}
+"""Job kinds as the UI names them (txt2img and img2img as they are)."""
+TABLE_CSS = """
+.sd-table { width: 100%; border-collapse: collapse; font-size: .9em; }
+.sd-table th, .sd-table td { text-align: left; padding: .3em .5em; vertical-align: top;
+  border-bottom: 1px solid var(--border-color-primary); overflow-wrap: anywhere; }
+.sd-table th { font-weight: 600; background: var(--background-fill-secondary); }
+.sd-table-empty { opacity: .7; padding: .5em; }
+@media (max-width: 640px) {
+  .sd-table thead { display: none; }
+  .sd-table, .sd-table tbody, .sd-table tr, .sd-table td { display: block; width: 100%; box-sizing: border-box; }
+  .sd-table tr { border: 1px solid var(--border-color-primary); border-radius: var(--radius-md);
+    margin-bottom: .5em; padding: .3em 0; }
+  .sd-table td { border: none; padding: .1em .6em; }
+  .sd-table td::before { content: attr(data-label) ": "; font-weight: 600; }
+  .sd-table td:empty { display: none; }
+}
+"""
 
 
 def _time(value: Any) -> str:
@@ -41,9 +64,21 @@ def queue_rows(jobs: Iterable[Any]) -> list[list[Any]]:
         progress = f"{j.progress:.0%}"
         if j.state == "running" and j.steps:
             progress += f" (step {j.step}/{j.steps})"
-        rows.append([j.id, j.kind, j.state, progress, "" if j.position is None else j.position,
+        rows.append([j.id, KIND_LABELS.get(j.kind, j.kind), j.state, progress, "" if j.position is None else j.position,
                      _time(j.created), j.error or ""])
     return rows
+
+
+def table_html(headers: list[str], rows: list[list[Any]], elem: str, empty: str) -> str:
+    """``rows`` as an HTML table (escaped); each cell carries its header for the phone layout."""
+    if not rows:
+        return f'<div class="sd-table-empty" id="{elem}-empty">{html.escape(empty)}</div>'
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f'<td data-label="{html.escape(h)}">{html.escape(str(v))}</td>'
+                         for h, v in zip(headers, row, strict=True)) + "</tr>"
+        for row in rows)
+    return f'<table class="sd-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
 def _sort_time(value: Any) -> float:
@@ -54,7 +89,7 @@ def _sort_time(value: Any) -> float:
 
 def queue_tab(services: Any) -> gr.Timer:
     """Lay out the tab; returns its refresh timer, which the app runs only while the tab is open."""
-    table = gr.Dataframe(headers=HEADERS, value=[], interactive=False, wrap=True, elem_id="queue_table")
+    table = gr.HTML(table_html(HEADERS, [], "queue", "No jobs yet."), elem_id="queue_table")
     with gr.Row():
         job_pick = gr.Dropdown(choices=[], value=None, label="Job", min_width=200, elem_id="queue_job",
                                elem_classes=[DATA_CHOICES_CLASS])
@@ -62,17 +97,19 @@ def queue_tab(services: Any) -> gr.Timer:
         refresh = gr.Button("↻ Refresh", min_width=120, elem_id="queue_refresh")
     gr.Markdown("### Workers")
     gr.Markdown(workers_note(services), elem_id="workers_note")
-    workers = gr.Dataframe(headers=WORKER_HEADERS, value=[], interactive=False, wrap=True, elem_id="workers_table")
+    workers = gr.HTML(table_html(WORKER_HEADERS, [], "workers", "No workers."), elem_id="workers_table")
     timer = gr.Timer(2.0, active=False)
 
-    def load(selected: str | None) -> tuple[list[list[Any]], Any, list[list[Any]]]:
+    def load(selected: str | None) -> tuple[str, Any, str]:
         rows = queue_rows(services.jobs())
         active = [r[0] for r in rows if r[2] in ACTIVE_STATES]
         try:
             fleet = worker_rows(services.workers())
         except Exception:  # noqa: BLE001  broker away for a moment: keep the queue view working
             fleet = []
-        return rows, gr.Dropdown(choices=active, value=selected if selected in active else None), fleet
+        return (table_html(HEADERS, rows, "queue", "No jobs yet."),
+                gr.Dropdown(choices=active, value=selected if selected in active else None),
+                table_html(WORKER_HEADERS, fleet, "workers", "No workers."))
 
     def cancel_job(job_id: str | None) -> None:
         if not job_id:
