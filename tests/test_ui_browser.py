@@ -111,6 +111,22 @@ def _upload_to_editor(page: object, editor: object, image: Path) -> None:
                 raise
 
 
+def _draw_stroke(page: object, editor: object, width: int = 120) -> None:
+    """Drag the brush ``width`` pixels across the middle of the editor's canvas. The canvas is
+    scrolled into view first: mouse events outside the viewport draw nothing (with the styles
+    and extra-networks rows above it, the editor starts below the fold at 1280x900)."""
+    canvas = editor.locator("canvas").first  # type: ignore[attr-defined]
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    assert box is not None
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x - width / 2, y)  # type: ignore[attr-defined]
+    page.mouse.down()  # type: ignore[attr-defined]
+    for i in range(13):
+        page.mouse.move(x - width / 2 + i * width / 12, y + (i % 2) * 4)  # type: ignore[attr-defined]
+    page.mouse.up()  # type: ignore[attr-defined]
+
+
 def _image_size(page: object, selector: str) -> list[int]:
     """Natural size of the first image matching ``selector``, once it has loaded."""
     page.wait_for_function(  # type: ignore[attr-defined]
@@ -317,14 +333,7 @@ def test_send_to_img2img_then_inpaint(browser: object, ui_server: ServerProcess,
     page.get_by_role("tab", name="Inpaint").click()
     editor = page.locator("#img2img_inpaint_editor")
     _upload_to_editor(page, editor, init)
-    canvas = editor.locator("canvas").first.bounding_box()
-    assert canvas is not None
-    x, y = canvas["x"] + canvas["width"] / 2, canvas["y"] + canvas["height"] / 2
-    page.mouse.move(x - 60, y)
-    page.mouse.down()
-    for i in range(12):
-        page.mouse.move(x - 60 + i * 10, y + (i % 2) * 4)
-    page.mouse.up()
+    _draw_stroke(page, editor)
     page.fill("#img2img_prompt textarea", "a red ball, inpainted")
     page.click("#img2img_generate")
     page.wait_for_function(
