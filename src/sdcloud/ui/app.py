@@ -18,7 +18,7 @@ from sdcloud.ui.extras_tab import extras_tab
 from sdcloud.ui.i18n import SHOW_CHOICE_JS, UiLanguageMiddleware, language_switch, translate_ui, ui_i18n
 from sdcloud.ui.img2img import img2img_tab
 from sdcloud.ui.merge_tab import merge_tab, status_line
-from sdcloud.ui.params import fit_choices, infotext_to_txt2img
+from sdcloud.ui.params import fit_choices, image_to_send, infotext_to_txt2img
 from sdcloud.ui.pnginfo import PngInfoTab, png_info_tab
 from sdcloud.ui.queue_tab import queue_tab
 from sdcloud.ui.settings_tab import settings_tab
@@ -106,10 +106,10 @@ def _wire_send_to(tabs: gr.Tabs, source: GenerationPanel, img2img: GenerationPan
     common = [img2img.fields["prompt"], img2img.fields["negative_prompt"], tabs, x["tabs"], x["mode"]]
 
     def selected_path(result: dict[str, Any] | None, index: int) -> str:
-        paths = (result or {}).get("paths") or []
-        if not paths:
+        path = image_to_send(result, index)
+        if path is None:
             raise gr.Error("Generate an image first.")
-        return paths[index] if 0 <= index < len(paths) else paths[0]
+        return path
 
     inputs = [source.result, source.selected, source.fields["prompt"], source.fields["negative_prompt"]]
     source.send_to_img2img.click(
