@@ -94,6 +94,7 @@ class BatchRun:
     index: int = 0  # images finished (done, failed or skipped)
     job_id: str | None = None  # the job of the image being made
     written: list[str] = field(default_factory=list)
+    saved: list[Path] = field(default_factory=list)  # the same images in the outputs folder (for the UI)
     errors: list[str] = field(default_factory=list)
     cancel: threading.Event = field(default_factory=threading.Event)
 
@@ -221,6 +222,7 @@ class BatchRunner:
                              files, strict=False):
             _copy_atomic(src, run.output_dir / name)
             run.written.append(name)
+            run.saved.append(src)
 
 
 def scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:

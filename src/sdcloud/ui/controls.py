@@ -98,8 +98,10 @@ def generation_panel(kind: str, choices: Choices, image_inputs: Callable[[], dic
             else:
                 _size_row(f, choices, kind)
             with gr.Row():
-                f["n_iter"] = gr.Slider(1, r.max_n_iter, value=1, step=1, label="Batch count")
-                f["batch_size"] = gr.Slider(1, r.max_batch_size, value=1, step=1, label="Batch size")
+                f["n_iter"] = gr.Slider(1, r.max_n_iter, value=1, step=1, label="Batch count",
+                                        elem_id=f"{kind}_batch_count")
+                f["batch_size"] = gr.Slider(1, r.max_batch_size, value=1, step=1, label="Batch size",
+                                           elem_id=f"{kind}_batch_size")
             f["cfg_scale"] = gr.Slider(1.0, 30.0, value=7.0, step=0.5, label="CFG Scale",
                                        elem_id=f"{kind}_cfg")
             if kind == "img2img":
@@ -149,7 +151,7 @@ def _size_row(f: dict[str, gr.components.Component], choices: Choices, kind: str
 def _resize_tabs(f: dict[str, gr.components.Component], choices: Choices) -> dict[str, Any]:
     """img2img's *Resize to* (width, height, 📐 size from the picture) and *Resize by* (scale,
     with the size it gives) tabs, as A1111 has them."""
-    with gr.Tabs(selected="to", elem_id="img2img_resize_tabs"):
+    with gr.Tabs(selected="to", overflow_behavior="wrap", elem_id="img2img_resize_tabs"):
         with gr.Tab("Resize to", id="to", elem_id="img2img_tab_resize_to") as to_tab:
             with gr.Row(equal_height=True):
                 _size_row(f, choices, "img2img")

@@ -53,7 +53,7 @@ def _editor(mode: str, label: str, elem_id: str) -> gr.ImageEditor:
 
 def _image_inputs() -> dict[str, Any]:
     c: dict[str, Any] = {}
-    with gr.Tabs(selected="img2img", elem_id="img2img_mode_tabs") as tabs:
+    with gr.Tabs(selected="img2img", overflow_behavior="wrap", elem_id="img2img_mode_tabs") as tabs:
         with gr.Tab("img2img", id="img2img") as t_plain:
             c["init"] = gr.Image(type="pil", image_mode="RGB", label="Image for img2img", height=360,
                                  sources=["upload", "clipboard"], elem_id="img2img_image")
@@ -244,7 +244,7 @@ def run_batch(services: Any, panel: GenerationPanel, form: dict[str, Any], folde
         yield {panel.progress: batch_html(view)}
     for error in view["errors"]:
         gr.Warning(error)
-    paths = [str(batch.output_dir / name) for name in view["written"]]
+    paths = [str(p) for p in batch.saved]  # the copies in outputs/: the only folder the page may show
     yield {panel.job_id: None, panel.progress: batch_html(view), panel.gallery: paths,
            panel.result: {"paths": paths, "info": {}}, panel.selected: 0,
            panel.infotext: f"{len(paths)} images written to {batch.output_dir}"}
