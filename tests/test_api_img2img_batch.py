@@ -59,6 +59,7 @@ def test_batch_with_masks_and_resize_by(sdcloud_server: ServerProcess) -> None:
     mask = Image.new("L", (64, 64), 0)
     ImageDraw.Draw(mask).rectangle((0, 0, 31, 63), fill=255)
     mask.save(masks / "one.png")  # only "one" has a mask: "two" is skipped, as in A1111
+    mask.save(masks / "other.png")  # (a folder of one mask would serve every image)
     with sdcloud_server.client() as client:
         r = client.post("/api/img2img/batch", json={
             **BODY, "input_dir": str(data / "in-masked"), "output_dir": "out-masked", "inpaint_mask_dir": "masks",
@@ -93,6 +94,16 @@ def test_bad_folders_are_refused_with_a_message(sdcloud_server: ServerProcess, f
         r = client.post("/api/img2img/batch", json=body)
     assert r.status_code == 400, r.text
     assert message in r.text
+
+
+def test_a_bad_request_is_refused_before_anything_runs(sdcloud_server: ServerProcess) -> None:
+    folder = sdcloud_server.data_dir / "in-bad-request"
+    _inputs(folder)
+    with sdcloud_server.client() as client:
+        r = client.post("/api/img2img/batch", json={**BODY, "steps": 10_000, "input_dir": folder.name,
+                                                   "output_dir": "out-bad-request"})
+    assert 400 <= r.status_code < 500 and "steps" in r.text, r.text
+    assert not (sdcloud_server.data_dir / "out-bad-request").exists()
 
 
 def test_empty_folder_and_unknown_batch(sdcloud_server: ServerProcess) -> None:

@@ -172,3 +172,10 @@ def test_batch_progress_bar() -> None:
     assert "Done: 4 images written to /d/out" in batch_html({**view, "state": "done", "finished": 4,
                                                             "written": ["a", "b", "c", "d"]})
     assert "Interrupted after 1/4 images" in batch_html({**view, "state": "cancelled"})
+
+
+def test_allowed_batch_folders_from_env_and_flags(tmp_path: Path) -> None:
+    env = {"SDCLOUD_BATCH_DIRS": f"{tmp_path / 'a'}:{tmp_path / 'b'}"}
+    assert Settings.load({"data_dir": tmp_path}, env=env).batch_dirs == (tmp_path / "a", tmp_path / "b")
+    flags = Settings.load({"data_dir": tmp_path, "batch_dirs": [str(tmp_path / "c")]}, env={})
+    assert flags.batch_dirs == (tmp_path / "c",)

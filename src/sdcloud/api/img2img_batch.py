@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sdcloud.durable import atomic_write
-from sdcloud.errors import BadRequest, NotFound
+from sdcloud.errors import BadRequest, NotFound, SdcloudError
 from sdcloud.image_files import encode_image, load_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
@@ -119,8 +119,12 @@ class BatchRunner:
 
     def start(self, request: dict[str, Any], input_dir: str, output_dir: str, mask_dir: str = "",
               scale: float | None = None) -> BatchRun:
-        """Check the folders and start the batch; ``request`` is an img2img body without
-        images. With ``scale`` (*Resize by*), each image's size times ``scale`` is used."""
+        """Check the folders, queue the first image and go on with the rest in a thread.
+
+        ``request`` is an img2img body (its ``init_images``/``mask`` are replaced per image);
+        with ``scale`` (*Resize by*) each image's own size times ``scale`` is used. Whatever
+        the request or the folders get wrong raises here (a 4xx), before anything runs.
+        """
         settings = self.services.settings
         source = confine(input_dir, settings, "Input directory", must_exist=True)
         target = confine(output_dir, settings, "Output directory", must_exist=False)
@@ -131,16 +135,28 @@ class BatchRunner:
         if (mask_dir or "").strip():
             folder = confine(mask_dir, settings, "Inpaint batch mask directory", must_exist=True)
             files = list_images(folder)
+            if not files:
+                raise BadRequest(f"Inpaint batch mask directory {mask_dir!r} has no images")
             masks = {p.name: mask_for(p, files) for p in inputs}
         if target == source:
             raise BadRequest("Output directory is the input directory; pick another so no input is overwritten")
-        target.mkdir(parents=True, exist_ok=True)
         run = BatchRun(id=uuid.uuid4().hex[:12], inputs=inputs, output_dir=target, masks=masks)
+        body = {k: v for k, v in request.items() if k not in ("init_images", "mask")}
+        first_job = None
+        while run.index < len(inputs) and first_job is None:  # the first image that makes a request
+            first = self._request(run, inputs[run.index], body, scale)
+            if first is None:
+                run.index += 1
+                continue
+            first_job = self.services.submit("img2img", first)  # a bad request is refused here
+        if first_job is None:
+            raise BadRequest("no image of the batch could be used: " + "; ".join(run.errors[:3]))
+        target.mkdir(parents=True, exist_ok=True)
+        run.job_id = first_job.id
         with self._lock:
             self.runs[run.id] = run
             for old in list(self.runs)[:-self.keep]:
                 del self.runs[old]
-        body = {k: v for k, v in request.items() if k not in ("init_images", "mask")}
         threading.Thread(target=self._run, args=(run, body, scale), name=f"img2img-batch-{run.id}",
                          daemon=True).start()
         return run
@@ -168,58 +184,65 @@ class BatchRunner:
         if run.job_id is not None:
             try:
                 self.services.cancel(run.job_id)
-            except Exception:  # noqa: BLE001 - the job may have finished meanwhile
+            except SdcloudError:  # the job finished meanwhile
                 pass
         return run
 
     # the thread ---------------------------------------------------------------------------
     def _run(self, run: BatchRun, body: dict[str, Any], scale: float | None) -> None:
         try:
-            for path in run.inputs:
-                if run.cancel.is_set():
-                    run.state = "cancelled"
-                    return
-                self._one(run, path, body, scale)
+            while run.index < len(run.inputs):
+                path = run.inputs[run.index]
+                if run.job_id is None:  # the first one was queued by start()
+                    if run.cancel.is_set():
+                        break
+                    request = self._request(run, path, body, scale)
+                    if request is not None:
+                        try:
+                            run.job_id = self.services.submit("img2img", request).id
+                        except SdcloudError as exc:
+                            run.errors.append(f"{path.name}: {exc}")
+                if run.job_id is not None:
+                    self._finish(run, path, _wait(self.services.job, run.job_id))
+                    run.job_id = None
                 run.index += 1
             run.state = "cancelled" if run.cancel.is_set() else "done"
-        except Exception as exc:  # noqa: BLE001 - shown to the user, the server goes on
+        except Exception as exc:  # noqa: BLE001 - shown to the user; the server goes on
             run.errors.append(f"batch stopped: {exc}")
             run.state = "failed"
         finally:
             run.job_id = None
 
-    def _one(self, run: BatchRun, path: Path, body: dict[str, Any], scale: float | None) -> None:
-        from sdcloud.errors import SdcloudError
-
+    def _request(self, run: BatchRun, path: Path, body: dict[str, Any], scale: float | None
+                 ) -> dict[str, Any] | None:
+        """The img2img body for one input, or ``None`` (with the reason in ``run.errors``)."""
         try:
             image = load_image(path)
+            mask_path = run.masks.get(path.name) if run.masks else None
+            if run.masks and mask_path is None:
+                run.errors.append(f"{path.name}: no mask with that name in the mask folder; skipped")
+                return None
+            mask = load_image(mask_path) if mask_path is not None else None
         except OSError as exc:
             run.errors.append(f"{path.name}: not readable as an image ({exc})")
-            return
+            return None
         request = {**body, "init_images": [encode_image(image.convert("RGB"))]}
-        if run.masks:
-            mask_path = run.masks.get(path.name)
-            if mask_path is None:
-                run.errors.append(f"{path.name}: no mask with that name in the mask folder; skipped")
-                return
-            request["mask"] = encode_image(load_image(mask_path))
+        if mask is not None:
+            request["mask"] = encode_image(mask)
         if scale:
             request["width"], request["height"] = scaled_size(image.size, scale)
-        try:
-            job = self.services.submit("img2img", request)
-        except SdcloudError as exc:
-            run.errors.append(f"{path.name}: {exc}")
-            return
-        run.job_id = job.id
-        job = _wait(self.services.job, job.id)
+        return request
+
+    def _finish(self, run: BatchRun, path: Path, job: Any) -> None:
+        """Copy a finished job's images (not the grid) to the output folder, named after ``path``."""
         if job.state != "done":
             run.errors.append(f"{path.name}: {job.error or job.state}")
             return
         files = [Path(p) for p in self.services.runtime.image_files(job)]
         first = int(((job.result or {}).get("info") or {}).get("index_of_first_image", 0) or 0)
-        files = files[first:] or files  # the grid is not an output of the batch
-        for name, src in zip(output_names(path.stem, len(files), files[0].suffix if files else ".png"),
-                             files, strict=False):
+        files = files[first:] or files
+        names = output_names(path.stem, len(files), files[0].suffix if files else ".png")
+        for name, src in zip(names, files, strict=True):
             _copy_atomic(src, run.output_dir / name)
             run.written.append(name)
             run.saved.append(src)

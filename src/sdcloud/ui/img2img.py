@@ -93,20 +93,21 @@ def _image_inputs() -> dict[str, Any]:
     c["brush_size"].change(
         lambda size: [gr.ImageEditor(brush=_brush(m, int(size)), eraser=gr.Eraser(default_size=int(size)))
                       for _, m in editors],
-        inputs=c["brush_size"], outputs=[e for e, _ in editors], show_progress="hidden")
+        inputs=c["brush_size"], outputs=[e for e, _ in editors], show_progress="hidden",
+        trigger_mode="always_last")
     return {"tabs": tabs, "mode": mode, **c}
 
 
 IMAGE_KEYS = ("init", "sketch", "editor", "inpaint_sketch", "upload_image", "mask_upload")
+EDITOR_KEYS = {"sketch": "sketch", "inpaint": "editor", "inpaint_sketch": "inpaint_sketch"}  # mode -> key
 
 
 def source_image(mode: str, images: dict[str, Any]) -> Image.Image | None:
     """The picture of the active sub-tab (for 📐 and the *Resize by* line)."""
     if mode == "img2img":
         return images["init"] if isinstance(images["init"], Image.Image) else None
-    if mode in ("sketch", "inpaint", "inpaint_sketch"):
-        return editor_background(images["inpaint_sketch" if mode == "inpaint_sketch" else
-                                      "editor" if mode == "inpaint" else "sketch"])
+    if mode in EDITOR_KEYS:
+        return editor_background(images[EDITOR_KEYS[mode]])
     if mode == "inpaint_upload":
         return images["upload_image"] if isinstance(images["upload_image"], Image.Image) else None
     return None
@@ -220,7 +221,8 @@ def _wire_sizes(panel: GenerationPanel, choices: Choices) -> None:
 
     triggers = [x["scale"].change, x["mode"].change, x["init"].change, x["upload_image"].change,
                 *(x[k].upload for k in ("sketch", "editor", "inpaint_sketch"))]
-    gr.on(triggers, preview, inputs=[x["scale"], *images_in], outputs=x["scale_preview"], show_progress="hidden")
+    gr.on(triggers, preview, inputs=[x["scale"], *images_in], outputs=x["scale_preview"], show_progress="hidden",
+          trigger_mode="always_last", concurrency_limit=None)
 
 
 def run_batch(services: Any, panel: GenerationPanel, form: dict[str, Any], folders: tuple[str, str, str],
