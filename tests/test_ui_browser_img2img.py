@@ -68,19 +68,23 @@ def _img2img_page(browser: object, server: ServerProcess, width: int, height: in
 
 
 def _upload_editor(page: object, elem_id: str, image: Path) -> None:
-    """Upload into an ImageEditor and wait until it shows the picture (retried once: an upload
-    that lands while the editor mounts is lost)."""
+    """Upload into an ImageEditor and wait until it shows the picture. The editor mounts its
+    canvas when its tab first opens; an upload that lands before is lost, so it waits for the
+    canvas and tries again (with the file input cleared, or the same file fires no change)."""
     editor = page.locator(f"#{elem_id}")  # type: ignore[attr-defined]
     editor.get_by_text("Upload an image").wait_for()
-    for attempt in range(2):
-        editor.locator("input[type=file]").first.set_input_files(str(image))
+    editor.locator("canvas").first.wait_for(state="attached")
+    file_input = editor.locator("input[type=file]").first
+    for attempt in range(3):
+        file_input.evaluate("e => { e.value = ''; }")
+        file_input.set_input_files(str(image))
         try:
             page.wait_for_function(  # type: ignore[attr-defined]
                 f"!document.querySelector('#{elem_id}').innerText.includes('Upload an image')",
-                timeout=TIMEOUT_MS / 4)
+                timeout=TIMEOUT_MS / 6)
             return
         except sync_api.TimeoutError:
-            if attempt:
+            if attempt == 2:
                 raise
 
 
@@ -203,7 +207,7 @@ def test_batch_writes_one_output_per_input(browser: object, server: ServerProces
     out = server.data_dir / f"batch-out-{width}"
     assert sorted(p.name for p in out.iterdir()) == ["cat.png", "dog.png"]
     assert Image.open(out / "cat.png").info["parameters"].startswith(f"a batch {width}\n")
-    assert page.locator("#img2img_gallery img").count() >= 2
+    page.wait_for_function("document.querySelectorAll('#img2img_gallery img').length >= 2")
     _no_sideways_scroll(page, width)
     _screenshot(page, f"ui-img2img-batch-{width}.png")
     page.close()
