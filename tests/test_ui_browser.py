@@ -99,8 +99,11 @@ def _upload_to_editor(page: object, editor: object, image: Path) -> None:
     placeholder is gone). The editor mounts when its tab first opens; an upload that lands
     while it mounts is lost, so it is tried again once."""
     editor.get_by_text("Upload an image").wait_for()  # type: ignore[attr-defined]
+    editor.locator("canvas").first.wait_for(state="attached")  # type: ignore[attr-defined]
+    file_input = editor.locator("input[type=file]").first  # type: ignore[attr-defined]
     for attempt in range(2):
-        editor.locator("input[type=file]").set_input_files(str(image))  # type: ignore[attr-defined]
+        file_input.evaluate("e => { e.value = ''; }")  # the same file again fires no change otherwise
+        file_input.set_input_files(str(image))
         try:
             page.wait_for_function(  # type: ignore[attr-defined]
                 "!document.querySelector('#img2img_inpaint_editor').innerText.includes('Upload an image')",
@@ -330,7 +333,7 @@ def test_send_to_img2img_then_inpaint(browser: object, ui_server: ServerProcess,
     # Inpaint: upload an image and paint a stroke over it with the (white) brush
     init = tmp_path / "init.png"
     Image.new("RGB", (64, 64), (30, 120, 200)).save(init)
-    page.get_by_role("tab", name="Inpaint").click()
+    page.get_by_role("tab", name="Inpaint", exact=True).click()
     editor = page.locator("#img2img_inpaint_editor")
     _upload_to_editor(page, editor, init)
     _draw_stroke(page, editor)

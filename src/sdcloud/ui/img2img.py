@@ -84,11 +84,13 @@ def _image_inputs() -> dict[str, Any]:
             c["batch_output"] = gr.Textbox(label="Output directory", elem_id="img2img_batch_output_dir")
             c["batch_mask"] = gr.Textbox(label="Inpaint batch mask directory (optional)",
                                          elem_id="img2img_batch_inpaint_mask_dir")
-    c["brush_size"] = gr.Slider(1, 128, value=DEFAULT_BRUSH, step=1, label="Brush size",
+    c["brush_size"] = gr.Slider(1, 128, value=DEFAULT_BRUSH, step=1, label="Brush size", visible=False,
                                 info="for the Sketch and Inpaint editors", elem_id="img2img_brush_size")
     mode = gr.State("img2img")
     for tab, name in zip((t_plain, t_sketch, t_inpaint, t_isketch, t_upload, t_batch), MODES, strict=True):
         tab.select(lambda n=name: n, outputs=mode, show_progress="hidden")
+    mode.change(lambda m: gr.Slider(visible=m in EDITOR_KEYS), inputs=mode, outputs=c["brush_size"],
+                show_progress="hidden")  # shown on the sub-tabs with a brush
     editors = [(c["sketch"], "sketch"), (c["editor"], "inpaint"), (c["inpaint_sketch"], "inpaint_sketch")]
     c["brush_size"].change(
         lambda size: [gr.ImageEditor(brush=_brush(m, int(size)), eraser=gr.Eraser(default_size=int(size)))
