@@ -186,9 +186,15 @@ def img2img_tab(services: Any, choices: Choices) -> GenerationPanel:
             yield from run_generation(services, panel, build, values)
             return
         form = dict(zip(panel.keys, values[:n], strict=True))
-        resize_by, scale, chosen_styles, *folders = values[n + n_head - 6:n + n_head]
-        yield from run_batch(services, panel, form, tuple(folders),  # type: ignore[arg-type]
-                             float(scale or 1) if resize_by else None, chosen_styles)
+        extra = values[n:]
+        resize_by, scale, chosen_styles, *folders = extra[n_head - 6:n_head]
+        placeholder = encode_image(Image.new("RGB", (8, 8)))  # each image of the folder replaces it
+        request = {**img2img_request(form, placeholder, placeholder if str(folders[2] or "").strip() else None),
+                   "styles": list(chosen_styles or []),
+                   **script.request_fields(extra[n_head:n_head + n_script])}
+        request = cn.add_to(request, list(extra[n_head + n_script:]))
+        yield from run_batch(services, panel, request, tuple(folders),  # type: ignore[arg-type]
+                             float(scale or 1) if resize_by else None)
 
     wire_panel(services, panel, build, [*head, *script.inputs, *cn.inputs], run=generate)
     _wire_sizes(panel, choices)
@@ -227,14 +233,12 @@ def _wire_sizes(panel: GenerationPanel, choices: Choices) -> None:
           trigger_mode="always_last", concurrency_limit=None)
 
 
-def run_batch(services: Any, panel: GenerationPanel, form: dict[str, Any], folders: tuple[str, str, str],
-              scale: float | None, chosen_styles: list[str]) -> Iterator[dict[Any, Any]]:
-    """Generate on the Batch tab: start the server-side batch, show its progress, then the
-    images written."""
+def run_batch(services: Any, panel: GenerationPanel, request: dict[str, Any], folders: tuple[str, str, str],
+              scale: float | None) -> Iterator[dict[Any, Any]]:
+    """Generate on the Batch tab: start the server-side batch with the tab's img2img
+    ``request`` (script and ControlNet included; its images are replaced per input), show its
+    progress, then the images written."""
     in_dir, out_dir, mask_dir = (str(f or "") for f in folders)
-    placeholder = encode_image(Image.new("RGB", (8, 8)))  # each image of the folder replaces it
-    request = img2img_request(form, placeholder, placeholder if mask_dir.strip() else None)
-    request["styles"] = list(chosen_styles or [])
     try:
         batch = services.batches.start(request, in_dir, out_dir, mask_dir, scale)
     except SdcloudError as exc:
