@@ -94,6 +94,7 @@ def test_bad_folders_are_refused_with_a_message(sdcloud_server: ServerProcess, f
         r = client.post("/api/img2img/batch", json=body)
     assert r.status_code == 400, r.text
     assert message in r.text
+    assert str(sdcloud_server.data_dir) not in r.text  # no server path in the answer
 
 
 def test_a_bad_request_is_refused_before_anything_runs(sdcloud_server: ServerProcess) -> None:

@@ -147,6 +147,10 @@ def test_batch_folders_are_confined(tmp_path: Path) -> None:
         confine("missing", settings, "Input directory", must_exist=True)
     with pytest.raises(BadRequest, match="give a folder"):
         confine("  ", settings, "Input directory", must_exist=True)
+    for hostile in ("in\x00put", "x" * 5000, "/" + "a/" * 3000):
+        with pytest.raises(BadRequest) as err:
+            confine(hostile, settings, "Input directory", must_exist=True)
+        assert str(tmp_path) not in str(err.value)  # no server path in a message to a client
 
 
 def test_batch_files_masks_and_output_names(tmp_path: Path) -> None:

@@ -44,28 +44,36 @@ def confine(text: str, settings: Any, what: str, *, must_exist: bool) -> Path:
     raw = (text or "").strip()
     if not raw:
         raise BadRequest(f"{what}: give a folder")
-    path = Path(os.path.expanduser(raw))
-    if not path.is_absolute():
-        path = Path(settings.data_dir) / path
-    path = path.resolve()
-    roots = batch_roots(settings)
+    shown = raw if len(raw) <= 200 else raw[:200] + "..."
+    try:
+        path = Path(os.path.expanduser(raw))
+        if not path.is_absolute():
+            path = Path(settings.data_dir) / path
+        path = path.resolve()
+        roots = batch_roots(settings)
+        state = Path(settings.state_path).resolve()
+        exists, is_dir = path.exists(), path.is_dir()
+    except (OSError, ValueError, RuntimeError):  # NUL byte, name too long, symlink loop
+        raise BadRequest(f"{what} {shown!r} is not a usable folder name") from None
+    # the message names no server folder: the data folder's path is not the client's business
     if not any(path == root or root in path.parents for root in roots):
-        allowed = ", ".join(str(r) for r in roots)
-        raise BadRequest(f"{what} {raw!r} is outside the folders batch may use ({allowed}); "
-                         "start the server with --allow-batch-dir to add one")
-    state = Path(settings.state_path).resolve()
+        raise BadRequest(f"{what} {shown!r} is outside the folders batch may use (the data folder and "
+                         "those allowed with --allow-batch-dir)")
     if path == state or state in path.parents:
-        raise BadRequest(f"{what} {raw!r} is sdcloud's own state folder; pick another")
-    if must_exist and not path.is_dir():
-        raise BadRequest(f"{what} {raw!r} is not a folder on the server")
-    if path.exists() and not path.is_dir():
-        raise BadRequest(f"{what} {raw!r} is a file, not a folder")
+        raise BadRequest(f"{what} {shown!r} is sdcloud's own state folder; pick another")
+    if must_exist and not is_dir:
+        raise BadRequest(f"{what} {shown!r} is not a folder on the server")
+    if exists and not is_dir:
+        raise BadRequest(f"{what} {shown!r} is a file, not a folder")
     return path
 
 
 def list_images(folder: Path) -> list[Path]:
     """The image files directly in ``folder``, by name."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    try:
+        return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    except OSError as exc:
+        raise BadRequest(f"cannot read the folder {folder.name!r}: {exc.strerror}") from None
 
 
 def mask_for(image: Path, masks: Sequence[Path]) -> Path | None:
@@ -151,7 +159,11 @@ class BatchRunner:
             first_job = self.services.submit("img2img", first)  # a bad request is refused here
         if first_job is None:
             raise BadRequest("no image of the batch could be used: " + "; ".join(run.errors[:3]))
-        target.mkdir(parents=True, exist_ok=True)
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self.services.cancel(first_job.id)
+            raise BadRequest(f"Output directory {output_dir!r} cannot be made: {exc.strerror}") from None
         run.job_id = first_job.id
         with self._lock:
             self.runs[run.id] = run
