@@ -99,8 +99,11 @@ def _upload_to_editor(page: object, editor: object, image: Path) -> None:
     placeholder is gone). The editor mounts when its tab first opens; an upload that lands
     while it mounts is lost, so it is tried again once."""
     editor.get_by_text("Upload an image").wait_for()  # type: ignore[attr-defined]
+    editor.locator("canvas").first.wait_for(state="attached")  # type: ignore[attr-defined]
+    file_input = editor.locator("input[type=file]").first  # type: ignore[attr-defined]
     for attempt in range(2):
-        editor.locator("input[type=file]").set_input_files(str(image))  # type: ignore[attr-defined]
+        file_input.evaluate("e => { e.value = ''; }")  # the same file again fires no change otherwise
+        file_input.set_input_files(str(image))
         try:
             page.wait_for_function(  # type: ignore[attr-defined]
                 "!document.querySelector('#img2img_inpaint_editor').innerText.includes('Upload an image')",
@@ -109,6 +112,22 @@ def _upload_to_editor(page: object, editor: object, image: Path) -> None:
         except sync_api.TimeoutError:
             if attempt:
                 raise
+
+
+def _draw_stroke(page: object, editor: object, width: int = 120) -> None:
+    """Drag the brush ``width`` pixels across the middle of the editor's canvas. The canvas is
+    scrolled into view first: mouse events outside the viewport draw nothing (with the styles
+    and extra-networks rows above it, the editor starts below the fold at 1280x900)."""
+    canvas = editor.locator("canvas").first  # type: ignore[attr-defined]
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    assert box is not None
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x - width / 2, y)  # type: ignore[attr-defined]
+    page.mouse.down()  # type: ignore[attr-defined]
+    for i in range(13):
+        page.mouse.move(x - width / 2 + i * width / 12, y + (i % 2) * 4)  # type: ignore[attr-defined]
+    page.mouse.up()  # type: ignore[attr-defined]
 
 
 def _image_size(page: object, selector: str) -> list[int]:
@@ -314,20 +333,10 @@ def test_send_to_img2img_then_inpaint(browser: object, ui_server: ServerProcess,
     # Inpaint: upload an image and paint a stroke over it with the (white) brush
     init = tmp_path / "init.png"
     Image.new("RGB", (64, 64), (30, 120, 200)).save(init)
-    page.get_by_role("tab", name="Inpaint").click()
+    page.get_by_role("tab", name="Inpaint", exact=True).click()
     editor = page.locator("#img2img_inpaint_editor")
     _upload_to_editor(page, editor, init)
-    # the panels above the editor (styles, extra networks) push it below the fold: mouse strokes
-    # only land inside the viewport
-    editor.locator("canvas").first.scroll_into_view_if_needed()
-    canvas = editor.locator("canvas").first.bounding_box()
-    assert canvas is not None
-    x, y = canvas["x"] + canvas["width"] / 2, canvas["y"] + canvas["height"] / 2
-    page.mouse.move(x - 60, y)
-    page.mouse.down()
-    for i in range(12):
-        page.mouse.move(x - 60 + i * 10, y + (i % 2) * 4)
-    page.mouse.up()
+    _draw_stroke(page, editor)
     page.fill("#img2img_prompt textarea", "a red ball, inpainted")
     page.click("#img2img_generate")
     page.wait_for_function(

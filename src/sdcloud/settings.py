@@ -89,6 +89,7 @@ class Settings:
     broker: str | None = None  # redis://, rediss:// or local: hand generation to workers (scale-out)
     worker_timeout: float = 15.0  # seconds without a worker heartbeat before its job is re-run
     max_attempts: int = 3  # runs of one job on workers before it fails with the reasons
+    batch_dirs: tuple[Path, ...] = ()  # folders img2img Batch may read and write besides data_dir
     limits: Limits = field(default_factory=Limits)
 
     # A1111 folder layout -------------------------------------------------------------
@@ -222,6 +223,9 @@ def _convert(key: str, raw: Any) -> Any:
         from sdcloud.i18n import explicit_language
 
         return explicit_language(str(raw))
+    if key == "batch_dirs":
+        parts = raw.split(os.pathsep) if isinstance(raw, str) else list(raw)
+        return tuple(Path(os.path.expanduser(str(p).strip())) for p in parts if str(p).strip())
     if key == "auth":
         if isinstance(raw, str):
             return tuple(a for a in (s.strip() for s in raw.split(",")) if a)

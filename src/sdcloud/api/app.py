@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from sdcloud import __version__
 from sdcloud.api import (
+    routes_batch,
     routes_ckpt,
     routes_controlnet,
     routes_extras,
@@ -96,6 +97,7 @@ def create_app(
     app.include_router(routes_extras.router, prefix="/sdapi/v1")
     app.include_router(routes_controlnet.router, prefix="/controlnet")
     app.include_router(routes_jobs.router, prefix="/api")
+    app.include_router(routes_batch.router, prefix="/api")
     app.include_router(routes_server.router, prefix="/api")
     app.include_router(routes_history.router, prefix="/api")
     app.include_router(routes_webhooks.router, prefix="/api")

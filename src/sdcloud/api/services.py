@@ -88,6 +88,9 @@ class Services:
         from sdcloud.webhooks.setup import make_sender
 
         self.webhooks = JobWebhooks(self.queue, make_sender(self.settings))
+        from sdcloud.api.img2img_batch import BatchRunner
+
+        self.batches = BatchRunner(self)  # img2img Batch over server folders
         self._started = False
 
     # lifecycle ---------------------------------------------------------------------------

@@ -43,6 +43,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="allow serving beyond this machine without auth (not recommended)",
     )
     p.add_argument(
+        "--allow-batch-dir",
+        action="append",
+        metavar="DIR",
+        help="a folder img2img Batch may read images from and write to, besides the data folder "
+        "(repeatable; env SDCLOUD_BATCH_DIRS, separated by ':')",
+    )
+    p.add_argument(
         "--allow-url-images",
         action="store_true",
         default=None,
@@ -120,6 +127,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         api_token=args.api_token,
         insecure=args.insecure,
         allow_url_images=args.allow_url_images,
+        batch_dirs=args.allow_batch_dir,
         store=args.store,
         store_endpoint=args.store_endpoint,
         price_per_hour=args.price_per_hour,

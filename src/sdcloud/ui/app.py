@@ -33,6 +33,7 @@ from sdcloud.ui.params import (
     SAME_SAMPLER,
     SAME_SCHEDULER,
     fit_choices,
+    image_to_send,
     infotext_to_txt2img,
     match_checkpoint,
 )
@@ -130,10 +131,10 @@ def _wire_send_to(tabs: gr.Tabs, source: GenerationPanel, img2img: GenerationPan
     common = [img2img.fields["prompt"], img2img.fields["negative_prompt"], tabs, x["tabs"], x["mode"]]
 
     def selected_path(result: dict[str, Any] | None, index: int) -> str:
-        paths = (result or {}).get("paths") or []
-        if not paths:
+        path = image_to_send(result, index)
+        if path is None:
             raise gr.Error("Generate an image first.")
-        return paths[index] if 0 <= index < len(paths) else paths[0]
+        return path
 
     inputs = [source.result, source.selected, source.fields["prompt"], source.fields["negative_prompt"]]
     source.send_to_img2img.click(

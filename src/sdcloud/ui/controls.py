@@ -13,7 +13,7 @@ from typing import Any
 import gradio as gr
 
 from sdcloud.ui.choices import Choices
-from sdcloud.ui.i18n import DATA_CHOICES_CLASS
+from sdcloud.ui.i18n import DATA_CHOICES_CLASS, DATA_CLASS
 from sdcloud.ui.params import (
     INPAINT_AREAS,
     MASK_MODES,
@@ -105,14 +105,15 @@ def generation_panel(kind: str, choices: Choices, image_inputs: Callable[[], dic
                                              elem_classes=[DATA_CHOICES_CLASS])
             f["steps"] = gr.Slider(1, r.max_steps, value=20, step=1, label="Sampling steps",
                                    elem_id=f"{kind}_steps")
+            if kind == "img2img":
+                extra.update(_resize_tabs(f, choices))
+            else:
+                _size_row(f, choices, kind)
             with gr.Row():
-                f["width"] = gr.Slider(64, r.max_width, value=512, step=8, label="Width",
-                                       elem_id=f"{kind}_width")
-                f["height"] = gr.Slider(64, r.max_height, value=512, step=8, label="Height",
-                                        elem_id=f"{kind}_height")
-            with gr.Row():
-                f["n_iter"] = gr.Slider(1, r.max_n_iter, value=1, step=1, label="Batch count")
-                f["batch_size"] = gr.Slider(1, r.max_batch_size, value=1, step=1, label="Batch size")
+                f["n_iter"] = gr.Slider(1, r.max_n_iter, value=1, step=1, label="Batch count",
+                                        elem_id=f"{kind}_batch_count")
+                f["batch_size"] = gr.Slider(1, r.max_batch_size, value=1, step=1, label="Batch size",
+                                           elem_id=f"{kind}_batch_size")
             f["cfg_scale"] = gr.Slider(1.0, 30.0, value=7.0, step=0.5, label="CFG Scale",
                                        elem_id=f"{kind}_cfg")
             if kind == "img2img":
@@ -156,6 +157,31 @@ def generation_panel(kind: str, choices: Choices, image_inputs: Callable[[], dic
         result=gr.State(None), selected=gr.State(0), job_id=gr.State(None),
         send_to_img2img=send_to_img2img, send_to_inpaint=send_to_inpaint, extra=extra,
     )
+
+
+def _size_row(f: dict[str, gr.components.Component], choices: Choices, kind: str) -> None:
+    r = choices.ranges
+    with gr.Row():
+        f["width"] = gr.Slider(64, r.max_width, value=512, step=8, label="Width", elem_id=f"{kind}_width")
+        f["height"] = gr.Slider(64, r.max_height, value=512, step=8, label="Height", elem_id=f"{kind}_height")
+
+
+def _resize_tabs(f: dict[str, gr.components.Component], choices: Choices) -> dict[str, Any]:
+    """img2img's *Resize to* (width, height, 📐 size from the picture) and *Resize by* (scale,
+    with the size it gives) tabs, as A1111 has them."""
+    with gr.Tabs(selected="to", overflow_behavior="wrap", elem_id="img2img_resize_tabs"):
+        with gr.Tab("Resize to", id="to", elem_id="img2img_tab_resize_to") as to_tab:
+            with gr.Row(equal_height=True):
+                _size_row(f, choices, "img2img")
+                detect = gr.Button("📐", scale=0, min_width=48, elem_id="img2img_detect_size")
+        with gr.Tab("Resize by", id="by", elem_id="img2img_tab_resize_by") as by_tab:
+            scale = gr.Slider(0.05, 4.0, value=1.0, step=0.05, label="Scale", elem_id="img2img_scale")
+            preview = gr.HTML("No image selected", elem_id="img2img_scale_resolution_preview",
+                              elem_classes=[DATA_CLASS])
+    resize_by = gr.State(False)
+    to_tab.select(lambda: False, outputs=resize_by, show_progress="hidden")
+    by_tab.select(lambda: True, outputs=resize_by, show_progress="hidden")
+    return {"scale": scale, "scale_preview": preview, "resize_by": resize_by, "size_from_image": detect}
 
 
 def _hires_controls(f: dict[str, gr.components.Component], choices: Choices) -> None:
@@ -207,7 +233,7 @@ def _refiner_controls(kind: str, f: dict[str, gr.components.Component], choices:
 
 
 def _inpaint_controls(f: dict[str, gr.components.Component]) -> None:
-    with gr.Accordion("Inpaint settings (Inpaint tab)", open=False, elem_id="img2img_inpaint_settings"):
+    with gr.Accordion("Inpaint settings", open=False, elem_id="img2img_inpaint_settings"):
         f["mask_blur"] = gr.Slider(0, 64, value=4, step=1, label="Mask blur")
         f["mask_mode"] = gr.Radio(list(MASK_MODES), value=MASK_MODES[0], label="Mask mode")
         f["inpainting_fill"] = gr.Radio(list(MASKED_CONTENT), value=MASKED_CONTENT[1], label="Masked content")

@@ -250,7 +250,7 @@ JA: dict[str, str] = {
     "Alpha": "Alpha",
     "Learning rate": "学習率",
     "Resolution": "解像度",
-    "Batch": "バッチサイズ",
+    "Batch": "バッチ",
     "Optimizer": "オプティマイザー",
     "LR scheduler": "学習率スケジューラー",
     "Train text encoder": "テキストエンコーダーも学習する",
@@ -382,6 +382,31 @@ JA: dict[str, str] = {
     "Send to extras": "Extras に送る",
     "Save": "保存",
     "Zip": "Zip",
+    # img2img sub-tabs (issue 17 part 6)
+    "Sketch": "スケッチ",
+    "Image for img2img: draw on it, the drawing is kept": "img2img の元画像: 描き込んだ絵がそのまま使われます",
+    "Inpaint sketch": "インペイントスケッチ",
+    "Image for inpainting: draw what to repaint, in colour": "インペイントの元画像: 描き直す部分を色で描いてください",
+    "Mask transparency": "マスクの透明度",
+    "Inpaint upload": "インペイントアップロード",
+    "Image for inpainting": "インペイントの元画像",
+    "Mask (white = repaint)": "マスク(白 = 描き直す部分)",
+    "Process every image of a folder on the server with the settings below. Folders are "
+    "inside the data folder (relative paths start there) or one allowed with "
+    "`--allow-batch-dir`. Add inpaint masks from a mask folder: a file with the same "
+    "name as each image, or one mask for all.":
+        "サーバー上のフォルダ内の画像すべてを下の設定で処理します。フォルダはデータフォルダの中"
+        "(相対パスはそこから)か `--allow-batch-dir` で許可したフォルダです。インペイントには"
+        "マスクフォルダを指定します(各画像と同じ名前のファイル、または全画像共通のマスク 1 枚)。",
+    "Input directory": "入力フォルダ",
+    "Output directory": "出力フォルダ",
+    "Inpaint batch mask directory (optional)": "インペイント用マスクフォルダ(任意)",
+    "Brush size": "ブラシサイズ",
+    "for the Sketch and Inpaint editors": "スケッチとインペイントの描画用",
+    "Resize to": "サイズを指定",
+    "Resize by": "倍率を指定",
+    "Scale": "倍率",
+    "Inpaint settings": "インペイントの設定",
 }
 
 TEXT_PROPS = ("label", "info", "placeholder", "title")

@@ -17,6 +17,7 @@ from sdcloud.ui.progress import progress_html
 
 TERMINAL_STATES = ("done", "failed", "cancelled")
 POLL_SECONDS = 0.25
+BATCH_PREFIX = "batch:"  # panel.job_id of an img2img Batch
 
 RequestBuilder = Callable[[dict[str, Any], list[Any]], dict[str, Any]]
 
@@ -68,8 +69,12 @@ def run_generation(services: Any, panel: GenerationPanel, build: RequestBuilder,
 
 
 def wire_panel(services: Any, panel: GenerationPanel, build: RequestBuilder,
-               extra_inputs: list[gr.components.Component] | None = None) -> None:
-    """Connect Generate, Interrupt, seed buttons, LoRA picker and gallery selection."""
+               extra_inputs: list[gr.components.Component] | None = None,
+               run: Callable[..., Iterator[dict[Any, Any]]] | None = None) -> None:
+    """Connect Generate, Interrupt, seed buttons, LoRA picker and gallery selection.
+
+    ``run`` replaces the Generate handler (img2img's Batch); it gets the same values and may
+    call :func:`run_generation` itself."""
     outputs = [panel.job_id, panel.progress, panel.preview, panel.gallery, panel.result, panel.selected,
                panel.infotext]
 
@@ -77,7 +82,7 @@ def wire_panel(services: Any, panel: GenerationPanel, build: RequestBuilder,
         yield from run_generation(services, panel, build, values)
 
     # Jobs wait in sdcloud's own queue (visible in the Queue tab), not in Gradio's.
-    panel.generate.click(generate, inputs=panel.inputs + (extra_inputs or []), outputs=outputs,
+    panel.generate.click(run or generate, inputs=panel.inputs + (extra_inputs or []), outputs=outputs,
                          concurrency_limit=None, show_progress="hidden")
 
     def interrupt(job_id: str | None) -> None:
@@ -85,7 +90,10 @@ def wire_panel(services: Any, panel: GenerationPanel, build: RequestBuilder,
             gr.Info("Nothing of yours is running.")
             return
         try:
-            services.cancel(job_id)
+            if job_id.startswith(BATCH_PREFIX):  # an img2img Batch: stop it, not one job
+                services.batches.stop(job_id[len(BATCH_PREFIX):])
+            else:
+                services.cancel(job_id)
         except SdcloudError as exc:
             gr.Warning(str(exc))
 

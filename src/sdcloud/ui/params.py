@@ -72,7 +72,7 @@ def _clamp(value: float, low: float, high: float) -> float:
     return max(low, min(high, value))
 
 
-def _snap(value: int, high: int) -> int:
+def snap_size(value: int, high: int) -> int:
     """Round to the size sliders' step of 8 and keep it in 64..high."""
     return int(_clamp(round(value / 8) * 8, 64, high))
 
@@ -95,16 +95,16 @@ def infotext_to_txt2img(params: Mapping[str, Any], *, ranges: Ranges | None = No
         "steps": lambda v: int(_clamp(v, 1, r.max_steps)),
         "cfg_scale": lambda v: _clamp(v, 1.0, 30.0),
         "seed": int,
-        "width": lambda v: _snap(v, r.max_width),
-        "height": lambda v: _snap(v, r.max_height),
+        "width": lambda v: snap_size(v, r.max_width),
+        "height": lambda v: snap_size(v, r.max_height),
         "batch_size": lambda v: int(_clamp(v, 1, r.max_batch_size)),
         "enable_hr": bool,
         "denoising_strength": lambda v: _clamp(v, 0.0, 1.0),
         "hr_scale": lambda v: _clamp(v, 1.0, 4.0),
         "hr_upscaler": str,
         "hr_second_pass_steps": lambda v: int(_clamp(v, 0, r.max_steps)),
-        "hr_resize_x": lambda v: _snap(v, r.max_width) if v else 0,
-        "hr_resize_y": lambda v: _snap(v, r.max_height) if v else 0,
+        "hr_resize_x": lambda v: snap_size(v, r.max_width) if v else 0,
+        "hr_resize_y": lambda v: snap_size(v, r.max_height) if v else 0,
         "hr_checkpoint_name": lambda v: v or SAME_CHECKPOINT,
         "hr_sampler_name": lambda v: v or SAME_SAMPLER,
         "hr_scheduler": lambda v: v or SAME_SCHEDULER,
@@ -223,6 +223,18 @@ def infotext_of(info: Mapping[str, Any] | None, index: int | None = None) -> str
     if 0 <= i < len(texts):
         return str(texts[i])
     return str(texts[0]) if texts else ""
+
+
+def image_to_send(result: Mapping[str, Any] | None, index: int | None) -> str | None:
+    """The gallery image "Send to img2img/inpaint" takes: the selected one, but never the grid
+    (a batch shows its grid first; selecting nothing, or the grid, sends the first image)."""
+    paths = list((result or {}).get("paths") or [])
+    if not paths:
+        return None
+    first = int(((result or {}).get("info") or {}).get("index_of_first_image", 0) or 0)
+    first = first if first < len(paths) else 0
+    i = index if index is not None and first <= index < len(paths) else first
+    return str(paths[i])
 
 
 def fit_choices(values: Mapping[str, Any], allowed: Mapping[str, Iterable[str]]

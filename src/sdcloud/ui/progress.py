@@ -40,7 +40,14 @@ def progress_html(job: Any) -> str:
         text = "Interrupted"
     else:
         text = str(state)
+    return bar_html(state, fraction, text)
+
+
+def bar_html(state: str, fraction: float, text: str) -> str:
+    """The bar itself: ``state`` (queued, running, done, failed, cancelled) sets its colour,
+    ``fraction`` (0-1) its fill; ``text`` is shown on it."""
     css_state = state if state in ("queued", "running", "done", "failed", "cancelled") else "other"
+    fraction = max(0.0, min(1.0, fraction))
     return (
         f'<div class="sd-progress sd-{css_state}" role="progressbar" aria-valuemin="0" '
         f'aria-valuemax="100" aria-valuenow="{fraction * 100:.0f}">'

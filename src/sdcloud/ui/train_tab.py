@@ -72,7 +72,7 @@ def train_tab(services: Any) -> gr.Timer:
                 lr = gr.Number(1e-4, label="Learning rate", elem_id="train_lr")
             with gr.Row():
                 resolution = gr.Number(512, label="Resolution", precision=0, elem_id="train_resolution")
-                batch = gr.Number(2, label="Batch", precision=0, elem_id="train_batch")
+                batch = gr.Number(2, label="Batch size", precision=0, elem_id="train_batch")
                 seed = gr.Number(1, label="Seed", precision=0, elem_id="train_seed")
             with gr.Row():
                 optimizer = gr.Dropdown(OPTIMIZERS, value="AdamW", label="Optimizer", elem_id="train_optimizer",
