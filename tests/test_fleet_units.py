@@ -105,17 +105,19 @@ def test_a_late_result_from_a_given_up_attempt_is_refused(tmp_path: Path) -> Non
         (tmp_path / "store" / "k" / "late.png").write_bytes(b"late")
         (tmp_path / "store" / "k" / "good.png").write_bytes(b"good")
         queue.redis.xadd(P.EVENTS, P.dump({"type": "result", "job": job.id, "fence": fence, "worker": "a",
-                                           "keys": ["k/late.png"], "info": {}}))
+                                           "result": {"images": ["job:00000.png"], "info": {}},
+                                           "files": {"00000.png": "k/late.png"}}))
         deadline = time.monotonic() + 10
         while queue.refused_late == 0:
             assert time.monotonic() < deadline
             time.sleep(0.02)
         assert queue.get(job.id).state == "queued"  # the late answer changed nothing
-        for event in ({"type": "started"}, {"type": "result", "keys": ["k/good.png"], "info": {"x": 1}}):
+        for event in ({"type": "started"}, {"type": "result", "result": {"images": ["job:00000.png"], "info": {"x": 1}},
+                                            "files": {"00000.png": "k/good.png"}}):
             queue.redis.xadd(P.EVENTS, P.dump({**event, "job": job.id, "fence": new_fence, "worker": "b"}))
         done = queue.wait(job.id, timeout=10)
         assert done.state == "done" and done.attempts == 2 and done.result["worker"] == "b"
-        assert done.result["images"] == ["job:00000.png"]
+        assert done.result["images"] == ["job:00000.png"] and done.result["keys"] == ["k/good.png"]
         assert queue.output_file(job.id, "00000.png").read_bytes() == b"good"
         assert queue.attempt_info(job.id)["reasons"] == ["a: stopped answering"]
         assert queue.redis.get(P.FENCE_PREFIX + job.id) is None  # a stale redelivery now finds no fence

@@ -311,9 +311,10 @@ class WorkerRuntime:
             folder.mkdir()
         for name, key in (payload.get("input_keys") or {}).items():
             self.store.get(key, inputs / name)
-        watch.pull_state()
-        watch.start()
         job = Job(id=job_id, kind=kind, payload=payload, attempts=int(msg.get("attempt") or 1))
+        if job.attempts > 1:  # an earlier attempt (on any worker) may have left state to resume from
+            watch.pull_state()
+        watch.start()
         last = [0.0]
 
         def report(p: ProgressEvent) -> None:
