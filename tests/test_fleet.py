@@ -302,6 +302,13 @@ def test_training_resumes_on_another_worker_from_the_store(fleet: Fleet, tmp_pat
     lora = fleet.root / "api" / "models" / "Lora" / "fleetcat.safetensors"
     assert lora.read_bytes() == (fleet.store / "models" / "Lora" / "fleetcat.safetensors").read_bytes()
     assert "fleetcat" in [x["name"] for x in fleet.client.get("/sdapi/v1/loras").json()]
+    # the trained LoRA baked into a checkpoint, on a worker: it reads both through the store
+    r = fleet.client.post("/api/ckpt/lora-bake", json={"model": "tiny", "loras": [{"name": "fleetcat", "ratio": 0.5}],
+                                                       "output": "tinycat"})
+    assert r.status_code == 202, r.text
+    [bake] = wait_jobs(fleet.client, [r.json()["id"]], timeout=120)
+    assert bake["state"] == "done" and bake["result"]["applied"] > 0, bake
+    assert (fleet.root / "api" / "models" / "Stable-diffusion" / "tinycat.safetensors").is_file()
 
 
 def test_bad_broker_urls_are_one_line_errors(fleet: Fleet, tmp_path: Path) -> None:
