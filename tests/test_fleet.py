@@ -307,7 +307,7 @@ def test_training_resumes_on_another_worker_from_the_store(fleet: Fleet, tmp_pat
                                                        "output": "tinycat"})
     assert r.status_code == 202, r.text
     [bake] = wait_jobs(fleet.client, [r.json()["id"]], timeout=120)
-    assert bake["state"] == "done" and bake["result"]["applied"] > 0, bake
+    assert bake["state"] == "done" and bake["result"]["applied"]["fleetcat.safetensors"] > 0, bake
     assert (fleet.root / "api" / "models" / "Stable-diffusion" / "tinycat.safetensors").is_file()
 
 

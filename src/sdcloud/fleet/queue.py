@@ -56,13 +56,13 @@ CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT);
 
 
 class FleetJobQueue(JobQueue):
-    is_fleet = True  # Services tells the fleet from a local queue by this (no import of this module)
-
     """``remote_kinds``: what workers run; ``kinds`` (kind -> ``JobKind``): lanes and attempts
     (a kind runs at most ``max(kind.max_attempts, max_attempts)`` times: workers are lost more
     often than a local process); ``prepare(job_id, kind, payload) -> payload`` puts a job's
     inputs in the store before it is sent; ``take_models(models)`` fetches the models a job
     made (``fleet.assets.FrontAssets``)."""
+
+    is_fleet = True  # Services tells the fleet from a local queue by this (no import of this module)
 
     def __init__(self, state_path: Path, broker_url: str, store: Any, local: LocalJobQueue, *,
                  worker_timeout: float = 15.0, max_attempts: int = 3,
@@ -108,6 +108,9 @@ class FleetJobQueue(JobQueue):
         self.local.start()
         self.redis.hset(P.CONFIG_KEY, mapping={"store": getattr(self.store, "url", ""),
                                                "heartbeat_timeout": str(self.worker_timeout)})
+        # a new journal reads the event stream from its current end (what is there belongs to
+        # another front's jobs); the position is kept, so a restart resumes from it
+        self._db.execute("INSERT OR IGNORE INTO meta (k, v) VALUES ('last_event', ?)", (self._stream_tail(),))
         with self._lock:
             for job in self.journal.unfinished():
                 self._active[job.id] = job
@@ -328,7 +331,7 @@ class FleetJobQueue(JobQueue):
     # events from workers -------------------------------------------------------------------
     def _events(self) -> None:
         row = self._db.execute("SELECT v FROM meta WHERE k='last_event'").fetchone()
-        last = row[0] if row else self._stream_tail()
+        last = row[0] if row else "0-0"
         while not self._stopping.is_set():
             try:
                 batch = self.redis.xread({P.EVENTS: last}, count=100, block=500)
@@ -346,8 +349,7 @@ class FleetJobQueue(JobQueue):
                 self._db.execute("INSERT OR REPLACE INTO meta (k, v) VALUES ('last_event', ?)", (last,))
 
     def _stream_tail(self) -> str:
-        """Where a new journal starts reading: after the events already in the stream (they
-        belong to another front's jobs); a restarted front resumes from its saved position."""
+        """The id of the newest event in the stream ("0-0" when there is none or the broker is down)."""
         try:
             tail = self.redis.xrevrange(P.EVENTS, count=1)
         except Exception:  # noqa: BLE001  broker down: nothing of ours can be in the stream yet
