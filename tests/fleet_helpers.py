@@ -60,16 +60,17 @@ class RedisServer:
 
 
 class WorkerProcess:
-    def __init__(self, data_dir: Path, broker: str, name: str, *extra: str) -> None:
+    def __init__(self, data_dir: Path, broker: str, name: str, *extra: str, env: dict[str, str] | None = None) -> None:
         self.name = name
         self.data_dir = data_dir
         self.log_path = data_dir.parent / f"worker-{name}.log"
         data_dir.mkdir(parents=True, exist_ok=True)
         args = [sys.executable, "-m", "sdcloud.cli", "--data-dir", str(data_dir), "worker", "--broker", broker,
                 "--name", name, "--device", "cpu", "--log-level", "info", *extra]
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+        full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+                    **(env or {})}
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=full_env)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

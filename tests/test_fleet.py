@@ -4,8 +4,9 @@
 One fleet per module (start-up is the expensive part): w1 and w2 hold ``demo``, w3 holds
 ``demo-xl``. The tests run in order against it: 60 jobs answered once; affinity; kill -9 of
 a worker mid-job (the later tests run on the two left); a Redis restart mid-run; a job no
-worker can fit failing with its reasons; a job's webhooks. Most of the time is the start-up
-of the four processes (torch + demo model).
+worker can fit failing with its reasons; a job's webhooks; a merge and a LoRA training run on
+workers (the training's worker killed mid-run: it resumes on another from the store). Most of
+the time is the start-up of the four processes (torch + demo model).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ pytest.importorskip("celery")
 TINY = {"prompt": "a fox", "width": 64, "height": 64, "steps": 1, "sampler_name": "Euler"}
 WORKER_TIMEOUT = "8"  # seconds without a heartbeat before a worker's job is re-run
 MAX_PIXELS = "70000"  # every worker refuses jobs larger than ~256x256
+TRAIN_STEP_DELAY = "0.4"  # seconds per training step on the workers: room to kill one mid-run
 
 
 class Fleet:
@@ -49,6 +51,7 @@ class Fleet:
         (self.store / "models" / "Stable-diffusion" / "tiny.safetensors").write_bytes(
             (ckpts / "tiny.safetensors").read_bytes())
         (ckpts / "ghost.safetensors").write_bytes((ckpts / "tiny.safetensors").read_bytes())  # not in the store
+        write_demo_checkpoint(ckpts / "other.safetensors", seed=4)  # not in the store: a merge puts it there
         self.server = launch(root / "api", "--broker", self.redis.url, "--store", str(self.store),
                              "--webhook-allow-private", wait=False,
                              env={"SDCLOUD_WORKER_TIMEOUT": WORKER_TIMEOUT, "SDCLOUD_MAX_ATTEMPTS": "3"})
@@ -62,7 +65,8 @@ class Fleet:
     def add(self, name: str, model: str) -> WorkerProcess:
         self.workers[name] = WorkerProcess(self.root / name, self.redis.url, name, "--model", model,
                                            "--store", str(self.store),
-                                           "--max-pixels", MAX_PIXELS, "--price-per-hour", "0.35")
+                                           "--max-pixels", MAX_PIXELS, "--price-per-hour", "0.35",
+                                           env={"SDCLOUD_TEST_TRAIN_STEP_DELAY": TRAIN_STEP_DELAY})
         return self.workers[name]
 
     def submit(self, **fields: Any) -> str:
@@ -248,6 +252,65 @@ def test_a_worker_pulls_a_model_it_lacks_from_the_store(fleet: Fleet) -> None:
     assert "no model 'ghost.safetensors'" in job["error"] and job["error"].count("store has none") == 3
 
 
+def test_a_merge_runs_on_a_worker_with_its_inputs_and_output_through_the_store(fleet: Fleet) -> None:
+    r = fleet.client.post("/api/ckpt/merge", json={"a": "tiny", "b": "other", "output": "fleetmix",
+                                                   "alpha": 0.3, "dtype": "fp32"})
+    assert r.status_code == 202, r.text
+    [job] = wait_jobs(fleet.client, [r.json()["id"]], timeout=120)
+    assert job["state"] == "done", job["error"]
+    assert job["result"]["output"] == "fleetmix.safetensors" and job["result"]["merged"] > 0
+    ran_on = [n for n in fleet.workers
+              if (fleet.root / n / "models" / "Stable-diffusion" / "fleetmix.safetensors").is_file()]
+    assert len(ran_on) == 1  # made on one worker, not on the front
+    models = fleet.store / "models" / "Stable-diffusion"
+    assert (models / "other.safetensors").is_file()  # the front put the input the store lacked
+    front = fleet.root / "api" / "models" / "Stable-diffusion" / "fleetmix.safetensors"
+    assert front.read_bytes() == (models / "fleetmix.safetensors").read_bytes()  # the output came back
+    import hashlib
+
+    assert hashlib.sha256(front.read_bytes()).hexdigest() == job["result"]["sha256"]
+    names = [m["model_name"] for m in fleet.client.get("/sdapi/v1/sd-models").json()]
+    assert "fleetmix" in names
+
+
+def test_training_resumes_on_another_worker_from_the_store(fleet: Fleet, tmp_path: Path) -> None:
+    from training_data import make_dataset
+
+    src = make_dataset(tmp_path / "src") / "5_sks cat"
+    files = [("files", (p.name, p.read_bytes())) for p in sorted(src.iterdir())]
+    r = fleet.client.post("/api/train/datasets/fleetcat", params={"folder": "5_sks cat"}, files=files)
+    assert r.status_code == 200, r.text
+    body = {"dataset": "fleetcat", "model": "demo", "name": "fleetcat",
+            "options": {"steps": 12, "rank": 4, "alpha": 4, "lr": 1e-2, "resolution": 64, "batch": 2,
+                        "save_state_every": 2}}
+    r = fleet.client.post("/api/train", json=body)
+    assert r.status_code == 202, r.text
+    job_id = r.json()["id"]
+    deadline = time.monotonic() + 120
+    while (job := fleet.client.get(f"/api/jobs/{job_id}").json())["step"] < 6:
+        assert job["state"] in ("queued", "running") and time.monotonic() < deadline, job
+        time.sleep(0.1)
+    assert job["metrics"]["loss"] > 0  # the loss reaches the front as for a local run
+    victim = next(w["name"] for w in fleet.client.get("/api/workers").json()["workers"] if w["job"] == job_id)
+    fleet.workers.pop(victim).kill()
+    [job] = wait_jobs(fleet.client, [job_id], timeout=180)
+    assert job["state"] == "done" and job["attempts"] == 2, job
+    assert job["result"]["resumed_from"] >= 2 and job["result"]["steps"] == 12  # not from scratch
+    assert any(p.name.startswith("step-") for p in (fleet.store / "train" / "fleetcat").iterdir())
+    assert any(k.startswith(f"fleet/jobs/{job_id}/dataset/") for k in
+               (p.relative_to(fleet.store).as_posix() for p in fleet.store.rglob("*.png")))
+    lora = fleet.root / "api" / "models" / "Lora" / "fleetcat.safetensors"
+    assert lora.read_bytes() == (fleet.store / "models" / "Lora" / "fleetcat.safetensors").read_bytes()
+    assert "fleetcat" in [x["name"] for x in fleet.client.get("/sdapi/v1/loras").json()]
+    # the trained LoRA baked into a checkpoint, on a worker: it reads both through the store
+    r = fleet.client.post("/api/ckpt/lora-bake", json={"model": "tiny", "loras": [{"name": "fleetcat", "ratio": 0.5}],
+                                                       "output": "tinycat"})
+    assert r.status_code == 202, r.text
+    [bake] = wait_jobs(fleet.client, [r.json()["id"]], timeout=120)
+    assert bake["state"] == "done" and bake["result"]["applied"]["fleetcat.safetensors"] > 0, bake
+    assert (fleet.root / "api" / "models" / "Stable-diffusion" / "tinycat.safetensors").is_file()
+
+
 def test_bad_broker_urls_are_one_line_errors(fleet: Fleet, tmp_path: Path) -> None:
     wrong = fleet.redis.url.replace(fleet.redis.password, "wrong-password")
     dead = f"redis://127.0.0.1:{fleet.redis.port + 1 if fleet.redis.port < 65535 else 1}/0"
@@ -256,6 +319,8 @@ def test_bad_broker_urls_are_one_line_errors(fleet: Fleet, tmp_path: Path) -> No
         (["worker", "--broker", dead], "cannot reach broker"),
         (["worker", "--broker", "http://x"], "must look like redis://"),
         (["serve", "--broker", dead, "--port", "1"], "cannot reach broker"),
+        # database 1 of the same redis: no server announced a store there, and none is given
+        (["worker", "--broker", fleet.redis.url[:-2] + "/1"], "this worker needs a store for its images"),
     ]
     for args, expected in cases:
         out = subprocess.run([sys.executable, "-m", "sdcloud.cli", "--data-dir", str(tmp_path), *args],

@@ -105,20 +105,69 @@ def test_a_late_result_from_a_given_up_attempt_is_refused(tmp_path: Path) -> Non
         (tmp_path / "store" / "k" / "late.png").write_bytes(b"late")
         (tmp_path / "store" / "k" / "good.png").write_bytes(b"good")
         queue.redis.xadd(P.EVENTS, P.dump({"type": "result", "job": job.id, "fence": fence, "worker": "a",
-                                           "keys": ["k/late.png"], "info": {}}))
+                                           "result": {"images": ["job:00000.png"], "info": {}},
+                                           "files": {"00000.png": "k/late.png"}}))
         deadline = time.monotonic() + 10
         while queue.refused_late == 0:
             assert time.monotonic() < deadline
             time.sleep(0.02)
         assert queue.get(job.id).state == "queued"  # the late answer changed nothing
-        for event in ({"type": "started"}, {"type": "result", "keys": ["k/good.png"], "info": {"x": 1}}):
+        for event in ({"type": "started"}, {"type": "result", "result": {"images": ["job:00000.png"], "info": {"x": 1}},
+                                            "files": {"00000.png": "k/good.png"}}):
             queue.redis.xadd(P.EVENTS, P.dump({**event, "job": job.id, "fence": new_fence, "worker": "b"}))
         done = queue.wait(job.id, timeout=10)
         assert done.state == "done" and done.attempts == 2 and done.result["worker"] == "b"
-        assert done.result["images"] == ["job:00000.png"]
+        assert done.result["images"] == ["job:00000.png"] and done.result["keys"] == ["k/good.png"]
         assert queue.output_file(job.id, "00000.png").read_bytes() == b"good"
         assert queue.attempt_info(job.id)["reasons"] == ["a: stopped answering"]
         assert queue.redis.get(P.FENCE_PREFIX + job.id) is None  # a stale redelivery now finds no fence
     finally:
         queue.stop()
         redis_server.stop()
+
+
+def test_the_inputs_a_job_reads_and_where_they_go(tmp_path: Path) -> None:
+    from sdcloud.catalog import Catalog
+    from sdcloud.engine.demo import write_demo_checkpoint
+    from sdcloud.fleet.assets import FrontAssets, WorkerAssets, inputs_of
+    from sdcloud.settings import Settings
+    from sdcloud.storage.local import LocalStore
+
+    merge = {"a": "x", "b": "demo", "c": None, "bake_vae": "v", "loras": []}
+    assert inputs_of("ckpt-merge", merge) == [("checkpoint", "a", "x"), ("vae", "bake_vae", "v")]  # demo: no file
+    bake = {"model": "x", "loras": [{"name": "l1", "ratio": 1.0}]}
+    assert inputs_of("ckpt-lora-bake", bake) == [("checkpoint", "model", "x"), ("lora", "loras.0", "l1")]
+    assert inputs_of("txt2img", {"model": "x"}) == []
+
+    front_settings = Settings(data_dir=tmp_path / "front")
+    front_settings.ensure_dirs()
+    write_demo_checkpoint(front_settings.checkpoints_path / "x.safetensors", seed=1)
+    (tmp_path / "store").mkdir()
+    store = LocalStore(tmp_path / "store")
+    dataset = tmp_path / "ds" / "5_cat"
+    dataset.mkdir(parents=True)
+    (dataset / "1.png").write_bytes(b"png")
+    (dataset / "1.txt").write_text("a cat")
+    front = FrontAssets(front_settings, Catalog(front_settings), store)
+    payload = front.prepare("job1", "ckpt-convert", {"model": "x", "output": "y.safetensors"})
+    assert payload["model"] == "x.safetensors" and store.size("models/Stable-diffusion/x.safetensors")
+    train = front.prepare("job2", "train-lora", {"model": "x", "dataset": str(tmp_path / "ds")})
+    assert train["dataset_key"] == "fleet/jobs/job2/dataset"
+    assert store.list("fleet/jobs/job2/dataset") == ["fleet/jobs/job2/dataset/5_cat/1.png",
+                                                      "fleet/jobs/job2/dataset/5_cat/1.txt"]
+
+    worker_settings = Settings(data_dir=tmp_path / "worker")
+    worker_settings.ensure_dirs()
+    worker = WorkerAssets(worker_settings, Catalog(worker_settings), store)
+    worker.fetch_inputs("train-lora", train, tmp_path / "work")
+    assert (worker_settings.checkpoints_path / "x.safetensors").is_file()  # pulled: the worker lacked it
+    assert Path(train["dataset"], "5_cat", "1.txt").read_text() == "a cat"
+    with pytest.raises(Exception, match="the store has none under models/Lora/nope"):
+        worker.ensure("lora", "nope")
+    # the front fetches a worker's output into its model folder; a name that is a path is ignored
+    (tmp_path / "store" / "models" / "Lora").mkdir(parents=True)
+    (tmp_path / "store" / "models" / "Lora" / "made.safetensors").write_bytes(b"lora")
+    front.take_models([{"folder": "Lora", "name": "made.safetensors", "key": "models/Lora/made.safetensors"},
+                       {"folder": "Lora", "name": "../evil.safetensors", "key": "models/Lora/made.safetensors"}])
+    assert (front_settings.lora_path / "made.safetensors").read_bytes() == b"lora"
+    assert not (front_settings.lora_path.parent / "evil.safetensors").exists()

@@ -1,8 +1,10 @@
 """The job-queue contract: what every ``JobQueue`` backend does, checked the same way on each.
 
-Today's backend is ``LocalJobQueue`` (SQLite journal, worker threads). A new backend (Celery,
-issue 14) adds a ``Harness`` subclass and an entry in ``BACKENDS``; every test here then runs
-on it too. The job kinds live in ``jobs_contract_kinds.py`` and synchronise through files, so
+Backends: ``LocalJobQueue`` (SQLite journal, worker threads) and ``FleetJobQueue`` (issue 14:
+Celery over a real loopback ``redis-server``, the jobs run by real worker processes, one per
+lane, shared by the module's tests; skipped where redis-server is not installed). A new
+backend adds a ``Harness`` subclass and an entry in ``BACKENDS``; every test here then runs on
+it too. The job kinds live in ``jobs_contract_kinds.py`` and synchronise through files, so
 they work in whatever process the backend runs them.
 """
 
@@ -10,11 +12,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -83,11 +88,148 @@ class LocalHarness(Harness):
             proc.wait()
 
 
-BACKENDS = [LocalHarness]  # issue 14 adds CeleryHarness here
+FLEET_TIMEOUT_S = 4.0  # the fleet's heartbeat timeout here: a killed worker's job runs again after it
+STATE_SYNC_S = 1.5  # a worker mirrors a job's state_dir to the store every 0.5 s; the kill waits for it
+WORKER_SCRIPT = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, sys.argv[1])
+    from jobs_contract_kinds import handlers, kinds
+    from sdcloud.fleet.worker import WorkerRuntime, run_worker
+    from sdcloud.settings import Settings
+    from sdcloud.storage.local import LocalStore
+
+    settings = Settings(data_dir=Path(sys.argv[2]))
+    settings.ensure_dirs()
+    runtime = WorkerRuntime(settings, sys.argv[3], LocalStore(Path(sys.argv[4])), name=sys.argv[5],
+                            handlers=handlers(), kinds=kinds(), lanes=[sys.argv[6]])
+    run_worker(runtime, loglevel="WARNING")
+""")
+
+
+class Fleet:
+    """One redis-server and one worker process per lane (gpu, train) for the module's tests:
+    real ``sdcloud.fleet.worker`` processes running the contract kinds (no engine, no torch)."""
+
+    def __init__(self, root: Path) -> None:
+        from fleet_helpers import RedisServer
+
+        self.root = root
+        self.redis = RedisServer(root / "redis")
+        self.redis.start()
+        self.store = root / "store"
+        self.store.mkdir()
+        self.procs: dict[str, subprocess.Popen] = {}  # worker name -> process
+        self.lane_of: dict[str, str] = {}
+        self.count = 0
+        for lane in ("gpu", "train"):
+            self.add(lane)
+        self.wait_live(set(self.procs))
+
+    def add(self, lane: str) -> str:
+        self.count += 1
+        name = f"{lane}-{self.count}"
+        log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 (kept open by the child)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-c", WORKER_SCRIPT, str(TESTS_DIR), str(self.root / name), self.redis.url,
+             str(self.store), name, lane], stdout=log, stderr=subprocess.STDOUT, env=env)
+        log.close()
+        self.lane_of[name] = lane
+        return name
+
+    def live(self) -> dict[str, dict[str, Any]]:
+        import redis
+
+        client = redis.Redis.from_url(self.redis.url)
+        try:
+            out = {}
+            for key in client.scan_iter(match="sdcloud:worker:*"):
+                raw = client.get(key)
+                if raw:
+                    w = json.loads(raw)
+                    out[w["name"]] = w
+            return out
+        finally:
+            client.close()
+
+    def wait_live(self, names: set[str]) -> None:
+        wait_until(lambda: names <= set(self.live()), timeout=120, interval=0.1,
+                   message=lambda: f"workers {names - set(self.live())} (see {self.root}/*.log)")
+
+    def kill_running(self, job_ids: set[str]) -> None:
+        """SIGKILL the worker running one of ``job_ids`` and start another in its lane."""
+        victim = wait_until(lambda: next((n for n, w in self.live().items() if w.get("job") in job_ids), None),
+                            timeout=30, message="the worker running the job")
+        proc = self.procs.pop(victim)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        self.add(self.lane_of[victim])
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        self.redis.stop()
+
+
+class FleetHarness(Harness):
+    """The front (``FleetJobQueue``, journal under this test's folder) in the test process; the
+    jobs run on the module's worker processes. The crashing process is the worker running the
+    job: it is SIGKILLed and replaced, the front's reaper gives the job a new attempt."""
+
+    name = "fleet"
+    fleet: Fleet
+
+    def __init__(self, tmp: Path) -> None:
+        super().__init__(tmp)
+        self.front: Any = None
+
+    def open(self) -> JobQueue:
+        if self.front is None:
+            from sdcloud.fleet.queue import FleetJobQueue
+            from sdcloud.storage.local import LocalStore
+
+            self.front = FleetJobQueue(self.tmp / "state", self.fleet.redis.url, LocalStore(self.fleet.store),
+                                       LocalJobQueue(self.tmp / "state", {}), worker_timeout=FLEET_TIMEOUT_S,
+                                       max_attempts=2, remote_kinds=handlers(), kinds=kinds())
+            self.front.start()
+            self.queues.append(self.front)
+        return self.front
+
+    def crash_while_running(self, submissions: list[tuple[str, dict]], marker: Path) -> None:
+        q = self.open()
+        for kind, payload in submissions:
+            q.submit(kind, payload)
+        wait_until(marker.exists, timeout=60, message="the first job")
+        time.sleep(STATE_SYNC_S)
+        self.fleet.kill_running({j.id for j in q.list() if not j.finished_state})
+
+    def close(self) -> None:
+        if self.front is not None:  # nothing of this test keeps a worker busy for the next one
+            for job in self.front.list():
+                if not job.finished_state:
+                    self.front.cancel(job.id)
+        super().close()
+
+
+BACKENDS = [LocalHarness, FleetHarness]
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory):
+    pytest.importorskip("celery")
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server not installed (scripts/test.sh installs it)")
+    f = Fleet(tmp_path_factory.mktemp("contract-fleet"))
+    yield f
+    f.close()
 
 
 @pytest.fixture(params=BACKENDS, ids=lambda h: h.name)
 def backend(request: pytest.FixtureRequest, tmp_path: Path):
+    if request.param is FleetHarness:
+        FleetHarness.fleet = request.getfixturevalue("fleet")
     harness = request.param(tmp_path)
     yield harness
     harness.close()

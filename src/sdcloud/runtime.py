@@ -75,10 +75,11 @@ class Runtime:
         if queue is None:
             self.queue: JobQueue = LocalJobQueue(self.queue_dir, self.handlers, kinds={k.name: k for k in self.kinds},
                                                  data_dir=settings.data_dir)
-            if settings.broker:  # scale-out: generation goes to workers; other kinds stay here
+            if settings.broker:  # scale-out: every kind goes to workers (generation, tools, training)
                 from sdcloud.fleet.setup import fleet_queue
 
-                self.queue = fleet_queue(settings, self.queue, self.persistence.store, self.catalog, self.hashes)
+                self.queue = fleet_queue(settings, self.queue, self.persistence.store, self.catalog, self.hashes,
+                                         kinds={k.name: k for k in self.kinds}, on_models=self.refresh)
         else:
             self.queue = queue if isinstance(queue, JobQueue) else queue(self)
         from sdcloud.cloud.session_control import SessionControl

@@ -14,9 +14,11 @@ from sdcloud.i18n import _
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "worker",
-        help="pull generation jobs from a 'serve --broker' over Celery (one per GPU)",
+        help="pull generation, checkpoint-tool and training jobs from a 'serve --broker' over Celery "
+        "(one per GPU)",
         description="Join a fleet: connect out to the broker, announce this GPU and its models, run one job "
-        "at a time, write images to the store. Nothing listens on this machine.",
+        "at a time (generation, merge and the other checkpoint tools, LoRA training), write images and "
+        "models to the store. Nothing listens on this machine.",
     )
     p.add_argument("--broker", required=True, metavar="URL",
                    help="rediss://user:PASSWORD@host:6380/0 (TLS), redis://... on an overlay network, or "
@@ -30,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--price-per-hour", type=float, metavar="PRICE", help="what this box costs, for the "
                    "Workers panel")
     p.add_argument("--max-pixels", type=int, help="largest width*height*batch this GPU takes (default from VRAM)")
+    p.add_argument("--lane", action="append", choices=("gpu", "train"), metavar="LANE",
+                   help="take only this lane's jobs: gpu (generation, checkpoint tools) or train (LoRA "
+                   "training); repeatable; default both")
     p.add_argument("--device", choices=("auto", "cuda", "mps", "cpu"))
     p.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(func=cmd_worker)
@@ -81,9 +86,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from sdcloud.fleet.worker import WorkerRuntime, run_worker
 
     runtime = WorkerRuntime(settings, url, store, name=args.name, models=args.model,
-                            price_per_hour=args.price_per_hour, max_pixels=args.max_pixels)
+                            price_per_hour=args.price_per_hour, max_pixels=args.max_pixels, lanes=args.lane)
     print(_("sdcloud: worker {name} ({gpu}) joined {broker}; images go to {store}; holds {models}").format(
-        name=runtime.name, gpu=runtime.gpu, broker=redact(url), store=store.url,
+        name=runtime.name, gpu=runtime.gpu_name, broker=redact(url), store=store.url,
         models=", ".join(runtime.held_models()) or _("no model yet")), flush=True)
     run_worker(runtime, loglevel=args.log_level.upper())
     return 0

@@ -2,10 +2,17 @@
 and the events a worker sends back. Messages are JSON (never pickle); images never go
 through Redis, only store keys.
 
+A message (Celery task ``sdcloud.generate``, one JSON argument): ``job_id``, ``fence``,
+``kind``, ``payload``, ``created``, ``attempt`` (1 for the first run). Any registered kind
+travels this way; the queue is the job's lane (``sdcloud.lane.<lane>``) or, for the GPU lane,
+its model's queue (``sdcloud.m.<key>``) or ``sdcloud.any``.
+
 Events (Redis stream ``sdcloud:events``, one entry per event, field ``e`` = JSON):
-``started`` {job, fence, worker}, ``progress`` {job, fence, step, steps, job_no, job_count},
-``result`` {job, fence, worker, keys, info, interrupted}, ``failed`` {job, fence, worker,
-reason, retry}. The API applies one only if ``fence`` is still the job's current fence
+``started`` {job, fence, worker}, ``progress`` {job, fence, progress: ProgressEvent dict
+without preview}, ``result`` {job, fence, worker, result (the handler's dict), files
+{name in the job's output folder: store key}, models [{folder, name, key}] (checkpoints or
+LoRAs the job made, in the store), interrupted}, ``failed`` {job, fence, worker, reason,
+retry, status}. The API applies one only if ``fence`` is still the job's current fence
 (compare-and-set), so a late answer from a worker already given up on is refused.
 """
 
@@ -25,6 +32,21 @@ CANCEL_PREFIX = "sdcloud:cancel:"  # + job id -> present while a cancel is reque
 CONFIG_KEY = "sdcloud:config"  # hash the API writes: store URL (no secrets), heartbeat timeout
 HEARTBEAT_S = 2.0
 VISIBILITY_TIMEOUT_S = 3600  # above the slowest job (model pull + load + hires batch)
+
+
+GPU_LANE = "gpu"
+GENERATION_KINDS = ("txt2img", "img2img")  # their images get keys fixed by the job (one copy each)
+JOB_PREFIX = "fleet/jobs/"  # + job id + /in/, /out/, /state/, /dataset/: a job's files in the store
+
+
+def lane_queue(lane: str) -> str:
+    """The Celery queue of a lane other than the GPU lane (``train``: LoRA training)."""
+    return "sdcloud.lane." + re.sub(r"[^A-Za-z0-9_.-]", "_", lane)
+
+
+def job_key(job_id: str, part: str, name: str = "") -> str:
+    """Where a job's ``in``/``out``/``state``/``dataset`` files live in the store."""
+    return f"{JOB_PREFIX}{job_id}/{part}" + (f"/{name}" if name else "")
 
 
 def model_queue(key: str) -> str:

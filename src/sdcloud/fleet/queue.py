@@ -1,5 +1,8 @@
-"""``FleetJobQueue``: the API side of scale-out. Generation jobs go to workers over Celery;
-every other kind (checkpoint tools) runs in this process on the wrapped ``LocalJobQueue``.
+"""``FleetJobQueue``: the API side of scale-out. Jobs of the remote kinds (generation, the
+checkpoint tools, LoRA training: every kind of the registry by default) go to workers over
+Celery; any other kind runs in this process on the wrapped ``LocalJobQueue``. A job's files
+(inputs, outputs, resumable state, a training dataset, the models it reads or makes) pass
+through the store, never through Redis (``fleet.assets``).
 
 The SQLite journal (``<state>/fleet.sqlite``) is the source of truth: a job row, plus its
 current attempt's ``fence``. Workers answer through the Redis event stream; an event whose
@@ -18,20 +21,25 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from sdcloud.errors import BadRequest, Cancelled, NotFound
 from sdcloud.fleet import protocol as P
 from sdcloud.fleet.broker import connect, redact
-from sdcloud.jobs.base import CANCELLED, DONE, FAILED, JOB_FILE, QUEUED, RUNNING, Job, JobQueue
+from sdcloud.jobs.base import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Job, JobQueue
+from sdcloud.jobs.control import ProgressEvent
 from sdcloud.jobs.journal import Journal
 from sdcloud.jobs.local import LocalJobQueue
+from sdcloud.jobs.registry import JobKind
 
 log = logging.getLogger(__name__)
 
-FLEET_KINDS = ("txt2img", "img2img")
+GENERATION_KINDS = P.GENERATION_KINDS
+FLEET_KINDS = (*GENERATION_KINDS, "ckpt-merge", "ckpt-convert", "ckpt-prune", "ckpt-lora-bake", "train-lora")
+"""The kinds workers run by default: sdcloud's whole registry (``jobs.registry.builtin_kinds``)."""
+LOST = "stopped answering"  # the reason the reaper gives for a worker whose heartbeat stopped
 REAP_EVERY_S = 1.0
 
 _SCHEMA = """
@@ -48,13 +56,23 @@ CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT);
 
 
 class FleetJobQueue(JobQueue):
+    """``remote_kinds``: what workers run; ``kinds`` (kind -> ``JobKind``): lanes and attempts
+    (a kind runs at most ``max(kind.max_attempts, max_attempts)`` times: workers are lost more
+    often than a local process); ``prepare(job_id, kind, payload) -> payload`` puts a job's
+    inputs in the store before it is sent; ``take_models(models)`` fetches the models a job
+    made (``fleet.assets.FrontAssets``)."""
+
     is_fleet = True  # Services tells the fleet from a local queue by this (no import of this module)
 
     def __init__(self, state_path: Path, broker_url: str, store: Any, local: LocalJobQueue, *,
                  worker_timeout: float = 15.0, max_attempts: int = 3,
                  model_keys: Callable[[str | None], list[str]] | None = None,
                  model_sha256: Callable[[str | None], str | None] | None = None,
-                 on_stop: Callable[[], None] | None = None) -> None:
+                 on_stop: Callable[[], None] | None = None,
+                 remote_kinds: Iterable[str] = FLEET_KINDS,
+                 kinds: Mapping[str, JobKind] | None = None,
+                 prepare: Callable[[str, str, dict[str, Any]], dict[str, Any]] | None = None,
+                 take_models: Callable[[list[dict[str, Any]]], None] | None = None) -> None:
         self.state_path = state_path
         self.broker_url = broker_url
         self.store = store
@@ -64,6 +82,10 @@ class FleetJobQueue(JobQueue):
         self.model_keys = model_keys or (lambda name: [f"name:{name}"] if name else [])
         self.model_sha256 = model_sha256 or (lambda name: None)
         self.on_stop = on_stop
+        self.remote_kinds = frozenset(remote_kinds)
+        self.kinds = dict(kinds or {})
+        self.prepare = prepare
+        self.take_models = take_models
         self.journal = Journal(state_path / "fleet.sqlite")
         self._db = sqlite3.connect(str(state_path / "fleet.sqlite"), check_same_thread=False, isolation_level=None)
         self._db.executescript(_SCHEMA)
@@ -86,6 +108,9 @@ class FleetJobQueue(JobQueue):
         self.local.start()
         self.redis.hset(P.CONFIG_KEY, mapping={"store": getattr(self.store, "url", ""),
                                                "heartbeat_timeout": str(self.worker_timeout)})
+        # a new journal reads the event stream from its current end (what is there belongs to
+        # another front's jobs); the position is kept, so a restart resumes from it
+        self._db.execute("INSERT OR IGNORE INTO meta (k, v) VALUES ('last_event', ?)", (self._stream_tail(),))
         with self._lock:
             for job in self.journal.unfinished():
                 self._active[job.id] = job
@@ -114,12 +139,15 @@ class FleetJobQueue(JobQueue):
 
     # interface -------------------------------------------------------------------------
     def submit(self, kind: str, payload: dict[str, Any], files: dict[str, bytes] | None = None) -> Job:
-        if kind not in FLEET_KINDS:
+        if kind not in self.remote_kinds:
             return self.local.submit(kind, payload, files)
         job = Job(id=uuid.uuid4().hex, kind=kind, payload=dict(payload))
-        sha = self.model_sha256(payload.get("model"))
-        if sha:  # lets a worker that lacks the model find it by content in the store
-            job.payload["model_sha256"] = sha
+        if kind in GENERATION_KINDS:
+            sha = self.model_sha256(payload.get("model"))
+            if sha:  # lets a worker that lacks the model find it by content in the store
+                job.payload["model_sha256"] = sha
+        if self.prepare is not None:  # the models and dataset a job reads go to the store
+            job.payload = self.prepare(job.id, kind, job.payload)
         if files:  # inputs go to the store; workers fetch them from there (never through Redis)
             keys = {}
             with tempfile.TemporaryDirectory() as tmp:
@@ -128,7 +156,7 @@ class FleetJobQueue(JobQueue):
                         raise BadRequest(f"bad input file name '{name}'")
                     path = Path(tmp) / name
                     path.write_bytes(data)
-                    key = f"fleet/jobs/{job.id}/in/{name}"
+                    key = P.job_key(job.id, "in", name)
                     self.store.put(path, key)
                     keys[name] = key
             job.payload["input_keys"] = keys
@@ -260,7 +288,19 @@ class FleetJobQueue(JobQueue):
         return {"route": row[1], "worker": row[2], "reasons": json.loads(row[3])}
 
     # dispatch ----------------------------------------------------------------------------
-    def _route(self, model: str | None, live: list[dict[str, Any]] | None) -> str:
+    def _lane(self, kind: str) -> str:
+        spec = self.kinds.get(kind)
+        return spec.lane if spec else P.GPU_LANE
+
+    def _max_attempts(self, kind: str) -> int:
+        spec = self.kinds.get(kind)
+        return max(self.max_attempts, spec.max_attempts if spec else 0)
+
+    def _route(self, job: Job, live: list[dict[str, Any]] | None) -> str:
+        lane = self._lane(job.kind)
+        if lane != P.GPU_LANE:
+            return P.lane_queue(lane)
+        model = job.payload.get("model") if job.kind in GENERATION_KINDS else None
         keys = self.model_keys(model)
         holders = {k for w in (live or []) for k in w.get("models", [])}
         for key in keys:
@@ -275,10 +315,11 @@ class FleetJobQueue(JobQueue):
         self._db.execute("UPDATE attempts SET fence=?, dispatched=NULL, route=NULL WHERE job_id=?",
                          (fence, job.id))
         try:
-            route = route or self._route(job.payload.get("model"), self._live())
+            route = route or self._route(job, self._live())
             self.redis.set(P.FENCE_PREFIX + job.id, fence, ex=7 * 86400)
             self.app.send_task(P.TASK, args=[{"job_id": job.id, "fence": fence, "kind": job.kind,
-                                              "payload": job.payload, "created": job.created}],
+                                              "payload": job.payload, "created": job.created,
+                                              "attempt": job.attempts + 1}],
                                queue=route, priority=int(job.payload.get("priority", 5)),
                                retry=False)
         except Exception as err:  # noqa: BLE001  (redis/kombu errors: broker down)
@@ -307,6 +348,17 @@ class FleetJobQueue(JobQueue):
                         log.exception("bad fleet event %s", last)
                 self._db.execute("INSERT OR REPLACE INTO meta (k, v) VALUES ('last_event', ?)", (last,))
 
+    def _stream_tail(self) -> str:
+        """The id of the newest event in the stream ("0-0" when there is none or the broker is down)."""
+        try:
+            tail = self.redis.xrevrange(P.EVENTS, count=1)
+        except Exception:  # noqa: BLE001  broker down: nothing of ours can be in the stream yet
+            return "0-0"
+        if not tail:
+            return "0-0"
+        entry = tail[0][0]
+        return entry.decode() if isinstance(entry, bytes) else entry
+
     def _current(self, event: dict[str, Any]) -> Job | None:
         """The job if the event's fence is its current one (compare-and-set), else None."""
         job = self._active.get(event.get("job", ""))
@@ -321,12 +373,17 @@ class FleetJobQueue(JobQueue):
 
     def _apply(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
-        paths: list[str] = []
-        if kind == "result":  # fetch the images without holding the lock (a remote store is slow)
+        if kind == "result":  # fetch the files without holding the lock (a remote store is slow)
             with self._lock:
                 if self._current(event) is None:
                     return
-            paths = self._fetch(event["job"], event.get("keys", []))
+            try:
+                self._fetch(event["job"], event)
+            except Exception as err:  # noqa: BLE001  the store lost or refused a file: run it again
+                log.warning("job %s: could not fetch its result from the store: %s", event.get("job"), err)
+                event = {**event, "type": "failed", "retry": True, "status": 503,
+                         "reason": f"its result could not be fetched from the store ({type(err).__name__})"}
+                kind = "failed"
         with self._lock:
             job = self._current(event)  # checked again: the attempt may have been given up meanwhile
             if job is None:
@@ -341,41 +398,39 @@ class FleetJobQueue(JobQueue):
                 self.journal.update(job)
                 self._renumber()
             elif kind == "progress":
-                job.step, job.steps = int(event.get("step", 0)), int(event.get("steps", 0))
-                job.job_no, job.job_count = int(event.get("job_no", 0)), int(event.get("job_count", 0))
-                job.progress = min(1.0, job.step / job.steps) if job.steps else 0.0
-                if job.started and job.progress > 0:
-                    elapsed = time.time() - job.started
-                    job.eta_seconds = round(elapsed / job.progress - elapsed, 2)
+                job.apply(ProgressEvent.from_dict(event.get("progress") or {}))
             elif kind == "result":
-                self._take_result(job, event, paths)
+                self._take_result(job, event)
             elif kind == "failed":
                 self._attempt_failed(job, f"{event.get('worker')}: {event.get('reason')}",
                                      retry=bool(event.get("retry", True)),
                                      status=int(event.get("status") or 500))
             self._changed.notify_all()
 
-    def _fetch(self, job_id: str, keys: list[str]) -> list[str]:
-        """Copy a result's images from the store into the job's folder, for the API's answers."""
+    def _fetch(self, job_id: str, event: dict[str, Any]) -> None:
+        """Copy a result's files from the store into the job's output folder (same names, so the
+        handler's ``job:<name>`` keys stay valid), and the models it made into the model folders."""
         out = self._out(job_id)
         out.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for i, key in enumerate(keys):
-            local = out / f"{i:05d}{Path(key).suffix}"
-            self.store.get(key, local)
-            paths.append(str(local))
-        return paths
+        for name, key in (event.get("files") or {}).items():
+            if "/" in name or name in ("", ".", ".."):
+                raise BadRequest(f"a worker named an output '{name}'")
+            self.store.get(key, out / name)
+        if event.get("models") and self.take_models is not None:
+            self.take_models(event["models"])
 
-    def _take_result(self, job: Job, event: dict[str, Any], paths: list[str]) -> None:
-        result = {"images": [JOB_FILE + Path(p).name for p in paths], "keys": list(event.get("keys", [])),
-                  "info": event.get("info") or {},
-                  "interrupted": bool(event.get("interrupted")), "worker": event.get("worker")}
+    def _take_result(self, job: Job, event: dict[str, Any]) -> None:
+        result = dict(event.get("result") or {})
+        if job.kind in GENERATION_KINDS:  # where the images are in the store, and who made them
+            files = event.get("files") or {}
+            result["keys"] = [files[n] for k in result.get("images") or [] if (n := k.split(":", 1)[-1]) in files]
+            result["worker"] = event.get("worker")
         job.result = result
+        job.interrupted = bool(event.get("interrupted"))
         if job.id in self._cancel_requested:
             self._finish(job, CANCELLED, "cancelled while running", Cancelled.status)
         else:
             job.progress = 1.0
-            job.interrupted = result["interrupted"]
             self._finish(job, DONE, None, None)
 
     def _attempt_failed(self, job: Job, reason: str, *, retry: bool, status: int = 500) -> None:
@@ -384,14 +439,17 @@ class FleetJobQueue(JobQueue):
         self._db.execute("UPDATE attempts SET reasons=? WHERE job_id=?", (json.dumps(reasons), job.id))
         if job.id in self._cancel_requested:
             self._finish(job, CANCELLED, "cancelled while running", Cancelled.status)
-        elif retry and job.attempts < self.max_attempts:
+        elif retry and job.attempts < self._max_attempts(job.kind):
             log.warning("job %s attempt %d failed (%s); sending it again", job.id, job.attempts, reason)
             job.state, job.started = QUEUED, None
             job.progress, job.step, job.steps = 0.0, 0, 0
             self.journal.update(job)
             self._order.insert(0, job.id)  # it waited its turn once already
             self._renumber()
-            self._dispatch(job, route=P.ANY_QUEUE)
+            self._dispatch(job, route=P.ANY_QUEUE if self._lane(job.kind) == P.GPU_LANE else None)
+        elif retry and all(LOST in r for r in reasons):
+            self._finish(job, FAILED, f"the worker stopped while this job was running, {job.attempts} times; it "
+                         f"was not retried again ({'; '.join(reasons)})", status)
         elif retry:
             self._finish(job, FAILED, f"failed on {job.attempts} attempts: " + "; ".join(reasons), status)
         else:
@@ -446,12 +504,12 @@ class FleetJobQueue(JobQueue):
                     moved_on = w is not None and now - first > self.worker_timeout
                     if w is None or moved_on:  # dead, or restarted under the same name
                         self._elsewhere.pop(job.id, None)
-                        why = ("is alive but no longer runs it (restarted?)" if moved_on else
-                               f"stopped answering (no heartbeat for {self.worker_timeout:g} s)")
+                        why = (f"{LOST}: alive but no longer runs it (restarted?)" if moved_on else
+                               f"{LOST} (no heartbeat for {self.worker_timeout:g} s)")
                         self._attempt_failed(job, f"{worker}: {why}", retry=True)
                 elif dispatched is None:
                     self._dispatch(job)
-                elif (route and route != P.ANY_QUEUE and now - dispatched > 2 * P.HEARTBEAT_S
+                elif (route and route.startswith(P.model_queue("")) and now - dispatched > 2 * P.HEARTBEAT_S
                       and not any(P.model_queue(k) == route for k in holders)):
                     log.info("job %s: no live worker holds its model any more; re-routing", job.id)
                     self._dispatch(job, route=P.ANY_QUEUE)

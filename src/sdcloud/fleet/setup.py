@@ -4,20 +4,28 @@ write to, and the ``FleetJobQueue`` around the local queue."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sdcloud.catalog import DEMO_MODELS
 from sdcloud.errors import BadRequest, NotFound
 from sdcloud.fleet import protocol as P
+from sdcloud.fleet.assets import FrontAssets
 from sdcloud.fleet.broker import LocalRedis, check_url, redact
-from sdcloud.fleet.queue import FleetJobQueue
+from sdcloud.fleet.queue import FLEET_KINDS, FleetJobQueue
 from sdcloud.jobs.local import LocalJobQueue
+from sdcloud.jobs.registry import JobKind
 from sdcloud.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def fleet_queue(settings: Settings, local: LocalJobQueue, store: Any, catalog: Any, hashes: Any) -> FleetJobQueue:
+def fleet_queue(settings: Settings, local: LocalJobQueue, store: Any, catalog: Any, hashes: Any, *,
+                kinds: Mapping[str, JobKind] | None = None,
+                on_models: Callable[[], None] | None = None) -> FleetJobQueue:
+    """``kinds``: the registry's kinds, for lanes and attempts (sdcloud's own kinds go to the
+    workers, ``FLEET_KINDS``; a kind registered only here runs here); ``on_models``: rescan the
+    model folders after a worker's merge or training run landed in them."""
     try:
         import celery  # noqa: F401
         import redis  # noqa: F401
@@ -53,11 +61,14 @@ def fleet_queue(settings: Settings, local: LocalJobQueue, store: Any, catalog: A
     def model_keys(name: str | None) -> list[str]:
         return P.model_keys(name, model_sha256(name)) if name else []
 
+    assets = FrontAssets(settings, catalog, store, on_models=on_models)
     try:
         queue = FleetJobQueue(settings.state_path, url, store, local, worker_timeout=settings.worker_timeout,
                               max_attempts=settings.max_attempts, model_keys=model_keys,
                               model_sha256=model_sha256,
-                              on_stop=owned.stop if owned else None)
+                              on_stop=owned.stop if owned else None,
+                              remote_kinds=FLEET_KINDS, kinds=kinds,
+                              prepare=assets.prepare, take_models=assets.take_models)
     except BaseException:
         if owned is not None:
             owned.stop()

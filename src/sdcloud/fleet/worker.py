@@ -1,15 +1,17 @@
-"""``sdcloud worker``: one process per GPU that pulls generation jobs over Celery.
+"""``sdcloud worker``: one process per GPU that pulls jobs over Celery: generation, the
+checkpoint tools and LoRA training (every kind of the registry, ``jobs.registry``).
 
 Outbound connections only (Redis, the store). Settings from the reference: solo pool (the
 model stays resident in this process), prefetch 1, ``acks_late`` + ``reject_on_worker_lost``.
-A heartbeat thread keeps ``sdcloud:worker:<name>`` alive (GPU, VRAM, models held, current
-job); the API re-runs the job of a worker whose heartbeat stops.
+A heartbeat thread keeps ``sdcloud:worker:<name>`` alive (GPU, VRAM, models held, kinds and
+lanes, current job); the API re-runs the job of a worker whose heartbeat stops.
 
-A job: check the fence (a stale redelivery is dropped), report ``started``, make sure the
-model is here (else fetch it from the store: ``models/sha256/<hash>`` or
-``models/Stable-diffusion/<name>``), generate with the same runner as local jobs, put each
-image in the store under a key fixed by the job (a second run overwrites, never duplicates),
-and report the keys.
+A job: check the fence (a stale redelivery is dropped), report ``started``, make sure its
+inputs are here (a model, the checkpoint tools' inputs, a training dataset: fetched from the
+store, see ``fleet.assets``), run the same handler as a local job, put every file of its
+output folder in the store (images under a key fixed by the job, so a second run overwrites
+and never duplicates), and report the keys. A job's ``state_dir`` is mirrored to the store
+while it runs, so the next attempt, on any worker, resumes from it.
 """
 
 from __future__ import annotations
@@ -22,20 +24,24 @@ import socket
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from sdcloud.catalog import DEMO_MODELS
-from sdcloud.errors import NotFound, SdcloudError
+from sdcloud.errors import NotFound, SdcloudError, redact_paths
 from sdcloud.fleet import protocol as P
 from sdcloud.fleet.broker import connect
-from sdcloud.jobs.base import Job, JobContext, job_file_name
-from sdcloud.jobs.control import CancelToken
+from sdcloud.jobs.base import Handler, Job, JobContext, job_file_name
+from sdcloud.jobs.control import CancelToken, ProgressEvent
+from sdcloud.jobs.registry import JobKind
 from sdcloud.settings import Settings
 
 log = logging.getLogger("sdcloud.worker")
 
 PROGRESS_EVERY_S = 0.25
+CANCEL_POLL_S = 0.25  # a cancel/interrupt/skip reaches the job this fast; the state is mirrored every 2 polls
 EVENT_RETRY_S = 300.0  # an event waits this long for a restarted broker before it is dropped
 
 
@@ -47,32 +53,61 @@ def image_key(kind: str, job_id: str, created: float, index: int, ext: str) -> s
 
 
 class WorkerRuntime:
+    """``handlers``/``kinds`` (kind -> ``JobKind``, for lanes) replace the registry's kinds
+    (tests run the contract suite's kinds this way; such a worker builds no engine).
+    ``lanes``: which lanes' jobs to take (default: every lane of its kinds; ``--lane train``
+    makes a box that only trains)."""
+
     def __init__(self, settings: Settings, broker_url: str, store: Any, *, name: str | None = None,
                  models: list[str] | None = None, price_per_hour: float | None = None,
-                 max_pixels: int | None = None, engine: Any = None) -> None:
+                 max_pixels: int | None = None, engine: Any = None,
+                 handlers: Mapping[str, Handler] | None = None, kinds: Mapping[str, JobKind] | None = None,
+                 lanes: list[str] | None = None) -> None:
         from sdcloud.catalog import Catalog
-        from sdcloud.jobs.generation import EngineHost, GenerationRunner
+        from sdcloud.fleet.assets import WorkerAssets
+        from sdcloud.jobs.gpu import GpuOwner
 
         self.settings = settings
         self.broker_url = broker_url
         self.redis = connect(broker_url)
         self.store = store
+        self.persistence = SimpleNamespace(store=store)  # what the registry's factories read
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.price_per_hour = price_per_hour
-        if engine is None:
-            from sdcloud.engine.engine import Engine
-
-            engine = Engine(settings)
-        self.engine = engine
-        self.host = EngineHost(engine)
         self.catalog = Catalog(settings)
-        self.runner = GenerationRunner(settings, self.host)
+        self.gpu = GpuOwner()
+        self.on_saved = None  # images go to the store from here, not through an outbox
+        self.generation_observers: list[Any] = []
+        self.engine: Any = None
+        self.host: Any = None
+        if handlers is None or engine is not None:
+            from sdcloud.jobs.generation import EngineHost
+
+            if engine is None:
+                from sdcloud.engine.engine import Engine
+
+                engine = Engine(settings)
+            self.engine = engine
+            self.host = EngineHost(engine, self.gpu)
+        self.hashes = self.engine.hashes if self.engine is not None else None
+        if handlers is None:
+            from sdcloud.jobs.registry import builtin_kinds
+
+            registry = builtin_kinds()
+            self.handlers = registry.build(self)
+            self.kinds = {k.name: k for k in registry}
+        else:
+            self.handlers = dict(handlers)
+            self.kinds = dict(kinds or {})
+        self.lanes = sorted(set(lanes) if lanes else {self._lane(k) for k in self.handlers} | {P.GPU_LANE})
+        self.assets = WorkerAssets(settings, self.catalog, store, on_models=self.refresh)
         self.preloaded = list(models or [])
         self._held: tuple[str | None, float, list[str]] | None = None
         self.consumer: Any = None  # the Celery consumer, once the worker is ready
-        for model in self.preloaded:
-            self.host.ensure_model(model)
-        self.gpu, self.vram_gb = _device_info(engine)
+        if self.host is not None:
+            for model in self.preloaded:
+                self.host.ensure_model(model)
+        self.gpu_name, self.vram_gb = _device_info(self.engine)
         self.max_pixels = max_pixels or _default_max_pixels(self.vram_gb)
         cfg = {k.decode(): v.decode() for k, v in self.redis.hgetall(P.CONFIG_KEY).items()}
         self.heartbeat_ttl = float(cfg.get("heartbeat_timeout") or 15.0)
@@ -82,12 +117,29 @@ class WorkerRuntime:
         self._stop = threading.Event()
         self._hb: threading.Thread | None = None
 
+    def _lane(self, kind: str) -> str:
+        spec = self.kinds.get(kind)
+        return spec.lane if spec else P.GPU_LANE
+
+    def refresh(self) -> None:
+        """Rescan the model folders (a checkpoint tool wrote one, or one was pulled)."""
+        self.catalog.refresh()
+        if self.engine is not None:
+            self.engine.catalog.refresh()
+
+    def queues(self) -> list[str]:
+        """The Celery queues this worker takes jobs from."""
+        out = [P.lane_queue(lane) for lane in self.lanes if lane != P.GPU_LANE]
+        if P.GPU_LANE in self.lanes:
+            out += [P.ANY_QUEUE] + sorted({P.model_queue(k) for k in self.held_models()})
+        return out
+
     # announcement ------------------------------------------------------------------------
     def held_models(self) -> list[str]:
         """Affinity keys of what this worker holds: checkpoints on its disk, the loaded model,
         and demo models it was started with (the disk scan is redone at most every 30 s)."""
         now = time.monotonic()
-        loaded = self.host.model_key
+        loaded = self.host.model_key if self.host is not None else None
         if self._held is not None and self._held[0] == loaded and now - self._held[1] < 30:
             return self._held[2]
         keys = self._scan_held()
@@ -96,27 +148,28 @@ class WorkerRuntime:
 
     def _scan_held(self) -> list[str]:
         keys: list[str] = []
-        for m in self.catalog.checkpoints():
-            cached = self.engine.hashes.get(m.path, compute=False) if m.path.is_file() else None
-            keys += P.model_keys(m.name, cached.sha256 if cached else None)
-        cur = self.engine.current
-        if cur is not None:
-            keys += P.model_keys(self.host.model_key or cur.name, cur.sha256)
+        if self.engine is not None:
+            for m in self.catalog.checkpoints():
+                cached = self.engine.hashes.get(m.path, compute=False) if m.path.is_file() else None
+                keys += P.model_keys(m.name, cached.sha256 if cached else None)
+            cur = self.engine.current
+            if cur is not None:
+                keys += P.model_keys(self.host.model_key or cur.name, cur.sha256)
         for name in self.preloaded:
             if name in DEMO_MODELS:
                 keys += P.model_keys(name, None)
         return sorted(set(keys))
 
     def announcement(self) -> dict[str, Any]:
-        cur = self.engine.current
+        cur = self.engine.current if self.engine is not None else None
         return {
             "name": self.name,
             "host": socket.gethostname(),
-            "gpu": self.gpu,
+            "gpu": self.gpu_name,
             "vram_gb": self.vram_gb,
             "models": self.held_models(),
-            "loaded": self.host.model_key or (cur.name if cur else None),
-            "capabilities": {"kinds": ["txt2img", "img2img"], "max_pixels": self.max_pixels},
+            "loaded": (self.host.model_key if self.host is not None else None) or (cur.name if cur else None),
+            "capabilities": {"kinds": sorted(self.handlers), "lanes": self.lanes, "max_pixels": self.max_pixels},
             "price_per_hour": self.price_per_hour,
             "state": "busy" if self.job else "idle",
             "job": self.job,
@@ -193,10 +246,12 @@ class WorkerRuntime:
         base = {"job": job_id, "fence": fence}
         self.emit({**base, "type": "started"})
         tmp = Path(tempfile.mkdtemp(prefix=f"sdcloud-job-{job_id[:8]}-"))
+        token = CancelToken()
+        watch = _JobWatch(self, job_id, token, tmp / "state")
         try:
-            event = self._generate(msg, tmp, base)
+            event = self._execute(msg, tmp, base, token, watch)
             self.jobs_done += 1
-            self.images_done += len(event.get("keys", []))
+            self.images_done += len(event.get("images", []))
         except SdcloudError as err:
             self.jobs_failed += 1
             retry = err.status >= 500 or isinstance(err, (NotFound, NoRoom))
@@ -204,10 +259,13 @@ class WorkerRuntime:
         except Exception as err:  # a bug or a device failure: report it, keep serving
             log.exception("job %s failed", job_id)
             self.jobs_failed += 1
-            event = {**base, "type": "failed", "reason": f"internal error: {type(err).__name__}: {err}",
+            first = redact_paths(str(err).strip().splitlines()[0][:300]) if str(err).strip() else ""
+            event = {**base, "type": "failed", "reason": f"internal error: {type(err).__name__}: {first}",
                      "retry": True, "status": 500}
         finally:
+            watch.stop()
             shutil.rmtree(tmp, ignore_errors=True)
+        event.pop("images", None)
         self.emit(event)
         self.job = None
         self._subscribe_held()
@@ -216,7 +274,7 @@ class WorkerRuntime:
     def _subscribe_held(self) -> None:
         """Take the jobs of every model held now, including one pulled for the last job (runs in
         the consumer's own thread: the solo pool runs tasks there)."""
-        if self.consumer is None:
+        if self.consumer is None or P.GPU_LANE not in self.lanes:
             return
         for key in self.held_models():
             queue = P.model_queue(key)
@@ -226,82 +284,141 @@ class WorkerRuntime:
             except Exception as err:  # noqa: BLE001  affinity is an optimisation: never fail a job on it
                 log.warning("could not subscribe to %s: %s", queue, err)
 
-    def _generate(self, msg: dict[str, Any], tmp: Path, base: dict[str, Any]) -> dict[str, Any]:
+    def _execute(self, msg: dict[str, Any], tmp: Path, base: dict[str, Any], token: CancelToken,
+                 watch: _JobWatch) -> dict[str, Any]:
+        from sdcloud.jobs.local import _check_encodable
+
+        job_id, kind = msg["job_id"], msg["kind"]
+        handler = self.handlers.get(kind)
+        if handler is None:
+            raise NoRoom(f"this worker does not run '{kind}' jobs (it runs {', '.join(sorted(self.handlers))})")
         payload = dict(msg["payload"])
-        req = payload.get("request") or {}
-        pixels = int(req.get("width", 512)) * int(req.get("height", 512)) * int(req.get("batch_size", 1))
-        if req.get("enable_hr"):
-            pixels = int(pixels * float(req.get("hr_scale") or 2.0) ** 2)
-        if pixels > self.max_pixels:
-            raise NoRoom(f"needs {pixels:,} pixels per batch; this worker's {self.gpu} fits at most "
-                         f"{self.max_pixels:,}")
-        self._ensure_model(payload.get("model"), payload.get("model_sha256"))
-        inputs, out = tmp / "in", tmp / "out"
-        inputs.mkdir()
-        out.mkdir()
+        generation = kind in P.GENERATION_KINDS
+        if generation:
+            req = payload.get("request") or {}
+            pixels = int(req.get("width", 512)) * int(req.get("height", 512)) * int(req.get("batch_size", 1))
+            if req.get("enable_hr"):
+                pixels = int(pixels * float(req.get("hr_scale") or 2.0) ** 2)
+            if pixels > self.max_pixels:
+                raise NoRoom(f"needs {pixels:,} pixels per batch; this worker's {self.gpu_name} fits at most "
+                             f"{self.max_pixels:,}")
+            self._ensure_model(payload.get("model"), payload.get("model_sha256"))
+            payload.update(save_images=False, preview_every=0)  # images go to the store, not an outputs folder
+        else:
+            self.assets.fetch_inputs(kind, payload, tmp / "work")
+        inputs, out, state = tmp / "in", tmp / "out", tmp / "state"
+        for folder in (inputs, out, state):
+            folder.mkdir()
         for name, key in (payload.get("input_keys") or {}).items():
             self.store.get(key, inputs / name)
-        payload.update(save_images=False, preview_every=0)  # images go to the store, not an outputs folder
-        job = Job(id=msg["job_id"], kind=msg["kind"], payload=payload)
-        token = CancelToken()
-        last = [0.0, 0.0]
+        job = Job(id=job_id, kind=kind, payload=payload, attempts=int(msg.get("attempt") or 1))
+        if job.attempts > 1:  # an earlier attempt (on any worker) may have left state to resume from
+            watch.pull_state()
+        watch.start()
+        last = [0.0]
 
-        def report(p: Any) -> None:  # a ProgressEvent
+        def report(p: ProgressEvent) -> None:
             now = time.monotonic()
             if now - last[0] >= PROGRESS_EVERY_S or p.step == p.total:
                 last[0] = now
-                self.emit({**base, "type": "progress", "step": p.step, "steps": p.total, "job_no": p.job_no,
-                           "job_count": p.job_count}, durable=False)
-            if now - last[1] >= PROGRESS_EVERY_S:
-                last[1] = now
-                self._check_cancel(msg["job_id"], token)
+                progress = {**p.to_dict(), "preview": None}
+                self.emit({**base, "type": "progress", "progress": progress}, durable=False)
 
-        result = self.runner(JobContext(job, inputs, out, token, report, state_dir=tmp / "state"))
-        files = [out / (job_file_name(k) or Path(k).name) for k in result.get("images") or []]
-        keys = []
-        for i, path in enumerate(files):
-            key = image_key(msg["kind"], msg["job_id"], float(msg.get("created") or time.time()), i,
-                            path.suffix.lstrip("."))
-            self.store.put(path, key)
-            keys.append(key)
-        return {**base, "type": "result", "keys": keys, "info": result["info"],
-                "interrupted": result.get("interrupted", False)}
-
-    def _check_cancel(self, job_id: str, token: CancelToken) -> None:
-        try:
-            what = self.redis.get(P.CANCEL_PREFIX + job_id)
-        except Exception:  # noqa: BLE001
-            return
-        if what == b"skip":
-            self.redis.delete(P.CANCEL_PREFIX + job_id)
-            token.skip()
-        elif what:
-            token.interrupt()
+        result = handler(JobContext(job, inputs, out, token, report, state_dir=state))
+        _check_encodable(result)
+        watch.stop()
+        images = [job_file_name(k) for k in (result.get("images") or [])] if generation else []
+        created = float(msg.get("created") or time.time())
+        files: dict[str, str] = {}
+        for i, name in enumerate(images):
+            if name and (out / name).is_file():
+                files[name] = image_key(kind, job_id, created, i, Path(name).suffix.lstrip("."))
+        for path in sorted(out.iterdir()):
+            if path.is_file() and path.name not in files:
+                files[path.name] = P.job_key(job_id, "out", path.name)
+        for name, key in files.items():
+            self.store.put(out / name, key)
+        models = [] if generation else self.assets.outputs(kind, payload, result)
+        return {**base, "type": "result", "result": result, "files": files, "models": models,
+                "interrupted": token.interrupted, "images": images}
 
     def _ensure_model(self, name: str | None, sha256: str | None) -> None:
         """Have ``name`` on this worker: demo, on disk, or fetched from the store."""
         if name is None or name in DEMO_MODELS:
             return
-        self.catalog.refresh()
-        try:
-            self.catalog.resolve("checkpoint", name)
-            return
-        except NotFound:
-            pass
-        if self.store is None:
-            raise NotFound(f"this worker has no model '{name}' and no store to pull it from")
-        keys = ([f"models/sha256/{sha256}"] if sha256 else []) + [f"models/Stable-diffusion/{name}"]
-        for key in keys:
-            if self.store.size(key) is not None:
-                dest = self.settings.checkpoints_path.joinpath(*name.split("/"))
+        self.assets.ensure("checkpoint", name, sha256)
+
+
+class _JobWatch:
+    """While a job runs: turns the API's cancel/interrupt/skip requests into its ``CancelToken``
+    and mirrors its ``state_dir`` to the store (``fleet/jobs/<id>/state/``), so a later attempt
+    on any worker finds it (``pull_state``)."""
+
+    def __init__(self, runtime: WorkerRuntime, job_id: str, token: CancelToken, state_dir: Path) -> None:
+        self.runtime, self.job_id, self.token, self.state_dir = runtime, job_id, token, state_dir
+        self.prefix = P.job_key(job_id, "state")
+        self._seen: dict[str, tuple[int, int]] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def pull_state(self) -> None:
+        store = self.runtime.store
+        for key in store.list(self.prefix):
+            rel = key[len(self.prefix):].strip("/")
+            if rel and not any(p in ("", ".", "..") for p in rel.split("/")):
+                dest = self.state_dir.joinpath(*rel.split("/"))
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                log.info("pulling model %s from the store (%s)", name, key)
-                self.store.get(key, dest)
-                self.catalog.refresh()
-                self.engine.catalog.refresh()
-                return
-        raise NotFound(f"this worker has no model '{name}' and the store has none under "
-                       f"{' or '.join(keys)}")
+                store.get(key, dest)
+                st = dest.stat()
+                self._seen[rel] = (st.st_size, st.st_mtime_ns)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="sdcloud-job-watch", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join(30)
+        self._thread = None
+        self.sync_state()  # the last word of the job's state
+
+    def _loop(self) -> None:
+        n = 0
+        while not self._stop.wait(CANCEL_POLL_S):
+            self.check_cancel()
+            n += 1
+            if n % 2 == 0:
+                self.sync_state()
+
+    def check_cancel(self) -> None:
+        try:
+            what = self.runtime.redis.get(P.CANCEL_PREFIX + self.job_id)
+        except Exception:  # noqa: BLE001  broker away: the job goes on
+            return
+        if what == b"skip":
+            self.runtime.redis.delete(P.CANCEL_PREFIX + self.job_id)
+            self.token.skip()
+        elif what == b"cancel":
+            self.token.cancel()
+        elif what:
+            self.token.interrupt()
+
+    def sync_state(self) -> None:
+        if not self.state_dir.is_dir():
+            return
+        try:
+            for path in sorted(self.state_dir.rglob("*")):
+                if not path.is_file():
+                    continue
+                rel = path.relative_to(self.state_dir).as_posix()
+                st = path.stat()
+                if self._seen.get(rel) != (st.st_size, st.st_mtime_ns):
+                    self.runtime.store.put(path, f"{self.prefix}/{rel}")
+                    self._seen[rel] = (st.st_size, st.st_mtime_ns)
+        except Exception as err:  # noqa: BLE001  a file changing under us: the next sync catches up
+            log.warning("job %s: state not mirrored yet (%s)", self.job_id, type(err).__name__)
 
 
 class NoRoom(SdcloudError):
@@ -311,7 +428,7 @@ class NoRoom(SdcloudError):
 
 
 def _device_info(engine: Any) -> tuple[str, float | None]:
-    device = getattr(engine, "device", None)
+    device = getattr(engine, "device", None) if engine is not None else None
     if device is not None and device.type == "cuda":
         import torch
 
@@ -335,7 +452,7 @@ def run_worker(runtime: WorkerRuntime, *, loglevel: str = "WARNING") -> None:
     def generate(msg: dict[str, Any]) -> str:
         return runtime.run(msg)
 
-    queues = [P.ANY_QUEUE] + sorted({P.model_queue(k) for k in runtime.held_models()})
+    queues = runtime.queues()
 
     from celery import signals
 

@@ -49,15 +49,18 @@ class TrainRunner:
 
     def __call__(self, ctx: JobContext) -> dict[str, Any]:
         from sdcloud.training.config import config_from_mapping
-        from sdcloud.training.state import StateDir
+        from sdcloud.training.state import has_state
         from sdcloud.training.trainer import Trainer, TrainingStopped, state_root
 
         payload = dict(ctx.payload)
         resume = bool(payload.pop("resume", False))
         restart = bool(payload.pop("restart", False))
+        for key in ("dataset_key", "reg_dir_key"):  # where a fleet worker fetched the dataset from
+            payload.pop(key, None)
         cfg = config_from_mapping(payload)
-        # a retried job (the box died mid-run) continues from its saved state
-        if not resume and ctx.attempt > 1 and StateDir(state_root(self.settings), cfg.name).latest():
+        # a retried job (the box died mid-run, here or on another fleet worker) continues from
+        # its saved state, found locally or on the store
+        if not resume and ctx.attempt > 1 and has_state(state_root(self.settings), cfg.name, self.store):
             resume = True
         live = self.live.setdefault(ctx.job.id, {"losses": [], "samples": [], "phase": "queued", "name": cfg.name})
 

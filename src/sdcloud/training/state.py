@@ -174,13 +174,7 @@ class StateDir:
         if self.store is None:
             return self.latest()
         prefix = join_key("train", self.name)
-        keys = self.store.list(prefix)
-        steps: dict[int, set[str]] = {}
-        for key in keys:
-            parts = key[len(prefix):].strip("/").split("/")
-            if len(parts) == 2 and (m := _GEN.match(parts[0])):
-                steps.setdefault(int(m.group(1)), set()).add(parts[1])
-        complete = sorted(s for s, files in steps.items() if set(FILES) <= files)
+        complete = stored_steps(self.store, self.name)
         local = self.latest()
         if not complete or (local is not None and local.step >= complete[-1]):
             return local
@@ -214,6 +208,22 @@ class StateDir:
         self.outbox.close()
         self.outbox = None
         return ok
+
+
+def stored_steps(store: Store, name: str) -> list[int]:
+    """The steps of the complete generations of run ``name`` on the store, oldest first."""
+    prefix = join_key("train", name)
+    steps: dict[int, set[str]] = {}
+    for key in store.list(prefix):
+        parts = key[len(prefix):].strip("/").split("/")
+        if len(parts) == 2 and (m := _GEN.match(parts[0])):
+            steps.setdefault(int(m.group(1)), set()).add(parts[1])
+    return sorted(s for s, files in steps.items() if set(FILES) <= files)
+
+
+def has_state(root: Path, name: str, store: Store | None) -> bool:
+    """A saved state of run ``name`` here or on the store (a retry on another machine resumes it)."""
+    return StateDir(root, name).latest() is not None or (store is not None and bool(stored_steps(store, name)))
 
 
 def check_resume(meta: dict[str, Any], fingerprint: dict[str, Any]) -> None:
