@@ -65,7 +65,8 @@ class TrainingService:
     def dataset_path(self, name: str) -> Path:
         path = self.root / _plain(name, "dataset")
         if not path.is_dir():
-            raise NotFound(f"dataset '{name}' not found in {self.root}; upload it first (/api/train/datasets)")
+            raise NotFound(f"dataset '{name}' not found in the data folder's datasets/; upload it first "
+                           "(/api/train/datasets)")
         return path
 
     def upload(self, name: str, files: list[tuple[str, bytes]], folder: str = "") -> dict[str, Any]:

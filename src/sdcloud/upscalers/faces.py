@@ -74,9 +74,9 @@ class FaceRestorers:
         for r in scan(self.models_root):
             if r.name.lower() == wanted:
                 return r
-        folder = self.models_root / FOLDERS.get(name, FOLDERS["GFPGAN"])
+        folder = FOLDERS.get(name, FOLDERS["GFPGAN"])  # named relative to the models folder: no server path
         raise BadRequest(f"face restorer '{name}' has no model file; put {EXPECTED.get(name, EXPECTED['GFPGAN'])} "
-                         f"in {folder}")
+                         f"in the models folder's {folder}/")
 
     def check(self, name: str) -> Restorer:
         """Refuse up front (4xx) when ``name`` cannot run here."""
