@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import tempfile
 import threading
 import time
@@ -55,6 +54,10 @@ CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT);
 """
 
 
+def _first(rows: list[tuple[object, ...]]) -> tuple[Any, ...] | None:
+    return rows[0] if rows else None
+
+
 class FleetJobQueue(JobQueue):
     """``remote_kinds``: what workers run; ``kinds`` (kind -> ``JobKind``): lanes and attempts
     (a kind runs at most ``max(kind.max_attempts, max_attempts)`` times: workers are lost more
@@ -87,7 +90,7 @@ class FleetJobQueue(JobQueue):
         self.prepare = prepare
         self.take_models = take_models
         self.journal = Journal(state_path / "fleet.sqlite")
-        self._db = sqlite3.connect(str(state_path / "fleet.sqlite"), check_same_thread=False, isolation_level=None)
+        self._db = self.journal  # the attempts table lives beside the jobs, on the journal's one connection
         self._db.executescript(_SCHEMA)
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
@@ -281,8 +284,8 @@ class FleetJobQueue(JobQueue):
         return live
 
     def attempt_info(self, job_id: str) -> dict[str, Any]:
-        row = self._db.execute("SELECT fence, route, worker, reasons FROM attempts WHERE job_id=?",
-                               (job_id,)).fetchone()
+        row = _first(self._db.execute("SELECT fence, route, worker, reasons FROM attempts WHERE job_id=?",
+                               (job_id,)))
         if row is None:
             raise NotFound(f"job '{job_id}' is not a fleet job")
         return {"route": row[1], "worker": row[2], "reasons": json.loads(row[3])}
@@ -330,7 +333,7 @@ class FleetJobQueue(JobQueue):
 
     # events from workers -------------------------------------------------------------------
     def _events(self) -> None:
-        row = self._db.execute("SELECT v FROM meta WHERE k='last_event'").fetchone()
+        row = _first(self._db.execute("SELECT v FROM meta WHERE k='last_event'"))
         last = row[0] if row else "0-0"
         while not self._stopping.is_set():
             try:
@@ -362,7 +365,7 @@ class FleetJobQueue(JobQueue):
     def _current(self, event: dict[str, Any]) -> Job | None:
         """The job if the event's fence is its current one (compare-and-set), else None."""
         job = self._active.get(event.get("job", ""))
-        row = self._db.execute("SELECT fence FROM attempts WHERE job_id=?", (event.get("job"),)).fetchone()
+        row = _first(self._db.execute("SELECT fence FROM attempts WHERE job_id=?", (event.get("job"),)))
         if job is None or row is None or row[0] != event.get("fence"):
             if event.get("type") in ("result", "failed"):
                 self.refused_late += 1
@@ -434,7 +437,7 @@ class FleetJobQueue(JobQueue):
             self._finish(job, DONE, None, None)
 
     def _attempt_failed(self, job: Job, reason: str, *, retry: bool, status: int = 500) -> None:
-        row = self._db.execute("SELECT reasons FROM attempts WHERE job_id=?", (job.id,)).fetchone()
+        row = _first(self._db.execute("SELECT reasons FROM attempts WHERE job_id=?", (job.id,)))
         reasons = json.loads(row[0]) + [reason]
         self._db.execute("UPDATE attempts SET reasons=? WHERE job_id=?", (json.dumps(reasons), job.id))
         if job.id in self._cancel_requested:
@@ -491,8 +494,8 @@ class FleetJobQueue(JobQueue):
         now = time.time()
         with self._lock:
             for job in list(self._active.values()):
-                row = self._db.execute("SELECT worker, dispatched, route FROM attempts WHERE job_id=?",
-                                       (job.id,)).fetchone()
+                row = _first(self._db.execute("SELECT worker, dispatched, route FROM attempts WHERE job_id=?",
+                                       (job.id,)))
                 worker, dispatched, route = row
                 if job.state == RUNNING:
                     w = by_name.get(worker)

@@ -84,6 +84,17 @@ class Journal:
                 ),
             )
 
+    def execute(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        """One statement on the journal's own connection, for a table of a caller's beside ``jobs``
+        in the same file (the fleet's attempts): one connection, so no second writer can find the
+        file locked."""
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    def executescript(self, script: str) -> None:
+        with self._lock:
+            self._db.executescript(script)
+
     def get(self, job_id: str) -> Job | None:
         with self._lock:
             row = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()

@@ -49,6 +49,18 @@ JA: dict[str, str] = {
     "Inpaint": "インペイント",
     "PNG Info": "PNG内の情報",
     "Queue": "キュー",
+    # the queue and workers tables (HTML; translated in the page, see HEADERS_JS)
+    "No jobs yet.": "ジョブはまだありません。",
+    "No workers.": "ワーカーはいません。",
+    "queued": "待機中",
+    "running": "実行中",
+    "done": "完了",
+    "failed": "失敗",
+    "cancelled": "取り消し済み",
+    "Train LoRA": "LoRA 学習",
+    "LoRA bake": "LoRA 焼き込み",
+    "Prune": "軽量化 (Prune)",
+    "Convert": "変換",
     "Merge": "マージ",
     "Train": "学習",
     "Training": "学習",
@@ -483,15 +495,21 @@ def language_script(default: str | None) -> str:
             + HEADERS_JS + "}catch(e){}})();</script>")
 
 
-# Gradio translates labels and choices but not a table's headers: in a Japanese page, show the
-# Japanese of each header with a JA line (Gradio's own catalog, from the page config), again
-# whenever the table is drawn anew.
+# Gradio translates labels and choices but not a table's headers, nor text inside a gr.HTML: in a
+# Japanese page, show the Japanese of each header with a JA line (Gradio's own catalog, from the
+# page config): Dataframe headers, and in our HTML tables (.sd-table, the queue and workers) the
+# headers, the per-cell labels of the phone layout, the empty-table line and cells that are words
+# (a job's state); again whenever a table is drawn anew.
 HEADERS_JS = ("if((navigator.language||'').toLowerCase().indexOf('ja')===0){var busy=false;"
               "var fix=function(){busy=false;var c=window.gradio_config,"
               "t=c&&c.i18n_translations&&c.i18n_translations.ja;if(!t)return;"
-              "document.querySelectorAll('th .header').forEach(function(s){var n=s.firstChild;"
-              "if(n&&n.nodeType===3){var k=n.data.trim();if(t[k]&&t[k]!==k){n.data=t[k];"
-              "var th=s.closest('th');if(th)th.title=t[k];}}});};"
+              "var tr=function(n){if(n&&n.nodeType===3){var k=n.data.trim();"
+              "if(t[k]&&t[k]!==k){n.data=t[k];return t[k];}}return null;};"
+              "document.querySelectorAll('th .header').forEach(function(s){var v=tr(s.firstChild);"
+              "var th=s.closest('th');if(v&&th)th.title=v;});"
+              "document.querySelectorAll('.sd-table th, .sd-table td').forEach(function(e){"
+              "if(e.childNodes.length===1)tr(e.firstChild);var l=e.getAttribute('data-label');"
+              "if(l&&t[l]&&t[l]!==l)e.setAttribute('data-label',t[l]);});};"
               "new MutationObserver(function(){if(!busy){busy=true;requestAnimationFrame(fix);}})"
               ".observe(document.documentElement,{childList:true,subtree:true,characterData:true});}")
 

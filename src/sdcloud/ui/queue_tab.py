@@ -28,7 +28,7 @@ TABLE_CSS = """
 .sd-table th, .sd-table td { text-align: left; padding: .3em .5em; vertical-align: top;
   border-bottom: 1px solid var(--border-color-primary); overflow-wrap: anywhere; }
 .sd-table th { font-weight: 600; background: var(--background-fill-secondary); }
-.sd-table-empty { opacity: .7; padding: .5em; }
+.sd-table td.sd-table-empty { opacity: .7; padding: .5em; }
 @media (max-width: 640px) {
   .sd-table thead { display: none; }
   .sd-table, .sd-table tbody, .sd-table tr, .sd-table td { display: block; width: 100%; box-sizing: border-box; }
@@ -37,6 +37,7 @@ TABLE_CSS = """
   .sd-table td { border: none; padding: .1em .6em; }
   .sd-table td::before { content: attr(data-label) ": "; font-weight: 600; }
   .sd-table td:empty { display: none; }
+  .sd-table td.sd-table-empty::before { content: none; }
 }
 """
 
@@ -71,13 +72,14 @@ def queue_rows(jobs: Iterable[Any]) -> list[list[Any]]:
 
 def table_html(headers: list[str], rows: list[list[Any]], elem: str, empty: str) -> str:
     """``rows`` as an HTML table (escaped); each cell carries its header for the phone layout."""
-    if not rows:
-        return f'<div class="sd-table-empty" id="{elem}-empty">{html.escape(empty)}</div>'
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = "".join(
         "<tr>" + "".join(f'<td data-label="{html.escape(h)}">{html.escape(str(v))}</td>'
                          for h, v in zip(headers, row, strict=True)) + "</tr>"
         for row in rows)
+    if not rows:  # the headers stay: the reader sees what the table will hold
+        body = (f'<tr><td class="sd-table-empty" id="{elem}-empty" colspan="{len(headers)}">'
+                f"{html.escape(empty)}</td></tr>")
     return f'<table class="sd-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
