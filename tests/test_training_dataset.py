@@ -103,6 +103,8 @@ def test_toml_and_aliases(tmp_path: Path) -> None:
     (["--optimizer", "AdamW8bit"], "AdamW8bit needs a CUDA GPU"),
     (["--mixed-precision", "fp16"], "needs a CUDA GPU"),
     (["--name", "../evil"], "--name '../evil'"),
+    # the demo model's deepest feature map is 1x1 at 64 px: one value per group norm group
+    (["--batch", "1", "--min-bucket-reso", "64"], "too small for this model at batch size 1"),
 ])
 def test_bad_options_one_line_nothing_written(tmp_path: Path, args: list[str], message: str) -> None:
     root = make_dataset(tmp_path / "ds")

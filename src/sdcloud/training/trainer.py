@@ -349,7 +349,13 @@ class Trainer:
                 ids = [list(self.geometry[i][:2]) + list(self.geometry[i][2:]) + [h, w] for i in indices]
                 kwargs["added_cond_kwargs"] = {"text_embeds": pooled,
                                                "time_ids": torch.tensor(ids, device=dev, dtype=embeds.dtype)}
-            pred = self.pipe.unet(noisy.to(self.weight_dtype), timesteps, embeds, **kwargs).sample
+            try:
+                pred = self.pipe.unet(noisy.to(self.weight_dtype), timesteps, embeds, **kwargs).sample
+            except ValueError as err:  # a group norm that sees one value per group: a tiny model's
+                if "more than 1 value per channel" not in str(err):  # deepest feature map at 1x1
+                    raise
+                raise BadRequest(f"images of {latents.shape[-1] * 8}x{latents.shape[-2] * 8} are too small "
+                                 "for this model at batch size 1: use a larger --resolution or --batch 2") from None
         target = noise if self.prediction == "epsilon" else self.noise_scheduler.get_velocity(latents, noise, timesteps)
         loss = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
         if weights is not None:
