@@ -7,11 +7,14 @@ A heartbeat thread keeps ``sdcloud:worker:<name>`` alive (GPU, VRAM, models held
 lanes, current job); the API re-runs the job of a worker whose heartbeat stops.
 
 A job: check the fence (a stale redelivery is dropped), report ``started``, make sure its
-inputs are here (a model, the checkpoint tools' inputs, a training dataset: fetched from the
-store, see ``fleet.assets``), run the same handler as a local job, put every file of its
-output folder in the store (images under a key fixed by the job, so a second run overwrites
-and never duplicates), and report the keys. A job's ``state_dir`` is mirrored to the store
-while it runs, so the next attempt, on any worker, resumes from it.
+inputs are here (a model, the LoRAs and embeddings its prompts use, the checkpoint tools'
+inputs, a training dataset: fetched from the store, see ``fleet.assets``), run the same
+handler as a local job, put every file of its output folder in the store (images under a
+key fixed by the job, so a second run overwrites and never duplicates), and report the keys.
+A job's ``state_dir`` is mirrored to the store while it runs, so the next attempt, on any
+worker, resumes from it. While it runs, its live preview goes to a Redis key (a small JPEG,
+at most once a second) and a training's new loss points and samples go with its progress
+events (the samples through the store).
 """
 
 from __future__ import annotations
