@@ -5,7 +5,9 @@ One fleet per module (start-up is the expensive part): w1 and w2 hold ``demo``, 
 ``demo-xl``. The tests run in order against it: 60 jobs answered once; affinity; kill -9 of
 a worker mid-job (the later tests run on the two left); a Redis restart mid-run; a job no
 worker can fit failing with its reasons; a job's webhooks; a merge and a LoRA training run on
-workers (the training's worker killed mid-run: it resumes on another from the store). Most of
+workers (the training's worker killed mid-run: it resumes on another from the store, its loss
+curve and samples shown by the front); live progress and previews; a prompt's LoRA pulled by a
+worker from the store. Most of
 the time is the start-up of the four processes (torch + demo model).
 """
 
@@ -146,6 +148,43 @@ def test_sync_a1111_route_and_progress_through_workers(fleet: Fleet) -> None:
                (p.relative_to(fleet.store).as_posix() for p in fleet.store.rglob("init-0.png")))
 
 
+def test_a_job_on_a_worker_shows_progress_and_a_live_preview(fleet: Fleet) -> None:
+    import base64
+    import io
+
+    from PIL import Image
+
+    job_id = fleet.submit(steps=60, width=96, height=96, batch_size=2, seed=11)
+    deadline = time.monotonic() + 60
+    seen: dict[str, Any] = {}
+    while not (seen.get("preview") and seen.get("job")):
+        progress = fleet.client.get("/sdapi/v1/progress").json()
+        job = fleet.client.get(f"/api/jobs/{job_id}").json()
+        if progress["current_image"] and progress["state"]["job"] == f"task({job_id})":
+            seen["preview"] = progress
+        if job["state"] == "running" and job["step"] > 0:
+            seen["job"] = job
+        assert job["state"] in ("queued", "running") and time.monotonic() < deadline, job
+        time.sleep(0.05)
+    progress, job = seen["preview"], seen["job"]
+    assert progress["state"]["sampling_steps"] >= 60 and 0 < progress["state"]["sampling_step"]
+    assert 0 < progress["progress"] < 1 and progress["eta_relative"] >= 0
+    assert job["steps"] >= 60 and 0 < job["progress"] < 1 and job["eta_seconds"] is not None
+    data = base64.b64decode(progress["current_image"])
+    assert len(data) <= 48 * 1024
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.format == "JPEG" and max(im.size) <= 256
+    # the preview lives in one Redis key per attempt, not in the event stream
+    import redis
+
+    r = redis.Redis.from_url(fleet.redis.url)
+    assert all(b"current_image" not in f[b"e"] and len(f[b"e"]) < 4096 for _, f in r.xrange("sdcloud:events"))
+    [job] = wait_jobs(fleet.client, [job_id])
+    assert job["state"] == "done"
+    assert not list(r.scan_iter(match=f"sdcloud:preview:{job_id}:*"))  # gone with the job
+    r.close()
+
+
 def test_kill_9_mid_job_runs_again_elsewhere_without_duplicates(fleet: Fleet) -> None:
     job_id = fleet.submit(steps=40, width=96, height=96, batch_size=2, seed=5)
     deadline = time.monotonic() + 60
@@ -282,7 +321,7 @@ def test_training_resumes_on_another_worker_from_the_store(fleet: Fleet, tmp_pat
     assert r.status_code == 200, r.text
     body = {"dataset": "fleetcat", "model": "demo", "name": "fleetcat",
             "options": {"steps": 12, "rank": 4, "alpha": 4, "lr": 1e-2, "resolution": 64, "batch": 2,
-                        "save_state_every": 2}}
+                        "save_state_every": 2, "sample_every": 4, "sample_steps": 2}}
     r = fleet.client.post("/api/train", json=body)
     assert r.status_code == 202, r.text
     job_id = r.json()["id"]
@@ -291,11 +330,23 @@ def test_training_resumes_on_another_worker_from_the_store(fleet: Fleet, tmp_pat
         assert job["state"] in ("queued", "running") and time.monotonic() < deadline, job
         time.sleep(0.1)
     assert job["metrics"]["loss"] > 0  # the loss reaches the front as for a local run
+    before = fleet.client.get(f"/api/train/{job_id}").json()  # the curve and samples, as for a local run
+    assert before["phase"] == "training" and len(before["losses"]) >= 4, before
+    assert [s["step"] for s in before["samples"]] == [4]
     victim = next(w["name"] for w in fleet.client.get("/api/workers").json()["workers"] if w["job"] == job_id)
     fleet.workers.pop(victim).kill()
     [job] = wait_jobs(fleet.client, [job_id], timeout=180)
     assert job["state"] == "done" and job["attempts"] == 2, job
     assert job["result"]["resumed_from"] >= 2 and job["result"]["steps"] == 12  # not from scratch
+    train = fleet.client.get(f"/api/train/{job_id}").json()
+    steps = [p[0] for p in train["losses"]]
+    assert steps == sorted(set(steps)) and steps[-1] == 12, steps
+    assert [p for p in train["losses"] if p[0] <= job["result"]["resumed_from"]] == \
+        [p for p in before["losses"] if p[0] <= job["result"]["resumed_from"]]  # the first attempt's curve kept
+    assert [s["step"] for s in train["samples"]] == [4, 8, 12]
+    for sample in train["samples"]:
+        r = fleet.client.get(sample["url"])
+        assert r.status_code == 200 and r.content[:4] == b"\x89PNG"
     assert any(p.name.startswith("step-") for p in (fleet.store / "train" / "fleetcat").iterdir())
     assert any(k.startswith(f"fleet/jobs/{job_id}/dataset/") for k in
                (p.relative_to(fleet.store).as_posix() for p in fleet.store.rglob("*.png")))
@@ -309,6 +360,22 @@ def test_training_resumes_on_another_worker_from_the_store(fleet: Fleet, tmp_pat
     [bake] = wait_jobs(fleet.client, [r.json()["id"]], timeout=120)
     assert bake["state"] == "done" and bake["result"]["applied"]["fleetcat.safetensors"] > 0, bake
     assert (fleet.root / "api" / "models" / "Stable-diffusion" / "tinycat.safetensors").is_file()
+
+
+def test_a_prompts_lora_goes_to_the_worker_through_the_store(fleet: Fleet) -> None:
+    import hashlib
+
+    front = fleet.root / "api" / "models" / "Lora"
+    data = (front / "fleetcat.safetensors").read_bytes()  # trained by the test above
+    (front / "frontonly.safetensors").write_bytes(data)  # on the front only: no worker, not in the store
+    job_id = fleet.submit(prompt="a fox <lora:frontonly:0.8>")
+    [job] = wait_jobs(fleet.client, [job_id], timeout=90)
+    assert job["state"] == "done", job["error"]
+    assert 'Lora hashes: "frontonly: ' in job["result"]["info"]["infotexts"][0]  # applied, not skipped
+    assert (fleet.store / "models" / "sha256" / hashlib.sha256(data).hexdigest()).read_bytes() == data
+    assert (fleet.root / job["result"]["worker"] / "models" / "Lora" / "frontonly.safetensors").read_bytes() == data
+    [job] = wait_jobs(fleet.client, [fleet.submit(prompt="a fox <lora:nowhere:1>")], timeout=90)
+    assert job["state"] == "failed" and "LoRA 'nowhere' not found" in job["error"], job
 
 
 def test_bad_broker_urls_are_one_line_errors(fleet: Fleet, tmp_path: Path) -> None:

@@ -171,3 +171,123 @@ def test_the_inputs_a_job_reads_and_where_they_go(tmp_path: Path) -> None:
                        {"folder": "Lora", "name": "../evil.safetensors", "key": "models/Lora/made.safetensors"}])
     assert (front_settings.lora_path / "made.safetensors").read_bytes() == b"lora"
     assert not (front_settings.lora_path.parent / "evil.safetensors").exists()
+
+
+def test_a_workers_live_preview_is_a_small_jpeg() -> None:
+    import base64
+    import io
+
+    from PIL import Image
+
+    from sdcloud.fleet.worker import preview_jpeg
+    from sdcloud.image_files import encode_image
+
+    noise = Image.frombytes("RGB", (640, 480), __import__("os").urandom(640 * 480 * 3))
+    jpeg = preview_jpeg(encode_image(noise))
+    assert jpeg[:2] == b"\xff\xd8" and len(jpeg) <= P.PREVIEW_MAX_BYTES
+    with Image.open(io.BytesIO(jpeg)) as im:
+        assert im.format == "JPEG" and max(im.size) <= P.PREVIEW_MAX_SIDE
+    assert base64.b64decode(base64.b64encode(jpeg)) == jpeg
+
+
+@needs_redis
+def test_progress_preview_and_live_reports_reach_the_job(tmp_path: Path) -> None:
+    """The front takes a worker's progress, its preview from the attempt's Redis key (never
+    from the stream) and its live extras; a stale attempt's preview is not shown."""
+    from sdcloud.fleet.queue import FleetJobQueue
+    from sdcloud.jobs.local import LocalJobQueue
+    from sdcloud.storage.local import LocalStore
+
+    redis_server = RedisServer(tmp_path / "redis")
+    redis_server.start()
+    lives: list[dict] = []
+    queue = FleetJobQueue(tmp_path / "state", redis_server.url, LocalStore(tmp_path / "store"),
+                          LocalJobQueue(tmp_path / "state", {}), worker_timeout=60,
+                          on_live=lambda job, live: lives.append({"job": job.id, **live}))
+    queue.start()
+    try:
+        job = queue.submit("txt2img", {"request": {}, "model": "demo"})
+        fence = queue.redis.get(P.FENCE_PREFIX + job.id).decode()
+        queue.redis.set(P.preview_key(job.id, "stale"), b"old")
+        queue.redis.set(P.preview_key(job.id, fence), b"\xff\xd8jpeg")
+        for event in ({"type": "started"},
+                      {"type": "progress", "fence": "stale", "preview": True, "live": {"losses": [[1, 9.0]]},
+                       "progress": {"step": 9, "total": 10}},
+                      {"type": "progress", "preview": True, "live": {"losses": [[1, 0.5]]},
+                       "progress": {"step": 3, "total": 10, "job_no": 0, "job_count": 1}}):
+            queue.redis.xadd(P.EVENTS, P.dump({"job": job.id, "fence": fence, "worker": "a", **event}))
+        deadline = time.monotonic() + 10
+        while queue.get(job.id).step != 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        seen = queue.get(job.id)
+        assert seen.state == "running" and seen.steps == 10 and seen.progress == 0.3
+        assert seen.eta_seconds is not None and seen.eta_seconds >= 0
+        assert seen.preview == "/9hqcGVn"  # base64 of the key's bytes
+        assert lives == [{"job": job.id, "losses": [[1, 0.5]]}]
+    finally:
+        queue.stop()
+        redis_server.stop()
+
+
+def test_a_remote_trainings_curve_and_samples_on_the_front(tmp_path: Path) -> None:
+    from sdcloud.jobs.training import TrainRunner
+    from sdcloud.settings import Settings
+
+    settings = Settings(data_dir=tmp_path)
+    runner = TrainRunner(settings)
+    store: dict[str, bytes] = {"k/step-000002.png": b"png2", "k/step-000004.png": b"png4", "k/x": b"x"}
+
+    def fetch(key: str, dest: Path) -> None:
+        dest.write_bytes(store[key])
+
+    runner.take_live("j", {"name": "cat", "phase": "training", "losses": [[1, 0.9], [2, 0.8]],
+                           "samples": [{"step": 2, "name": "step-000002.png", "key": "k/step-000002.png"}]}, fetch)
+    runner.take_live("j", {"losses": [[3, 0.7], [4, 0.6]],
+                           "samples": [{"step": 4, "name": "step-000004.png", "key": "k/step-000004.png"}]}, fetch)
+    # the worker died; another resumed from the state saved at step 2
+    runner.take_live("j", {"losses": [[3, 0.65]], "samples": [{"step": 3, "name": "../x.png", "key": "k/x"}]}, fetch)
+    live = runner.live["j"]
+    assert live["losses"] == [[1, 0.9], [2, 0.8], [3, 0.65]]
+    assert [s["step"] for s in live["samples"]] == [2, 3]  # step 4's sample was of the lost attempt
+    folder = settings.outputs_path / "train-samples" / "cat"
+    assert [Path(s["path"]) for s in live["samples"]] == [folder / "step-000002.png", folder / "x.png"]
+    assert (folder / "step-000002.png").read_bytes() == b"png2"
+
+
+def test_a_prompts_lora_goes_by_content_and_a_missing_one_fails(tmp_path: Path) -> None:
+    from sdcloud.catalog import Catalog
+    from sdcloud.errors import NotFound
+    from sdcloud.fleet.assets import FrontAssets, WorkerAssets, lora_tags
+    from sdcloud.settings import Settings
+    from sdcloud.storage.local import LocalStore
+
+    payload = {"request": {"prompt": "a <lora:style:0.8> fox, mytoken", "negative_prompt": "<lyco:bad:1>",
+                           "hr_prompt": ""}}
+    assert lora_tags(payload) == ["style", "bad"]
+    front_settings = Settings(data_dir=tmp_path / "front")
+    front_settings.ensure_dirs()
+    (front_settings.lora_path / "style.safetensors").write_bytes(b"lora-bytes")
+    (front_settings.embeddings_path / "mytoken.pt").write_bytes(b"embedding")
+    (front_settings.embeddings_path / "unused.pt").write_bytes(b"other")
+    (tmp_path / "store").mkdir()
+    store = LocalStore(tmp_path / "store")
+    front = FrontAssets(front_settings, Catalog(front_settings), store)
+    sent = front.prepare("job", "txt2img", payload)
+    import hashlib
+
+    sha = hashlib.sha256(b"lora-bytes").hexdigest()
+    assert sent["networks"][0] == {"kind": "lora", "tag": "style", "name": "style.safetensors", "sha256": sha}
+    assert [n["tag"] for n in sent["networks"]] == ["style", "mytoken"]  # 'bad': not here; 'unused': not used
+    assert (tmp_path / "store" / "models" / "sha256" / sha).read_bytes() == b"lora-bytes"
+
+    worker_settings = Settings(data_dir=tmp_path / "worker")
+    worker_settings.ensure_dirs()
+    worker = WorkerAssets(worker_settings, Catalog(worker_settings), store)
+    with pytest.raises(NotFound, match="LoRA 'bad' not found"):
+        worker.ensure_networks(sent)
+    (worker_settings.lora_path / "bad.safetensors").write_bytes(b"worker's own")
+    worker.ensure_networks(sent)
+    assert (worker_settings.lora_path / "style.safetensors").read_bytes() == b"lora-bytes"  # pulled by content
+    assert (worker_settings.embeddings_path / "mytoken.pt").read_bytes() == b"embedding"
+    assert (worker_settings.lora_path / "bad.safetensors").read_bytes() == b"worker's own"

@@ -641,7 +641,7 @@ class Services:
         elapsed = time.time() - (job.started or time.time())
         image = None
         if not skip_current_image and job.preview is not None:
-            image = job.preview  # already base64 PNG (the job's ProgressEvent)
+            image = job.preview  # already base64 (PNG; a small JPEG from a fleet worker)
         return {
             "progress": progress,
             "eta_relative": max(0.0, elapsed / progress - elapsed),

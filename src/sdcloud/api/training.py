@@ -8,6 +8,7 @@ Requests name datasets by folder name only; no path from a request reaches the f
 from __future__ import annotations
 
 import io
+import json
 import re
 import zipfile
 from pathlib import Path
@@ -155,11 +156,21 @@ class TrainingService:
         live = self.runner.live.get(job_id, {})
         out = job.to_dict()
         out["phase"] = live.get("phase", job.state)
-        out["losses"] = live.get("losses", [])
+        out["losses"] = live.get("losses") or self._saved_losses(job)
         out["it_s"] = live.get("it_s")
         out["samples"] = [{"step": s["step"], "url": f"/api/train/{job_id}/samples/{i}"}
                           for i, s in enumerate(live.get("samples", []))]
         return out
+
+    def _saved_losses(self, job: Job) -> list[list[float]]:
+        """The loss curve a finished job saved (``losses.json``), for a server restarted since."""
+        if not job.finished_state:
+            return []
+        try:
+            path = self.queue.output_file(job.id, "losses.json")
+            return [list(p) for p in json.loads(path.read_text(encoding="utf-8"))]
+        except (NotFound, OSError, ValueError, TypeError):
+            return []
 
     def sample_path(self, job_id: str, index: int) -> Path:
         samples = self.runner.live.get(job_id, {}).get("samples", [])

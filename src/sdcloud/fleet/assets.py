@@ -13,17 +13,23 @@ use: ``models/Stable-diffusion/<name>``, ``models/Lora/<name>``, ``models/VAE/<n
   the checkpoint or LoRA a job made back under its model key (``outputs``).
 - The front again (``FrontAssets.take_models``): fetches those outputs into its own model
   folders, so they appear in its model lists (``/sdapi/v1/sd-models``, ``/sdapi/v1/loras``).
+- Extra networks of a generation job: each ``<lora:name:w>`` its prompts name and each
+  embedding of the front's catalog they use is put in the store by content
+  (``models/sha256/<hash>``) and named in the payload's ``networks``; a worker that lacks
+  one pulls it into its own model folders (its cache). A LoRA that neither the worker, the
+  front nor the store has fails the job with "LoRA 'x' not found" instead of being skipped.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sdcloud.catalog import DEMO_MODELS
+from sdcloud.catalog import DEMO_MODELS, EMBEDDING_EXTS, LORA_EXTS
 from sdcloud.errors import BadRequest, NotFound
 from sdcloud.fleet import protocol as P
 from sdcloud.settings import Settings
@@ -32,7 +38,9 @@ log = logging.getLogger(__name__)
 
 CKPT_KINDS = ("ckpt-merge", "ckpt-convert", "ckpt-prune", "ckpt-lora-bake")
 TRAIN_KIND = "train-lora"
-FOLDERS = {"checkpoint": "Stable-diffusion", "lora": "Lora", "vae": "VAE"}  # catalog kind -> store folder
+FOLDERS = {"checkpoint": "Stable-diffusion", "lora": "Lora", "vae": "VAE",
+           "embedding": "embeddings"}  # catalog kind -> store folder
+NETWORK_TAGS = ("lora", "lyco")  # <lora:...> and <lyco:...> name a LoRA file
 
 
 def model_key(kind: str, name: str) -> str:
@@ -40,7 +48,53 @@ def model_key(kind: str, name: str) -> str:
 
 
 def local_dir(settings: Settings, kind: str) -> Path:
-    return {"checkpoint": settings.checkpoints_path, "lora": settings.lora_path, "vae": settings.vae_path}[kind]
+    return {"checkpoint": settings.checkpoints_path, "lora": settings.lora_path, "vae": settings.vae_path,
+            "embedding": settings.embeddings_path}[kind]
+
+
+def content_key(sha256: str) -> str:
+    """Where a model file is kept by content in the store."""
+    return f"models/sha256/{sha256}"
+
+
+def prompt_texts(payload: dict[str, Any]) -> list[str]:
+    """Every text of a generation job's request (prompts, hires prompts, script values): where
+    LoRA tags and embedding names can be."""
+    out: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, str):
+            out.append(value)
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(payload.get("request") or {})
+    walk(payload.get("script") or {})
+    return out
+
+
+def lora_tags(payload: dict[str, Any]) -> list[str]:
+    """The LoRA names of every ``<lora:name:...>`` tag in a generation job's texts."""
+    from sdcloud.prompt_syntax.extra_networks import extract_extra_networks
+
+    names: list[str] = []
+    for text in prompt_texts(payload):
+        if "<" in text:
+            names += [n.name.strip() for n in extract_extra_networks(text)[1] if n.kind in NETWORK_TAGS]
+    return list(dict.fromkeys(n for n in names if n))
+
+
+def uses_word(text: str, word: str) -> bool:
+    """True when ``word`` appears in ``text`` as the engine finds embeddings (a whole word)."""
+    return re.search(rf"(?<![\w-]){re.escape(word)}(?![\w-])", text) is not None
+
+
+def _plain_name(name: str) -> bool:
+    return bool(name) and not name.startswith("/") and not any(p in ("", ".", "..") for p in name.split("/"))
 
 
 def inputs_of(kind: str, payload: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -78,12 +132,18 @@ class FrontAssets:
     """The front's side: inputs into the store before a job is sent, outputs back after."""
 
     def __init__(self, settings: Settings, catalog: Any, store: Any,
-                 on_models: Callable[[], None] | None = None) -> None:
+                 on_models: Callable[[], None] | None = None, hashes: Any = None) -> None:
         self.settings, self.catalog, self.store = settings, catalog, store
         self.on_models = on_models
+        self.hashes = hashes  # checkpoints.hashing.HashCache (None: hash each file when needed)
 
     def prepare(self, job_id: str, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
         payload = dict(payload)
+        if kind in P.GENERATION_KINDS:
+            networks = self.networks(payload)
+            if networks:
+                payload["networks"] = networks
+            return payload
         if payload.get("loras"):
             payload["loras"] = [dict(x) for x in payload["loras"]]
         for cat_kind, field, name in inputs_of(kind, payload):
@@ -99,6 +159,36 @@ class FrontAssets:
                     payload[f"{field}_key"] = self._put_folder(Path(payload[field]),
                                                                P.job_key(job_id, field.replace("_dir", "")))
         return payload
+
+    def networks(self, payload: dict[str, Any]) -> list[dict[str, Any]]:
+        """The LoRAs and embeddings of this server that a generation job uses, each put in the
+        store by content (once): ``[{kind, tag, name, sha256}]``. A LoRA this server lacks is
+        left to the worker (it may hold it; else the job fails there with the reason)."""
+        out: list[dict[str, Any]] = []
+        for tag in lora_tags(payload):
+            try:
+                m = self.catalog.resolve("lora", tag)
+            except NotFound:
+                continue
+            out.append(self._by_content("lora", tag, m))
+        embeddings = self.catalog.embeddings()
+        if embeddings:
+            text = " ".join(prompt_texts(payload))
+            out += [self._by_content("embedding", m.stem, m) for m in embeddings if uses_word(text, m.stem)]
+        return out
+
+    def _by_content(self, kind: str, tag: str, m: Any) -> dict[str, Any]:
+        if self.hashes is not None:
+            sha = self.hashes.get(m.path).sha256
+        else:
+            from sdcloud.checkpoints.hashing import compute_hashes
+
+            sha = compute_hashes(m.path).sha256
+        key = content_key(sha)
+        if self.store.size(key) is None:  # once per file: later jobs find it there
+            log.info("putting %s %s in the store for the workers (%s)", kind, m.name, key)
+            self.store.put(m.path, key)
+        return {"kind": kind, "tag": tag, "name": m.name, "sha256": sha}
 
     def _put_folder(self, folder: Path, prefix: str) -> str:
         if not folder.is_dir():
@@ -151,6 +241,45 @@ class WorkerAssets:
                 self.on_models()
                 return
         raise NotFound(f"this worker has no {what} '{name}' and the store has none under {' or '.join(keys)}")
+
+    def ensure_networks(self, payload: dict[str, Any]) -> None:
+        """Have every LoRA a generation job's prompts name, and the embeddings the front said
+        it uses, here: on disk already, or pulled from the store (by content, else by name).
+        A LoRA found nowhere is ``NotFound("LoRA 'x' not found ...")``; a missing embedding
+        is only logged (the word stays plain text, as on a box without it)."""
+        hints = {(n.get("kind"), n.get("tag")): n for n in payload.get("networks") or [] if isinstance(n, dict)}
+        for tag in lora_tags(payload):
+            self.ensure_network("lora", tag, hints.get(("lora", tag)))
+        for (kind, tag), hint in hints.items():
+            if kind == "embedding" and isinstance(tag, str):
+                try:
+                    self.ensure_network("embedding", tag, hint)
+                except NotFound as err:
+                    log.warning("%s", err.message)
+
+    def ensure_network(self, kind: str, tag: str, hint: dict[str, Any] | None = None) -> None:
+        try:
+            self.catalog.resolve(kind, tag)
+            return
+        except NotFound:
+            pass
+        what = "LoRA" if kind == "lora" else "embedding"
+        exts = LORA_EXTS if kind == "lora" else EMBEDDING_EXTS
+        name, keys = f"{tag}.safetensors", []
+        if hint and isinstance(hint.get("sha256"), str) and re.fullmatch(r"[0-9a-f]{64}", hint["sha256"]):
+            keys.append(content_key(hint["sha256"]))
+            if _plain_name(str(hint.get("name") or "")):
+                name = str(hint["name"])
+        if _plain_name(tag):
+            keys += [model_key(kind, tag + ext) for ext in exts]
+        for key in keys if self.store is not None else []:
+            if self.store.size(key) is not None:
+                log.info("pulling %s %s from the store (%s)", what, tag, key)
+                _get_atomic(self.store, key, local_dir(self.settings, kind).joinpath(*name.split("/")))
+                self.catalog.refresh()
+                self.on_models()
+                return
+        raise NotFound(f"{what} '{tag}' not found: not on this worker, not on the server and not in the store")
 
     def fetch_inputs(self, kind: str, payload: dict[str, Any], work: Path) -> None:
         """Everything ``kind`` reads, here; a training dataset lands in ``work`` (the payload

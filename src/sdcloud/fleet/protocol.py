@@ -9,11 +9,18 @@ its model's queue (``sdcloud.m.<key>``) or ``sdcloud.any``.
 
 Events (Redis stream ``sdcloud:events``, one entry per event, field ``e`` = JSON):
 ``started`` {job, fence, worker}, ``progress`` {job, fence, progress: ProgressEvent dict
-without preview}, ``result`` {job, fence, worker, result (the handler's dict), files
-{name in the job's output folder: store key}, models [{folder, name, key}] (checkpoints or
-LoRAs the job made, in the store), interrupted}, ``failed`` {job, fence, worker, reason,
-retry, status}. The API applies one only if ``fence`` is still the job's current fence
-(compare-and-set), so a late answer from a worker already given up on is refused.
+without preview, preview: true when a new live preview is in its Redis key, live: the job's
+live extras (training: new loss points and samples)}, ``result`` {job, fence, worker, result
+(the handler's dict), files {name in the job's output folder: store key}, models [{folder,
+name, key}] (checkpoints or LoRAs the job made, in the store), live, interrupted}, ``failed``
+{job, fence, worker, reason, retry, status}. The API applies one only if ``fence`` is still
+the job's current fence (compare-and-set), so a late answer from a worker already given up
+on is refused.
+
+Live previews never go through the stream: the worker keeps the latest one, a small JPEG
+(at most ``PREVIEW_MAX_SIDE`` pixels a side and ``PREVIEW_MAX_BYTES``), in the key
+``preview_key(job, fence)``, rewritten at most every ``PREVIEW_EVERY_S`` seconds; a
+training's sample images go to the store (``job_key(job, "samples", name)``).
 """
 
 from __future__ import annotations
@@ -29,14 +36,25 @@ EVENTS_MAXLEN = 100_000
 WORKER_PREFIX = "sdcloud:worker:"  # + name -> JSON announcement, expires without heartbeats
 FENCE_PREFIX = "sdcloud:fence:"  # + job id -> the fence a worker must hold to run it
 CANCEL_PREFIX = "sdcloud:cancel:"  # + job id -> present while a cancel is requested
+PREVIEW_PREFIX = "sdcloud:preview:"  # + job id + ":" + fence -> the latest live preview (JPEG bytes)
 CONFIG_KEY = "sdcloud:config"  # hash the API writes: store URL (no secrets), heartbeat timeout
 HEARTBEAT_S = 2.0
+PREVIEW_EVERY_S = 1.0  # a worker rewrites a job's preview at most this often
+PREVIEW_MAX_SIDE = 256
+PREVIEW_MAX_BYTES = 48 * 1024
+PREVIEW_TTL_S = 120  # a preview outlives its job only briefly
 VISIBILITY_TIMEOUT_S = 3600  # above the slowest job (model pull + load + hires batch)
 
 
 GPU_LANE = "gpu"
 GENERATION_KINDS = ("txt2img", "img2img")  # their images get keys fixed by the job (one copy each)
 JOB_PREFIX = "fleet/jobs/"  # + job id + /in/, /out/, /state/, /dataset/: a job's files in the store
+
+
+def preview_key(job_id: str, fence: str) -> str:
+    """The Redis key of a job attempt's live preview (per fence: a worker given up on cannot
+    overwrite the preview of the attempt that counts)."""
+    return f"{PREVIEW_PREFIX}{job_id}:{fence}"
 
 
 def lane_queue(lane: str) -> str:

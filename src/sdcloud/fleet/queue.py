@@ -63,7 +63,8 @@ class FleetJobQueue(JobQueue):
     (a kind runs at most ``max(kind.max_attempts, max_attempts)`` times: workers are lost more
     often than a local process); ``prepare(job_id, kind, payload) -> payload`` puts a job's
     inputs in the store before it is sent; ``take_models(models)`` fetches the models a job
-    made (``fleet.assets.FrontAssets``)."""
+    made (``fleet.assets.FrontAssets``); ``on_live(job, live)`` takes what a worker reports
+    live about a job beside its progress (a training's new loss points and samples)."""
 
     is_fleet = True  # Services tells the fleet from a local queue by this (no import of this module)
 
@@ -75,7 +76,8 @@ class FleetJobQueue(JobQueue):
                  remote_kinds: Iterable[str] = FLEET_KINDS,
                  kinds: Mapping[str, JobKind] | None = None,
                  prepare: Callable[[str, str, dict[str, Any]], dict[str, Any]] | None = None,
-                 take_models: Callable[[list[dict[str, Any]]], None] | None = None) -> None:
+                 take_models: Callable[[list[dict[str, Any]]], None] | None = None,
+                 on_live: Callable[[Job, dict[str, Any]], None] | None = None) -> None:
         self.state_path = state_path
         self.broker_url = broker_url
         self.store = store
@@ -89,6 +91,7 @@ class FleetJobQueue(JobQueue):
         self.kinds = dict(kinds or {})
         self.prepare = prepare
         self.take_models = take_models
+        self.on_live = on_live
         self.journal = Journal(state_path / "fleet.sqlite")
         self._db = self.journal  # the attempts table lives beside the jobs, on the journal's one connection
         self._db.executescript(_SCHEMA)
@@ -376,6 +379,20 @@ class FleetJobQueue(JobQueue):
 
     def _apply(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
+        preview = None
+        if kind in ("progress", "result") and (event.get("live") or event.get("preview")):
+            # a preview from its Redis key, samples from the store: without holding the lock
+            with self._lock:
+                job = self._current(event)
+            if job is None:
+                return
+            if event.get("preview"):
+                preview = self._preview(event)
+            if event.get("live") and self.on_live is not None:
+                try:
+                    self.on_live(job, event["live"])
+                except Exception:  # noqa: BLE001  a missed sample never fails the job
+                    log.exception("job %s: live report not taken", job.id)
         if kind == "result":  # fetch the files without holding the lock (a remote store is slow)
             with self._lock:
                 if self._current(event) is None:
@@ -401,7 +418,7 @@ class FleetJobQueue(JobQueue):
                 self.journal.update(job)
                 self._renumber()
             elif kind == "progress":
-                job.apply(ProgressEvent.from_dict(event.get("progress") or {}))
+                job.apply(ProgressEvent.from_dict({**(event.get("progress") or {}), "preview": preview}))
             elif kind == "result":
                 self._take_result(job, event)
             elif kind == "failed":
@@ -409,6 +426,17 @@ class FleetJobQueue(JobQueue):
                                      retry=bool(event.get("retry", True)),
                                      status=int(event.get("status") or 500))
             self._changed.notify_all()
+
+    def _preview(self, event: dict[str, Any]) -> str | None:
+        """The attempt's latest live preview (a small JPEG the worker keeps in Redis), as base64."""
+        import base64
+
+        try:
+            data = self.redis.get(P.preview_key(event["job"], event["fence"]))
+        except Exception as err:  # noqa: BLE001  broker away: the next one will do
+            log.debug("preview of job %s: %s", event.get("job"), type(err).__name__)
+            return None
+        return base64.b64encode(data).decode("ascii") if data else None
 
     def _fetch(self, job_id: str, event: dict[str, Any]) -> None:
         """Copy a result's files from the store into the job's output folder (same names, so the

@@ -61,14 +61,21 @@ def fleet_queue(settings: Settings, local: LocalJobQueue, store: Any, catalog: A
     def model_keys(name: str | None) -> list[str]:
         return P.model_keys(name, model_sha256(name)) if name else []
 
-    assets = FrontAssets(settings, catalog, store, on_models=on_models)
+    def on_live(job: Any, live: dict[str, Any]) -> None:
+        """A worker's live report of a job, to the handler of its kind here (``take_live``: a
+        training's loss curve and samples, shown by /api/train and the Train tab)."""
+        take = getattr(local.handlers.get(job.kind), "take_live", None)
+        if take is not None:
+            take(job.id, live, store.get)
+
+    assets = FrontAssets(settings, catalog, store, on_models=on_models, hashes=hashes)
     try:
         queue = FleetJobQueue(settings.state_path, url, store, local, worker_timeout=settings.worker_timeout,
                               max_attempts=settings.max_attempts, model_keys=model_keys,
                               model_sha256=model_sha256,
                               on_stop=owned.stop if owned else None,
                               remote_kinds=FLEET_KINDS, kinds=kinds,
-                              prepare=assets.prepare, take_models=assets.take_models)
+                              prepare=assets.prepare, take_models=assets.take_models, on_live=on_live)
     except BaseException:
         if owned is not None:
             owned.stop()

@@ -7,11 +7,14 @@ A heartbeat thread keeps ``sdcloud:worker:<name>`` alive (GPU, VRAM, models held
 lanes, current job); the API re-runs the job of a worker whose heartbeat stops.
 
 A job: check the fence (a stale redelivery is dropped), report ``started``, make sure its
-inputs are here (a model, the checkpoint tools' inputs, a training dataset: fetched from the
-store, see ``fleet.assets``), run the same handler as a local job, put every file of its
-output folder in the store (images under a key fixed by the job, so a second run overwrites
-and never duplicates), and report the keys. A job's ``state_dir`` is mirrored to the store
-while it runs, so the next attempt, on any worker, resumes from it.
+inputs are here (a model, the LoRAs and embeddings its prompts use, the checkpoint tools'
+inputs, a training dataset: fetched from the store, see ``fleet.assets``), run the same
+handler as a local job, put every file of its output folder in the store (images under a
+key fixed by the job, so a second run overwrites and never duplicates), and report the keys.
+A job's ``state_dir`` is mirrored to the store while it runs, so the next attempt, on any
+worker, resumes from it. While it runs, its live preview goes to a Redis key (a small JPEG,
+at most once a second) and a training's new loss points and samples go with its progress
+events (the samples through the store).
 """
 
 from __future__ import annotations
@@ -303,7 +306,8 @@ class WorkerRuntime:
                 raise NoRoom(f"needs {pixels:,} pixels per batch; this worker's {self.gpu_name} fits at most "
                              f"{self.max_pixels:,}")
             self._ensure_model(payload.get("model"), payload.get("model_sha256"))
-            payload.update(save_images=False, preview_every=0)  # images go to the store, not an outputs folder
+            self.assets.ensure_networks(payload)  # the LoRAs/embeddings its prompts name
+            payload["save_images"] = False  # images go to the store, not an outputs folder
         else:
             self.assets.fetch_inputs(kind, payload, tmp / "work")
         inputs, out, state = tmp / "in", tmp / "out", tmp / "state"
@@ -315,18 +319,33 @@ class WorkerRuntime:
         if job.attempts > 1:  # an earlier attempt (on any worker) may have left state to resume from
             watch.pull_state()
         watch.start()
+        live = _LiveExtras(self, job_id, getattr(handler, "live", None))
         last = [0.0]
+        previews = _Previews(self, job_id, msg["fence"])
 
         def report(p: ProgressEvent) -> None:
             now = time.monotonic()
-            if now - last[0] >= PROGRESS_EVERY_S or p.step == p.total:
+            fresh = previews.offer(p.preview)  # at most one a second, into its Redis key
+            if now - last[0] >= PROGRESS_EVERY_S or p.step == p.total or fresh:
                 last[0] = now
-                progress = {**p.to_dict(), "preview": None}
-                self.emit({**base, "type": "progress", "progress": progress}, durable=False)
+                event = {**base, "type": "progress", "progress": {**p.to_dict(), "preview": None}}
+                if fresh:
+                    event["preview"] = True
+                extras = live.take()
+                if extras:
+                    event["live"] = extras
+                self.emit(event, durable=False)
 
-        result = handler(JobContext(job, inputs, out, token, report, state_dir=state))
+        try:
+            result = handler(JobContext(job, inputs, out, token, report, state_dir=state))
+        except BaseException:
+            live.close()
+            raise
+        finally:
+            previews.clear()
         _check_encodable(result)
         watch.stop()
+        extras = live.take(final=True)
         images = [job_file_name(k) for k in (result.get("images") or [])] if generation else []
         created = float(msg.get("created") or time.time())
         files: dict[str, str] = {}
@@ -339,14 +358,110 @@ class WorkerRuntime:
         for name, key in files.items():
             self.store.put(out / name, key)
         models = [] if generation else self.assets.outputs(kind, payload, result)
-        return {**base, "type": "result", "result": result, "files": files, "models": models,
-                "interrupted": token.interrupted, "images": images}
+        event = {**base, "type": "result", "result": result, "files": files, "models": models,
+                 "interrupted": token.interrupted, "images": images}
+        if extras:
+            event["live"] = extras
+        return event
 
     def _ensure_model(self, name: str | None, sha256: str | None) -> None:
         """Have ``name`` on this worker: demo, on disk, or fetched from the store."""
         if name is None or name in DEMO_MODELS:
             return
         self.assets.ensure("checkpoint", name, sha256)
+
+
+def preview_jpeg(preview: str) -> bytes:
+    """A progress event's preview (base64 image) as a small JPEG: at most ``PREVIEW_MAX_SIDE``
+    pixels a side and ``PREVIEW_MAX_BYTES`` bytes."""
+    import io
+
+    from sdcloud.image_files import decode_base64
+
+    image = decode_base64(preview, "preview").convert("RGB")
+    image.thumbnail((P.PREVIEW_MAX_SIDE, P.PREVIEW_MAX_SIDE))
+    for quality in (80, 60, 40, 25):
+        buf = io.BytesIO()
+        image.save(buf, format="JPEG", quality=quality)
+        if buf.tell() <= P.PREVIEW_MAX_BYTES:
+            break
+        image.thumbnail((image.width * 3 // 4 or 1, image.height * 3 // 4 or 1))
+    return buf.getvalue()
+
+
+class _Previews:
+    """A running job's latest live preview, kept in its Redis key (never in the event stream),
+    rewritten at most every ``PREVIEW_EVERY_S`` seconds."""
+
+    def __init__(self, runtime: WorkerRuntime, job_id: str, fence: str) -> None:
+        self.runtime, self.key = runtime, P.preview_key(job_id, fence)
+        self.last = -P.PREVIEW_EVERY_S
+        self.sent = False
+
+    def offer(self, preview: str | None) -> bool:
+        """True when ``preview`` became the job's preview (the front reads the key then)."""
+        now = time.monotonic()
+        if preview is None or now - self.last < P.PREVIEW_EVERY_S:
+            return False
+        self.last = now
+        try:
+            self.runtime.redis.set(self.key, preview_jpeg(preview), ex=P.PREVIEW_TTL_S)
+        except Exception as err:  # noqa: BLE001  a preview is never worth failing a job over
+            log.debug("preview not sent: %s", type(err).__name__)
+            return False
+        self.sent = True
+        return True
+
+    def clear(self) -> None:
+        if self.sent:
+            try:
+                self.runtime.redis.delete(self.key)
+            except Exception:  # noqa: BLE001  it expires anyway
+                pass
+
+
+class _LiveExtras:
+    """What a handler keeps live about a job beside its progress (``TrainRunner.live``: the
+    loss curve and sample images), sent to the front as it grows: new loss points, and each
+    new sample image put in the store (``fleet/jobs/<id>/samples/``)."""
+
+    def __init__(self, runtime: WorkerRuntime, job_id: str, source: Any) -> None:
+        self.runtime, self.job_id = runtime, job_id
+        self.source = source if isinstance(source, dict) else None
+        if self.source is not None:
+            self.source.pop(job_id, None)  # an earlier attempt here: this one reports from its own start
+        self.last_step = -1
+        self.samples = 0
+
+    def take(self, *, final: bool = False) -> dict[str, Any] | None:
+        live = self.source.get(self.job_id) if self.source is not None else None
+        if not live:
+            return None
+        out: dict[str, Any] = {k: live[k] for k in ("phase", "it_s", "eta_s", "name") if k in live}
+        out["losses"] = [list(x) for x in live.get("losses") or [] if x[0] > self.last_step]
+        if out["losses"]:
+            self.last_step = out["losses"][-1][0]
+        samples = []
+        for s in (live.get("samples") or [])[self.samples:]:
+            path = Path(s["path"])
+            if not path.is_file():
+                continue
+            key = P.job_key(self.job_id, "samples", path.name)
+            try:
+                self.runtime.store.put(path, key)
+            except Exception as err:  # noqa: BLE001  the curve goes on; the sample is missed
+                log.warning("job %s: sample %s not stored: %s", self.job_id, path.name, type(err).__name__)
+                continue
+            samples.append({"step": s["step"], "name": path.name, "key": key})
+        self.samples = len(live.get("samples") or [])
+        out["samples"] = samples
+        if final:
+            self.close()
+        return out
+
+    def close(self) -> None:
+        if self.source is not None:
+            self.source.pop(self.job_id, None)
 
 
 class _JobWatch:

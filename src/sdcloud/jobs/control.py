@@ -82,7 +82,8 @@ class ProgressEvent:
 
     ``step`` of ``total`` is the fraction done (steps, bytes, epochs: whatever the job counts);
     ``job_no`` of ``job_count`` is the batch for generation jobs; ``preview`` is a small image
-    as raw base64 PNG (at most ``PREVIEW_MAX_SIDE`` pixels a side) or None; ``metrics`` holds
+    as raw base64 PNG (at most ``PREVIEW_MAX_SIDE`` pixels a side; a JPEG when the front took it
+    from a fleet worker) or None; ``metrics`` holds
     free-form numbers a job wants shown (``{"loss": 0.081, "lr": 1e-4}`` for training).
     """
 

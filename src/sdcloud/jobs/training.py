@@ -3,7 +3,8 @@
 training steps instead of waiting hours.
 
 The live loss curve and sample images of each job are kept in ``TrainRunner.live`` (and the
-losses in ``<job out>/losses.json`` once it ends). Cancel, and the cost meter's graceful stop
+losses in ``<job out>/losses.json`` once it ends); for a job that runs on a fleet worker, the
+front's runner fills it from the worker's reports (``take_live``). Cancel, and the cost meter's graceful stop
 (``stop_all``), save the resumable state first. A job cut off by a crash is retried by the
 queue and then resumes from its saved state instead of starting over.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,35 @@ class TrainRunner:
         self.on_output = on_output or (lambda: None)
         self.stop_all = threading.Event()
         self.live: dict[str, dict[str, Any]] = {}
+
+    def take_live(self, job_id: str, report: Mapping[str, Any], fetch: Callable[[str, Path], None]) -> None:
+        """A fleet worker's live report of a job: its new loss points and samples (``fetch(key,
+        dest)`` copies a sample from the store into ``outputs/train-samples/<name>/``). A later
+        attempt that resumed from an earlier step replaces the points from that step on, so the
+        curve of a resumed job keeps what came before."""
+        live = self.live.setdefault(job_id, {"losses": [], "samples": [], "phase": "queued",
+                                             "name": str(report.get("name") or "")})
+        for key in ("phase", "it_s", "eta_s"):
+            if key in report:
+                live[key] = report[key]
+        points = [[int(s), float(v)] for s, v in report.get("losses") or []]
+        if points:
+            first = points[0][0]
+            if live["losses"] and first <= live["losses"][-1][0]:  # resumed from an earlier step
+                live["losses"] = [p for p in live["losses"] if p[0] < first]
+                live["samples"] = [s for s in live["samples"] if s["step"] < first]
+            live["losses"].extend(points)
+            del live["losses"][:-MAX_POINTS]
+        folder = Path(str(live.get("name") or job_id)).name or job_id
+        for sample in report.get("samples") or []:
+            name = Path(str(sample.get("name", ""))).name
+            if not name or name.startswith("."):
+                continue
+            dest = self.settings.outputs_path / "train-samples" / folder / name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fetch(str(sample["key"]), dest)
+            step = int(sample.get("step", 0))
+            live["samples"] = [s for s in live["samples"] if s["step"] != step] + [{"step": step, "path": str(dest)}]
 
     def __call__(self, ctx: JobContext) -> dict[str, Any]:
         from sdcloud.training.config import config_from_mapping

@@ -53,7 +53,7 @@ def run_generation(services: Any, panel: GenerationPanel, build: RequestBuilder,
         preview = getattr(job, "preview", None)
         if preview is not None and preview != last_preview:
             last_preview = preview
-            update[panel.preview] = decode_base64(preview, "preview")  # Job.preview: base64 PNG
+            update[panel.preview] = decode_base64(preview, "preview")  # base64 PNG (JPEG from a fleet worker)
         yield update
     paths, info = result_view(services, job)
     done: dict[Any, Any] = {panel.job_id: None, panel.progress: progress_html(job),
