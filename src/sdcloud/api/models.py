@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sdcloud.engine.request_rules import IMG2IMG_DENOISE
+
 
 class _Lenient(BaseModel):
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
@@ -91,7 +93,7 @@ class Img2ImgRequest(_Processing):
     initial_noise_multiplier: float | None = None
     latent_mask: str | None = None
     include_init_images: bool = False
-    denoising_strength: float | None = 0.75
+    denoising_strength: float | None = IMG2IMG_DENOISE
 
 
 class GenerationResponse(BaseModel):

@@ -12,6 +12,7 @@ from typing import Any
 
 import gradio as gr
 
+from sdcloud.engine.request_rules import HIRES_DENOISE, IMG2IMG_DENOISE
 from sdcloud.ui.choices import Choices
 from sdcloud.ui.i18n import DATA_CHOICES_CLASS, DATA_CLASS
 from sdcloud.ui.params import (
@@ -117,7 +118,7 @@ def generation_panel(kind: str, choices: Choices, image_inputs: Callable[[], dic
             f["cfg_scale"] = gr.Slider(1.0, 30.0, value=7.0, step=0.5, label="CFG Scale",
                                        elem_id=f"{kind}_cfg")
             if kind == "img2img":
-                f["denoising_strength"] = gr.Slider(0.0, 1.0, value=0.75, step=0.01,
+                f["denoising_strength"] = gr.Slider(0.0, 1.0, value=IMG2IMG_DENOISE, step=0.01,
                                                     label="Denoising strength", elem_id="img2img_denoising")
             with gr.Row(elem_classes="sd-seed-row"):
                 f["seed"] = gr.Number(value=-1, precision=0, label="Seed", scale=4, min_width=140,
@@ -195,7 +196,7 @@ def _hires_controls(f: dict[str, gr.components.Component], choices: Choices) -> 
             f["hr_second_pass_steps"] = gr.Slider(0, r.max_steps, value=0, step=1, label="Hires steps",
                                                   info="0 = same as sampling steps", elem_id="txt2img_hr_steps")
         with gr.Row():
-            f["denoising_strength"] = gr.Slider(0.0, 1.0, value=0.7, step=0.01, label="Denoising strength")
+            f["denoising_strength"] = gr.Slider(0.0, 1.0, value=HIRES_DENOISE, step=0.01, label="Denoising strength")
             f["hr_scale"] = gr.Slider(1.0, 4.0, value=2.0, step=0.05, label="Upscale by")
         with gr.Row():
             f["hr_resize_x"] = gr.Slider(0, r.max_width, value=0, step=8, label="Resize width to")

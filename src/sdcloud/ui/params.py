@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sdcloud.engine.request_rules import HIRES_DENOISE, IMG2IMG_DENOISE
 from sdcloud.infotext import MASKED_CONTENT, infotext_to_request_fields
 from sdcloud.settings import Limits
 
@@ -156,7 +157,7 @@ def txt2img_request(form: Mapping[str, Any]) -> dict[str, Any]:
             "hr_second_pass_steps": int(form.get("hr_second_pass_steps", 0)),
             "hr_resize_x": int(form.get("hr_resize_x", 0)),
             "hr_resize_y": int(form.get("hr_resize_y", 0)),
-            "denoising_strength": float(form.get("denoising_strength", 0.7)),
+            "denoising_strength": float(form.get("denoising_strength", HIRES_DENOISE)),
             "hr_checkpoint_name": form.get("hr_checkpoint_name") or SAME_CHECKPOINT,
             "hr_sampler_name": form.get("hr_sampler_name") or SAME_SAMPLER,
             "hr_scheduler": form.get("hr_scheduler") or SAME_SCHEDULER,
@@ -175,7 +176,7 @@ def img2img_request(form: Mapping[str, Any], init_image: str, mask: str | None =
     req = txt2img_request({k: v for k, v in form.items() if k != "enable_hr"})
     req.update({
         "init_images": [init_image],
-        "denoising_strength": float(form.get("denoising_strength", 0.75)),
+        "denoising_strength": float(form.get("denoising_strength", IMG2IMG_DENOISE)),
         "resize_mode": _index(RESIZE_MODES, form.get("resize_mode"), 0),
     })
     if mask is not None:
