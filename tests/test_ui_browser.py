@@ -179,7 +179,7 @@ def test_txt2img_generates_and_shows_image_with_infotext(browser: object, ui_ser
     # the finished job is in the Queue tab
     page.get_by_role("tab", name="Queue").click()
     page.wait_for_function("document.querySelector('#queue_table') &&"
-                           " document.querySelector('#queue_table').innerText.includes('done')")
+                           " document.querySelector('#queue_table').innerText.includes('Done')")
     page.close()
 
 

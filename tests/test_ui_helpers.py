@@ -12,8 +12,7 @@ from sdcloud.errors import BadRequest
 from sdcloud.image_files import decode_base64 as from_base64
 from sdcloud.image_files import encode_image as to_base64_png
 from sdcloud.ui.inpaint_mask import inpaint_inputs, mask_from_layers
-from sdcloud.ui.progress import progress_html
-from sdcloud.ui.progress import bar_text
+from sdcloud.ui.progress import bar_text, progress_html
 from sdcloud.ui.queue_tab import queue_rows
 from sdcloud.ui.settings_tab import changed_options, typed_changes
 
