@@ -269,7 +269,7 @@ def test_live_progress_with_queue_position_and_preview(browser: object, ui_serve
     box.press("Enter")
     page.click("#settings_apply")
     page.wait_for_function("document.querySelector('#settings_status').innerText"
-                           ".includes('Applied: show_progress_every_n_steps')")
+                           ".includes('Applied: Live preview display period (sampling steps)')")
     with ui_server.client() as client:
         assert client.get("/sdapi/v1/options").json()["show_progress_every_n_steps"] == 1
 

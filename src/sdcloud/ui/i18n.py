@@ -61,9 +61,8 @@ JA: dict[str, str] = {
     "Queued": "待機中",
     "Running": "実行中",
     "Done": "完了",
-    "Failed": "失敗",
     "Cancelled": "取り消し済み",
-    "Interrupted": "中断しました",
+    "Interrupted": "中断しました",  # "Failed" is with the workers table's headers
     "Idle": "待機",
     # Train tab: learning-rate schedulers as words (the value sent stays the option's name)
     "Constant": "一定 (constant)",

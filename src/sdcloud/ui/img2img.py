@@ -204,9 +204,14 @@ def img2img_tab(services: Any, choices: Choices) -> GenerationPanel:
     _wire_sizes(panel, choices)
     wire_styles(services, styles, panel.fields["prompt"], panel.fields["negative_prompt"])
     wire_extras(services, panel)
-    for button, model in ((interrogate, "deepdanbooru"), (interrogate_clip, "clip")):
-        button.click(lambda image, m=model: interrogate_steps(services, image, m), inputs=x["init"],
-                     outputs=[panel.fields["prompt"], interrogate_bar], show_progress="hidden")
+    def tags(image: Any) -> Iterator[tuple[Any, str]]:  # generator functions: Gradio streams their steps
+        yield from interrogate_steps(services, image, "deepdanbooru")
+
+    def caption(image: Any) -> Iterator[tuple[Any, str]]:
+        yield from interrogate_steps(services, image, "clip")
+
+    for button, fn in ((interrogate, tags), (interrogate_clip, caption)):
+        button.click(fn, inputs=x["init"], outputs=[panel.fields["prompt"], interrogate_bar], show_progress="hidden")
     return panel
 
 
