@@ -24,6 +24,7 @@ BAR_CSS = """
 .sd-progress-fill { position: absolute; top: 0; bottom: 0; left: 0; background: var(--color-accent);
   opacity: .35; transition: width .2s; }
 .sd-failed .sd-progress-fill { background: var(--error-background-fill); opacity: 1; }
+.sd-done .sd-progress-fill { transition: none; }
 .sd-busy .sd-progress-fill { width: 30% !important; animation: sd-busy 1.4s ease-in-out infinite alternate; }
 @keyframes sd-busy { from { left: 0; } to { left: 70%; } }
 .sd-progress-text { position: relative; display: block; padding: .25em .6em; font-size: .9em;
