@@ -56,7 +56,7 @@ def test_worker_rows_for_the_panel() -> None:
     rows = worker_rows([{"name": "vast-4090", "gpu": "NVIDIA GeForce RTX 4090", "vram_gb": 24.0,
                          "models": ["sha256:abcd", "name:sd15.safetensors"], "job": None, "jobs_done": 12,
                          "jobs_failed": 1, "images_per_hour": 1234.5, "cost_per_hour": 0.4}])
-    assert rows == [["vast-4090", "NVIDIA GeForce RTX 4090", "24.0 GB", "sha256:abcd, sd15.safetensors", "idle",
+    assert rows == [["vast-4090", "NVIDIA GeForce RTX 4090", "24.0 GB", "sha256:abcd, sd15.safetensors", "Idle",
                      12, 1, "1,234", "0.40"]]
 
 

@@ -179,7 +179,7 @@ def test_txt2img_generates_and_shows_image_with_infotext(browser: object, ui_ser
     # the finished job is in the Queue tab
     page.get_by_role("tab", name="Queue").click()
     page.wait_for_function("document.querySelector('#queue_table') &&"
-                           " document.querySelector('#queue_table').innerText.includes('done')")
+                           " document.querySelector('#queue_table').innerText.includes('Done')")
     page.close()
 
 
@@ -269,7 +269,7 @@ def test_live_progress_with_queue_position_and_preview(browser: object, ui_serve
     box.press("Enter")
     page.click("#settings_apply")
     page.wait_for_function("document.querySelector('#settings_status').innerText"
-                           ".includes('Applied: show_progress_every_n_steps')")
+                           ".includes('Applied: Live preview display period (sampling steps)')")
     with ui_server.client() as client:
         assert client.get("/sdapi/v1/options").json()["show_progress_every_n_steps"] == 1
 

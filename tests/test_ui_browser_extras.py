@@ -77,6 +77,7 @@ def test_extras_tab_upscales_with_a_model(server: ServerProcess, tmp_path: Path,
         page.wait_for_function("document.querySelector('#extras_info textarea').value.includes('Saved')")
         info = page.input_value("#extras_info textarea")
         assert "Postprocess upscaler: 4x-UltraSharp" in info
+        assert page.locator("#extras_progress .sd-progress.sd-done").inner_text() == "Done"  # the one bar
         assert _image_size(page, "#extras_result img") == [96, 64]
         _no_sideways_scroll(page, size[0])
         box = page.locator("#extras_generate").bounding_box()
@@ -147,6 +148,7 @@ def test_controlnet_panel_and_interrogate(server: ServerProcess, tmp_path: Path)
         page.wait_for_selector("#img2img_image img")
         page.click("#img2img_deepbooru")
         page.wait_for_function("document.querySelector('#img2img_prompt textarea').value === 'green background'")
+        assert page.locator("#img2img_interrogate_progress .sd-progress.sd-done").inner_text() == "Done"
         page.click("#img2img_interrogate")  # BLIP caption, then CLIP's picks from the lists
         page.wait_for_function("document.querySelector('#img2img_prompt textarea').value.includes(', by ')")
         assert page.input_value("#img2img_prompt textarea").split(", ")[1] in (

@@ -178,7 +178,7 @@ def test_queue_table_reads_on_a_phone(browser: object, server: ServerProcess) ->
                 labels = page.locator("#queue_table tr", has_text=waiting).evaluate(
                     "tr => [...tr.querySelectorAll('td')].map(td => "
                     "getComputedStyle(td, '::before').content + td.innerText)")
-                assert '"State: "queued' in labels and '"Kind: "txt2img' in labels, labels
+                assert '"State: "Queued' in labels and '"Kind: "txt2img' in labels, labels
             else:
                 assert header_shown != "none"
             _screenshot(page, f"ui-queue-{width}.png")

@@ -12,7 +12,7 @@ from sdcloud.errors import BadRequest
 from sdcloud.image_files import decode_base64 as from_base64
 from sdcloud.image_files import encode_image as to_base64_png
 from sdcloud.ui.inpaint_mask import inpaint_inputs, mask_from_layers
-from sdcloud.ui.progress import progress_html
+from sdcloud.ui.progress import bar_text, progress_html
 from sdcloud.ui.queue_tab import queue_rows
 from sdcloud.ui.settings_tab import changed_options, typed_changes
 
@@ -83,7 +83,8 @@ def test_queue_rows_list_running_then_queued_then_recent_finished() -> None:
     ]
     rows = queue_rows(jobs)
     assert [r[0] for r in rows] == ["run", "q1", "q2", "bad", "old"]
-    assert rows[0][2:4] == ["running", "50% (step 2/4)"]
+    assert rows[0][2] == "Running"  # a word, not the queue's internal state name
+    assert bar_text(rows[0][3]) == "Step 2/4 · 50%" and 'aria-valuenow="50"' in rows[0][3]  # Generate's bar
     assert rows[3][6] == "boom" and rows[3][5] == "12:00:00"
 
 
@@ -114,5 +115,6 @@ def test_queue_table_html_escapes_and_labels_every_cell_for_phones() -> None:
     assert rows[0][1] == "Merge"  # the UI's word, not the job kind's internal name
     html = table_html(HEADERS, rows, "queue", "No jobs yet.")
     assert "&lt;b&gt;bad&lt;/b&gt;" in html and "<b>" not in html
-    assert html.count('<td data-label="') == len(HEADERS) and '<td data-label="State">failed</td>' in html
+    assert html.count('<td data-label="') == len(HEADERS) and '<td data-label="State">Failed</td>' in html
+    assert '<td data-label="Progress"><div class="sd-progress sd-failed"' in html  # the bar, not its escaped text
     assert "No jobs yet." in table_html(HEADERS, [], "queue", "No jobs yet.")

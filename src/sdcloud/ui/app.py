@@ -6,16 +6,17 @@ Every action goes through the same ``Services`` functions the HTTP routes call, 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import gradio as gr
 from fastapi import FastAPI
 
-from sdcloud.errors import SdcloudError
 from sdcloud.ui.choices import Choices, load_choices
 from sdcloud.ui.controlnet_panel import restore_values
 from sdcloud.ui.controls import GenerationPanel
 from sdcloud.ui.extras_tab import extras_tab
+from sdcloud.ui.follow import run_with_progress
 from sdcloud.ui.history_tab import history_tab, wire_history
 from sdcloud.ui.i18n import (
     DATA_CHOICES_CLASS,
@@ -26,6 +27,7 @@ from sdcloud.ui.i18n import (
     ui_i18n,
 )
 from sdcloud.ui.img2img import img2img_tab
+from sdcloud.ui.labels import settings_note
 from sdcloud.ui.merge_tab import merge_tab, status_line
 from sdcloud.ui.params import (
     NO_REFINER,
@@ -38,19 +40,13 @@ from sdcloud.ui.params import (
     match_checkpoint,
 )
 from sdcloud.ui.pnginfo import PngInfoTab, png_info_tab
+from sdcloud.ui.progress import BAR_CSS
 from sdcloud.ui.queue_tab import TABLE_CSS, queue_tab
 from sdcloud.ui.settings_tab import settings_tab
 from sdcloud.ui.train_tab import train_tab
 from sdcloud.ui.txt2img import txt2img_tab
 
-UI_CSS = """
-.sd-progress { position: relative; min-height: 1.8em; border-radius: var(--radius-md);
-  background: var(--background-fill-secondary); border: 1px solid var(--border-color-primary);
-  overflow: hidden; }
-.sd-progress-fill { position: absolute; top: 0; bottom: 0; left: 0; background: var(--color-accent);
-  opacity: .35; transition: width .2s; }
-.sd-failed .sd-progress-fill { background: var(--error-background-fill); opacity: 1; }
-.sd-progress-text { position: relative; display: block; padding: .25em .6em; font-size: .9em; }
+UI_CSS = BAR_CSS + """
 .sd-actions button { min-height: 3em; }
 .sd-token-counter { text-align: right; font-size: .8em; opacity: .7; margin-top: -0.5em !important;
   min-height: 0 !important; }
@@ -95,24 +91,19 @@ def _model_bar(services: Any, choices: Choices) -> tuple[gr.Dropdown, gr.Dropdow
         refresh = gr.Button("↻", scale=0, min_width=48, elem_id="refresh_models")
         vae = gr.Dropdown(choices.vaes, value=choices.current_vae, label="SD VAE", scale=2, min_width=160,
                           elem_id="sd_vae", elem_classes=[DATA_CHOICES_CLASS])
-    status = gr.Markdown("", elem_id="model_status")
+    status = gr.HTML("", elem_id="model_status")
 
-    def switch_model(title: str) -> str:
-        try:
-            services.set_model(title)
-        except SdcloudError as exc:
-            raise gr.Error(str(exc)) from None
-        return f"Loaded **{title}**"
+    def switch_model(title: str) -> Iterator[str]:
+        for step in run_with_progress(lambda: services.set_model(title), f"Loading {title}", f"Loaded {title}"):
+            yield step.bar
 
-    def switch_vae(name: str) -> str:
-        try:
-            services.options_set({"sd_vae": name})
-        except SdcloudError as exc:
-            raise gr.Error(str(exc)) from None
-        return f"VAE: **{name}**"
+    def switch_vae(name: str) -> Iterator[str]:
+        for step in run_with_progress(lambda: services.options_set({"sd_vae": name}), f"Loading VAE {name}",
+                                      f"VAE: {name}"):
+            yield step.bar
 
-    model.input(switch_model, inputs=model, outputs=status)
-    vae.input(switch_vae, inputs=vae, outputs=status)
+    model.input(switch_model, inputs=model, outputs=status, show_progress="hidden")
+    vae.input(switch_vae, inputs=vae, outputs=status, show_progress="hidden")
     refresh.click(services.refresh, outputs=None).then(
         lambda: _dropdowns(load_choices(services))[:2], outputs=[model, vae], show_progress="hidden")
     return model, vae
@@ -171,6 +162,9 @@ def _txt2img_sender(txt2img: GenerationPanel, choices: Choices) -> Any:
                   "hr_checkpoint_name": "Hires checkpoint", "refiner_checkpoint": "Refiner checkpoint"}
         for key, value in dropped.items():
             gr.Warning(f"{labels.get(key, key)} '{value}' is not available here; kept the current one.")
+        note = settings_note(params)
+        if note:
+            gr.Info(note)
         cn = restore_values(params, folder)
         return [values.get(k, gr.skip()) for k in keys] + cn + [gr.Tabs(selected="txt2img")]
 

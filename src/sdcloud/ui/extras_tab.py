@@ -3,11 +3,13 @@ visibility, GFPGAN / CodeFormer), through the same ``ExtrasService`` as the API.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import gradio as gr
 
 from sdcloud.errors import SdcloudError
+from sdcloud.ui.follow import run_with_progress
 from sdcloud.ui.i18n import DATA_CHOICES_CLASS
 
 
@@ -64,9 +66,20 @@ def extras_tab(services: Any) -> dict[str, Any]:
                                       elem_id="extras_codeformer_weight")
             run = gr.Button("Generate", variant="primary", elem_id="extras_generate")
         with gr.Column(min_width=300):
+            progress = gr.HTML("", elem_id="extras_progress")
             result = gr.Image(type="pil", label="Result", format="png", interactive=False, elem_id="extras_result")
             info = gr.Textbox(label="Info", lines=2, interactive=False, elem_id="extras_info")
-    run.click(lambda *a: run_extras(services, *a),
-              inputs=[image, mode, by, width, height, crop, up1, up2, vis2, gfpgan, codeformer, cf_weight],
-              outputs=[result, info])
+    def generate(*values: Any) -> Iterator[tuple[Any, Any, str]]:
+        if not values[0]:
+            raise gr.Error("Drop an image first.")
+        label = f"Upscaling with {values[6] or 'None'}" if values[6] not in (None, "", "None") else "Processing"
+        for step in run_with_progress(lambda: run_extras(services, *values), label, "Done"):
+            if step.done and step.value is not None:
+                out, text = step.value
+                yield out, text, step.bar
+            else:
+                yield gr.skip(), gr.skip(), step.bar
+
+    run.click(generate, inputs=[image, mode, by, width, height, crop, up1, up2, vis2, gfpgan, codeformer, cf_weight],
+              outputs=[result, info, progress], show_progress="hidden")
     return {"image": image, "upscaler_1": up1, "upscaler_2": up2}

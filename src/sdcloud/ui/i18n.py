@@ -57,6 +57,19 @@ JA: dict[str, str] = {
     "done": "完了",
     "failed": "失敗",
     "cancelled": "取り消し済み",
+    # job states and the progress bar's one-word texts (issue 17 part 8)
+    "Queued": "待機中",
+    "Running": "実行中",
+    "Done": "完了",
+    "Cancelled": "取り消し済み",
+    "Interrupted": "中断しました",  # "Failed" is with the workers table's headers
+    "Idle": "待機",
+    # Train tab: learning-rate schedulers as words (the value sent stays the option's name)
+    "Constant": "一定 (constant)",
+    "Constant with warmup": "ウォームアップ付き一定 (constant_with_warmup)",
+    "Linear": "線形 (linear)",
+    "Cosine": "コサイン (cosine)",
+    "Cosine with restarts": "リスタート付きコサイン (cosine_with_restarts)",
     "Train LoRA": "LoRA 学習",
     "LoRA bake": "LoRA 焼き込み",
     "Prune": "軽量化 (Prune)",
@@ -499,7 +512,8 @@ def language_script(default: str | None) -> str:
 # Japanese page, show the Japanese of each header with a JA line (Gradio's own catalog, from the
 # page config): Dataframe headers, and in our HTML tables (.sd-table, the queue and workers) the
 # headers, the per-cell labels of the phone layout, the empty-table line and cells that are words
-# (a job's state); again whenever a table is drawn anew.
+# (a job's state), and a progress bar's text when it is one word with a line ("Done", "Queued");
+# again whenever a table or bar is drawn anew.
 HEADERS_JS = ("if((navigator.language||'').toLowerCase().indexOf('ja')===0){var busy=false;"
               "var fix=function(){busy=false;var c=window.gradio_config,"
               "t=c&&c.i18n_translations&&c.i18n_translations.ja;if(!t)return;"
@@ -507,7 +521,7 @@ HEADERS_JS = ("if((navigator.language||'').toLowerCase().indexOf('ja')===0){var 
               "if(t[k]&&t[k]!==k){n.data=t[k];return t[k];}}return null;};"
               "document.querySelectorAll('th .header').forEach(function(s){var v=tr(s.firstChild);"
               "var th=s.closest('th');if(v&&th)th.title=v;});"
-              "document.querySelectorAll('.sd-table th, .sd-table td').forEach(function(e){"
+              "document.querySelectorAll('.sd-table th, .sd-table td, .sd-progress-text').forEach(function(e){"
               "if(e.childNodes.length===1)tr(e.firstChild);var l=e.getAttribute('data-label');"
               "if(l&&t[l]&&t[l]!==l)e.setAttribute('data-label',t[l]);});};"
               "new MutationObserver(function(){if(!busy){busy=true;requestAnimationFrame(fix);}})"

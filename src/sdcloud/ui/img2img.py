@@ -16,6 +16,7 @@ from sdcloud.image_files import encode_image
 from sdcloud.ui.choices import Choices
 from sdcloud.ui.controlnet_panel import controlnet_panel
 from sdcloud.ui.controls import GenerationPanel, generation_panel
+from sdcloud.ui.follow import run_with_progress
 from sdcloud.ui.gen_extras import wire_extras
 from sdcloud.ui.inpaint_mask import (
     editor_background,
@@ -165,6 +166,7 @@ def img2img_tab(services: Any, choices: Choices) -> GenerationPanel:
     with gr.Row():
         interrogate_clip = gr.Button("Interrogate CLIP", elem_id="img2img_interrogate")
         interrogate = gr.Button("Interrogate DeepBooru", elem_id="img2img_deepbooru")
+    interrogate_bar = gr.HTML("", elem_id="img2img_interrogate_progress")
     n_script = len(script.inputs)
     images_in = [x[k] for k in IMAGE_KEYS]
     head = [x["mode"], *images_in, x["mask_alpha"], x["resize_by"], x["scale"], styles.dropdown,
@@ -202,10 +204,14 @@ def img2img_tab(services: Any, choices: Choices) -> GenerationPanel:
     _wire_sizes(panel, choices)
     wire_styles(services, styles, panel.fields["prompt"], panel.fields["negative_prompt"])
     wire_extras(services, panel)
-    interrogate.click(lambda image: interrogate_prompt(services, image), inputs=x["init"],
-                      outputs=panel.fields["prompt"])
-    interrogate_clip.click(lambda image: interrogate_prompt(services, image, "clip"), inputs=x["init"],
-                           outputs=panel.fields["prompt"])
+    def tags(image: Any) -> Iterator[tuple[Any, str]]:  # generator functions: Gradio streams their steps
+        yield from interrogate_steps(services, image, "deepdanbooru")
+
+    def caption(image: Any) -> Iterator[tuple[Any, str]]:
+        yield from interrogate_steps(services, image, "clip")
+
+    for button, fn in ((interrogate, tags), (interrogate_clip, caption)):
+        button.click(fn, inputs=x["init"], outputs=[panel.fields["prompt"], interrogate_bar], show_progress="hidden")
     return panel
 
 
@@ -274,6 +280,15 @@ def batch_html(view: dict[str, Any]) -> str:
     if view["state"] == "cancelled":
         return bar_html("cancelled", fraction, f"Interrupted after {finished}/{total} images")
     return bar_html("failed", fraction, "Failed: " + "; ".join(view["errors"][-1:]))
+
+
+def interrogate_steps(services: Any, image: Any, model: str) -> Iterator[tuple[Any, str]]:
+    """Interrogate with the shared progress bar: (prompt update, bar) per step."""
+    if image is None:
+        raise gr.Error("Upload an image for img2img first.")
+    label = "Interrogating (CLIP)" if model == "clip" else "Interrogating (DeepBooru)"
+    for step in run_with_progress(lambda: interrogate_prompt(services, image, model), label, "Done"):
+        yield (step.value if step.done else gr.skip()), step.bar
 
 
 def interrogate_prompt(services: Any, image: Any, model: str = "deepdanbooru") -> str:

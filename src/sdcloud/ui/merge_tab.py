@@ -10,7 +10,9 @@ from pydantic import ValidationError
 
 from sdcloud.errors import SdcloudError
 from sdcloud.jobs.ckpt import MergeRequest
+from sdcloud.ui.follow import follow_job
 from sdcloud.ui.i18n import DATA_CHOICES_CLASS, DATA_CLASS
+from sdcloud.ui.progress import progress_html
 
 # (label shown, value sent): A1111's words on screen, the API's names in the request
 METHODS = [("Weighted sum", "weighted_sum"), ("Add difference", "add_difference"),
@@ -25,6 +27,12 @@ FIELD_LABELS = {"a": "Primary model (A)", "b": "Secondary model (B)", "c": "Tert
 
 def _checkpoint_names(services: Any) -> list[str]:
     return [m.name for m in services.catalog.checkpoints() if m.path.is_file()]
+
+
+def merged_text(job: Any) -> str:
+    """The finished merge's line: the new checkpoint's file name and short hash."""
+    r = job.result or {}
+    return f"Done: {r.get('output')} [{r.get('short_hash')}] is in the checkpoint list"
 
 
 def merge_tab(services: Any) -> None:
@@ -49,7 +57,7 @@ def merge_tab(services: Any) -> None:
     block_weights = gr.Textbox(label="Block weights (optional: 26 values for SD1/SD2, 20 for SDXL)",
                                elem_id="merge_blocks")
     run = gr.Button("Merge", variant="primary", elem_id="merge_run")
-    status = gr.Markdown("", elem_id="merge_status")
+    status = gr.HTML("", elem_id="merge_status")
     job_id = gr.State(None)
     timer = gr.Timer(1.0, active=False)
 
@@ -65,20 +73,11 @@ def merge_tab(services: Any) -> None:
             raise gr.Error(f"{FIELD_LABELS.get(field, field)}: {first['msg']}") from None
         except SdcloudError as exc:
             raise gr.Error(str(exc)) from None
-        return job.id, f"Queued merge into **{req.output}** …", gr.Timer(active=True)
+        return job.id, progress_html(job, label="Merging", steps=False), gr.Timer(active=True)
 
     def watch(current: str | None) -> tuple[str, Any]:
-        if not current:
-            return "", gr.Timer(active=False)
-        job = services.job(current)
-        if job.state in ("queued", "running"):
-            where = f"position {job.position}" if job.state == "queued" else f"{job.progress:.0%}"
-            return f"Merging … {where}", gr.Timer(active=True)
-        if job.state == "done":
-            r = job.result or {}
-            return (f"Done: **{r.get('output')}** [{r.get('short_hash')}] is in the checkpoint list",
-                    gr.Timer(active=False))
-        return f"Merge {job.state}: {job.error}", gr.Timer(active=False)
+        bar, _, active = follow_job(services, current, label="Merging", steps=False, done=merged_text)
+        return bar, gr.Timer(active=active)
 
     def reload_names() -> tuple[Any, Any, Any]:
         services.refresh()

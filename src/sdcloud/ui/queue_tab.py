@@ -14,15 +14,19 @@ import gradio as gr
 
 from sdcloud.errors import SdcloudError
 from sdcloud.ui.i18n import DATA_CHOICES_CLASS
+from sdcloud.ui.labels import JOB_KINDS, job_kind, job_state
+from sdcloud.ui.progress import progress_html
 from sdcloud.ui.workers_panel import HEADERS as WORKER_HEADERS
 from sdcloud.ui.workers_panel import worker_rows, workers_note
 
 HEADERS = ["Job", "Kind", "State", "Progress", "Position", "Created", "Error"]
 ACTIVE_STATES = ("queued", "running")
 RECENT_FINISHED = 20
-KIND_LABELS = {"ckpt-merge": "Merge", "ckpt-convert": "Convert", "ckpt-prune": "Prune",
-               "ckpt-lora-bake": "LoRA bake", "train-lora": "Train LoRA"}
-"""Job kinds as the UI names them (txt2img and img2img as they are)."""
+KIND_LABELS = JOB_KINDS  # (kept for importers)
+
+
+class Html(str):
+    """A table cell that is markup already (a progress bar), not text to escape."""
 TABLE_CSS = """
 .sd-table { width: 100%; border-collapse: collapse; font-size: .9em; }
 .sd-table th, .sd-table td { text-align: left; padding: .3em .5em; vertical-align: top;
@@ -62,10 +66,9 @@ def queue_rows(jobs: Iterable[Any]) -> list[list[Any]]:
                       key=lambda j: _sort_time(j.finished or j.created), reverse=True)[:RECENT_FINISHED]
     rows = []
     for j in active + finished:
-        progress = f"{j.progress:.0%}"
-        if j.state == "running" and j.steps:
-            progress += f" (step {j.step}/{j.steps})"
-        rows.append([j.id, KIND_LABELS.get(j.kind, j.kind), j.state, progress, "" if j.position is None else j.position,
+        # the same bar as under Generate; a checkpoint job counts bytes, not steps
+        bar = Html(progress_html(j, steps=not j.kind.startswith("ckpt-")))
+        rows.append([j.id, job_kind(j.kind), job_state(j.state), bar, "" if j.position is None else j.position,
                      _time(j.created), j.error or ""])
     return rows
 
@@ -74,7 +77,7 @@ def table_html(headers: list[str], rows: list[list[Any]], elem: str, empty: str)
     """``rows`` as an HTML table (escaped); each cell carries its header for the phone layout."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = "".join(
-        "<tr>" + "".join(f'<td data-label="{html.escape(h)}">{html.escape(str(v))}</td>'
+        "<tr>" + "".join(f'<td data-label="{html.escape(h)}">{v if isinstance(v, Html) else html.escape(str(v))}</td>'
                          for h, v in zip(headers, row, strict=True)) + "</tr>"
         for row in rows)
     if not rows:  # the headers stay: the reader sees what the table will hold
@@ -104,7 +107,7 @@ def queue_tab(services: Any) -> gr.Timer:
 
     def load(selected: str | None) -> tuple[str, Any, str]:
         rows = queue_rows(services.jobs())
-        active = [r[0] for r in rows if r[2] in ACTIVE_STATES]
+        active = [r[0] for r in rows if r[2] in (job_state(s) for s in ACTIVE_STATES)]
         try:
             fleet = worker_rows(services.workers())
         except Exception:  # noqa: BLE001  broker away for a moment: keep the queue view working

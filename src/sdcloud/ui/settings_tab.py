@@ -4,14 +4,18 @@ server's input limits."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
 
 from sdcloud.errors import BadRequest, SdcloudError
+from sdcloud.ui.follow import run_with_progress
 from sdcloud.ui.i18n import DATA_CHOICES_CLASS, DATA_CLASS
+from sdcloud.ui.labels import OPTION_LABELS as L
+from sdcloud.ui.labels import applied_text
+from sdcloud.ui.progress import done_html
 
 
 def changed_options(current: Mapping[str, Any], edited_json: str) -> dict[str, Any]:
@@ -45,15 +49,14 @@ def typed_changes(current: Mapping[str, Any], edited: Mapping[str, Any]) -> dict
 
 # The options with a form control, in A1111's words; anything else is in the JSON editor.
 _CONTROLS: dict[str, Callable[[Any], gr.components.Component]] = {
-    "CLIP_stop_at_last_layers": lambda v: gr.Slider(1, 12, value=v, step=1, label="Clip skip"),
+    "CLIP_stop_at_last_layers": lambda v: gr.Slider(1, 12, value=v, step=1, label=L["CLIP_stop_at_last_layers"]),
     "samples_format": lambda v: gr.Dropdown(["png", "jpg", "jpeg", "webp"], value=v,
-                                            label="File format for images", elem_classes=[DATA_CHOICES_CLASS]),
-    "jpeg_quality": lambda v: gr.Slider(1, 100, value=v, step=1,
-                                        label="Quality for saved jpeg and webp images"),
-    "return_grid": lambda v: gr.Checkbox(value=v, label="Show grid in results (batches)"),
-    "live_previews_enable": lambda v: gr.Checkbox(value=v, label="Show live previews of the created image"),
+                                            label=L["samples_format"], elem_classes=[DATA_CHOICES_CLASS]),
+    "jpeg_quality": lambda v: gr.Slider(1, 100, value=v, step=1, label=L["jpeg_quality"]),
+    "return_grid": lambda v: gr.Checkbox(value=v, label=L["return_grid"]),
+    "live_previews_enable": lambda v: gr.Checkbox(value=v, label=L["live_previews_enable"]),
     "show_progress_every_n_steps": lambda v: gr.Number(
-        value=v, precision=0, minimum=-1, label="Live preview display period (sampling steps)",
+        value=v, precision=0, minimum=-1, label=L["show_progress_every_n_steps"],
         info="-1 = only when the image is done"),
 }
 
@@ -85,7 +88,7 @@ def settings_tab(services: Any) -> SettingsTab:
     with gr.Row():
         apply = gr.Button("Apply settings", variant="primary", elem_id="settings_apply")
         reload = gr.Button("↻ Reload", elem_id="settings_reload")
-    status = gr.Markdown("", elem_id="settings_status")
+    status = gr.HTML("", elem_id="settings_status")
     controls = []
     for key in keys:
         control = _CONTROLS[key](present[key])
@@ -102,26 +105,29 @@ def settings_tab(services: Any) -> SettingsTab:
         options = services.options_get()
         return [options.get(k) for k in keys] + [_options_json(services)]
 
-    def save(changes: dict[str, Any]) -> list[Any]:
+    skip = [gr.skip()] * (len(controls) + 1)
+
+    def save(changes: dict[str, Any]) -> Iterator[list[Any]]:
         if not changes:
-            return [*current_values(), "Nothing changed."]
+            yield [*current_values(), done_html(applied_text(changes))]
+            return
+        # a new checkpoint or VAE loads now: the bar moves until it is in
+        for step in run_with_progress(lambda: services.options_set(changes), "Applying settings",
+                                      applied_text(changes)):
+            yield [*(current_values() if step.done else skip), step.bar]
+
+    def apply_form(*values: Any) -> Iterator[list[Any]]:
+        yield from save(typed_changes(services.options_get(), dict(zip(keys, values, strict=True))))
+
+    def apply_text(text: str) -> Iterator[list[Any]]:
         try:
-            services.options_set(changes)
+            changes = changed_options(services.options_get(), text)
         except SdcloudError as exc:
             raise gr.Error(str(exc)) from None
-        return [*current_values(), "Applied: " + ", ".join(sorted(changes))]
-
-    def apply_form(*values: Any) -> list[Any]:
-        return save(typed_changes(services.options_get(), dict(zip(keys, values, strict=True))))
-
-    def apply_text(text: str) -> list[Any]:
-        try:
-            return save(changed_options(services.options_get(), text))
-        except SdcloudError as exc:
-            raise gr.Error(str(exc)) from None
+        yield from save(changes)
 
     outputs = [*controls, editor, status]
-    apply.click(apply_form, inputs=controls, outputs=outputs)
-    apply_json.click(apply_text, inputs=editor, outputs=outputs)
+    apply.click(apply_form, inputs=controls, outputs=outputs, show_progress="hidden")
+    apply_json.click(apply_text, inputs=editor, outputs=outputs, show_progress="hidden")
     reload.click(lambda: [*current_values(), ""], outputs=outputs, show_progress="hidden")
     return SettingsTab(outputs=[*controls, editor], refresh=current_values)

@@ -5,15 +5,22 @@ same functions ``/api/train`` uses)."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import gradio as gr
 
 from sdcloud.errors import SdcloudError
 from sdcloud.ui.i18n import DATA_CHOICES_CLASS
+from sdcloud.ui.labels import LR_SCHEDULERS
+from sdcloud.ui.progress import bar_html, busy_html, progress_html
 
 OPTIMIZERS = ["AdamW", "AdamW8bit", "Prodigy", "Lion"]
-SCHEDULERS = ["constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts"]
+PHASES = {"loading": "loading the model", "caching": "caching latents", "class images": "making class images",
+          "saving": "saving", "stopped": "stopping"}
+"""The trainer's phases as the bar says them (training itself needs no word)."""
+RESUME_HINT = "the state is saved; tick Resume and press Train to continue"
+SCHEDULERS = LR_SCHEDULERS  # (label, value): the words shown, the training option's name sent
 
 
 def _datasets(services: Any) -> list[str]:
@@ -25,7 +32,7 @@ def _models(services: Any) -> list[str]:
 
 
 def _preset_choices(services: Any) -> list[tuple[str, str]]:
-    return [("none", "")] + [(f"{k}: {v['description']}", k) for k, v in services.training.presets().items()]
+    return [("None", "")] + [(f"{k}: {v['description']}", k) for k, v in services.training.presets().items()]
 
 
 def _report_md(report: dict[str, Any]) -> str:
@@ -37,6 +44,23 @@ def _report_md(report: dict[str, Any]) -> str:
     lines += [f"⚠ {e}" for e in report["errors"]]
     lines.append("Ready to train." if report["ok"] else "**Not ready**: fix the problems above.")
     return "\n\n".join(lines)
+
+
+def training_bar(st: dict[str, Any]) -> str:
+    """The training job's bar (``st``: the ``/api/train/{id}`` status): step, share, loss,
+    speed and ETA while it runs; where the LoRA is and how to use it when done."""
+    job = SimpleNamespace(**{k: st.get(k) for k in ("state", "progress", "step", "steps", "eta_seconds",
+                                                      "position", "error")})
+    detail = [f"loss {st['losses'][-1][1]:.4f}" if st.get("losses") else "",
+              f"{st['it_s']:.2f} it/s" if st.get("it_s") else ""]
+    phase = PHASES.get(str(st.get("phase")))
+    label = f"Training ({phase})" if phase else "Training"
+    if st.get("state") == "cancelled" or (st.get("state") == "done" and st.get("interrupted")):
+        return bar_html("cancelled", float(st.get("progress") or 0),
+                        f"Stopped at step {st.get('step') or 0}/{st.get('steps') or 0}: " + RESUME_HINT)
+    r = st.get("result") or {}
+    done = f"Done: {r.get('lora')} is in models/Lora — use it as <lora:{r.get('name')}:0.8>"
+    return progress_html(job, label=label, detail=" · ".join(d for d in detail if d), done=done)
 
 
 def train_tab(services: Any) -> gr.Timer:
@@ -78,7 +102,7 @@ def train_tab(services: Any) -> gr.Timer:
                 optimizer = gr.Dropdown(OPTIMIZERS, value="AdamW", label="Optimizer", elem_id="train_optimizer",
                                         elem_classes=[DATA_CHOICES_CLASS])
                 scheduler = gr.Dropdown(SCHEDULERS, value="constant", label="LR scheduler",
-                                        elem_id="train_scheduler", elem_classes=[DATA_CHOICES_CLASS])
+                                        elem_id="train_scheduler")
                 te = gr.Checkbox(False, label="Train text encoder", elem_id="train_te")
             with gr.Row():
                 sample_every = gr.Number(0, label="Sample every N steps", precision=0, elem_id="train_sample_every")
@@ -90,7 +114,7 @@ def train_tab(services: Any) -> gr.Timer:
             with gr.Row():
                 start = gr.Button("Train", variant="primary", elem_id="train_start")
                 cancel = gr.Button("Stop (state is saved)", elem_id="train_cancel")
-    status = gr.Markdown("", elem_id="train_status")
+    status = gr.HTML("", elem_id="train_status")
     with gr.Row():
         chart = gr.LinePlot(x="step", y="loss", title="Loss", elem_id="train_loss", scale=1)
         gallery = gr.Gallery(label="Samples", columns=4, height=280, elem_id="train_samples", scale=1)
@@ -131,7 +155,7 @@ def train_tab(services: Any) -> gr.Timer:
                                                         options=options))
         except SdcloudError as exc:
             raise gr.Error(str(exc)) from None
-        return job.id, f"Queued training of **{nm}** …", gr.Timer(active=True)
+        return job.id, progress_html(job, label=f"Training {nm}"), gr.Timer(active=True)
 
     def watch(current: str | None) -> tuple[str, Any, Any, Any]:
         if not current:
@@ -142,25 +166,13 @@ def train_tab(services: Any) -> gr.Timer:
         losses = pd.DataFrame(st["losses"] or [], columns=["step", "loss"])
         samples = [(s["path"], f"step {s['step']}") for s in services.training.runner.live.get(current, {})
                    .get("samples", [])]
-        if st["state"] in ("queued", "running"):
-            eta = f", ETA {int(st['eta_seconds'])} s" if st.get("eta_seconds") else ""
-            speed = f", {st['it_s']:.2f} it/s" if st.get("it_s") else ""
-            last = f", loss {st['losses'][-1][1]:.4f}" if st["losses"] else ""
-            text = (f"{st['phase']}: step {st['step']}/{st['steps']}{last}{speed}{eta}" if st["state"] == "running"
-                    else f"queued (position {st['position']})")
-            return text, losses, samples, gr.Timer(active=True)
-        if st["state"] == "done":
-            r = st["result"] or {}
-            text = f"Done: **{r.get('lora')}** is in models/Lora — use it as `<lora:{r.get('name')}:0.8>`"
-        else:
-            text = f"Training {st['state']}: {st['error']}"
-        return text, losses, samples, gr.Timer(active=False)
+        return training_bar(st), losses, samples, gr.Timer(active=st["state"] in ("queued", "running"))
 
     def stop(current: str | None) -> str:
         if not current:
             return ""
         services.cancel(current)
-        return "Stopping: the state is saved first; tick *Resume* and press Train to continue."
+        return busy_html("Stopping: the state is saved first")
 
     refresh.click(lambda: gr.Dropdown(choices=_datasets(services)), outputs=dataset, show_progress="hidden")
     upload.click(do_upload, inputs=[dataset, files, folder], outputs=[report, dataset])

@@ -19,7 +19,7 @@ def worker_rows(workers: Iterable[dict[str, Any]]) -> list[list[Any]]:
             w.get("gpu", ""),
             f"{w['vram_gb']} GB" if w.get("vram_gb") else "",
             ", ".join(k.split(":", 1)[-1] if k.startswith("name:") else k for k in w.get("models") or []),
-            w.get("job") or "idle",
+            w.get("job") or "Idle",
             w.get("jobs_done", 0),
             w.get("jobs_failed", 0),
             "" if rate is None else f"{rate:,.0f}",
