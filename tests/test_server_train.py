@@ -137,7 +137,7 @@ def test_non_finite_or_overflowing_numbers_are_4xx(server, options: str, message
     refused up front, nothing queued."""
     with server.client() as c:
         before = len(c.get("/api/queue").json()["jobs"])
-        body = '{"dataset": "mychar", "name": "x", "options": %s}' % options
+        body = '{"dataset": "mychar", "name": "x", "options": ' + options + '}'
         r = c.post("/api/train", content=body.encode(), headers={"content-type": "application/json"})
         assert r.status_code == 400, r.text
         assert r.json()["detail"] == message

@@ -152,6 +152,32 @@ def test_bad_options_one_line_nothing_written(tmp_path: Path, args: list[str], m
     assert not list((data / "models" / "Lora").glob("*")) if (data / "models" / "Lora").exists() else True
 
 
+def test_dreambooth_help_names_a_checkpoint_and_refuses_lora_flags(tmp_path: Path, capsys) -> None:
+    import re
+
+    with pytest.raises(SystemExit):
+        main(["train", "dreambooth", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "models/Stable-diffusion/NAME.safetensors" in text and "<lora:NAME" not in text
+    assert "models/Lora" not in text
+    for flag in ("--rank", "--alpha", "--network", "--conv-rank", "--conv-alpha", "--dropout"):
+        assert not re.search(rf"{flag}\b", text), flag  # LoRA network options are not offered
+    with pytest.raises(SystemExit):
+        main(["train", "lora", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "models/Lora/NAME.safetensors, <lora:NAME:0.8>" in text and "--rank" in text
+    assert "our engine, A1111 and ComfyUI load them" in text  # LoHa/LoKr load here too
+    root = make_dataset(tmp_path / "ds")
+    for extra, named in [(["--rank", "8"], "--rank"), (["--network", "loha", "--dropout", "0.1"],
+                                                        "--network, --dropout")]:
+        code = main(["--data-dir", str(tmp_path / "data"), "train", "dreambooth", str(root), "--resolution", "64",
+                     "--steps", "2", *extra])
+        err = capsys.readouterr().err
+        assert code == 1 and err.count("\n") == 1, err
+        assert err.startswith(f"sdcloud: {named}: only for 'train lora'") and "fine-tunes the whole model" in err
+    assert not (tmp_path / "data" / "models").exists()
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda root: root.mkdir(parents=True), "no training images"),
     (lambda root: make_dataset(root, size=(12, 12)), "too small"),
