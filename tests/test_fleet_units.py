@@ -255,9 +255,8 @@ def test_a_remote_trainings_curve_and_samples_on_the_front(tmp_path: Path) -> No
     assert (folder / "step-000002.png").read_bytes() == b"png2"
 
 
-def test_a_prompts_lora_goes_by_content_and_a_missing_one_fails(tmp_path: Path) -> None:
+def test_a_prompts_lora_goes_by_content_and_a_missing_one_is_left_to_the_engine(tmp_path: Path) -> None:
     from sdcloud.catalog import Catalog
-    from sdcloud.errors import NotFound
     from sdcloud.fleet.assets import FrontAssets, WorkerAssets, lora_tags
     from sdcloud.settings import Settings
     from sdcloud.storage.local import LocalStore
@@ -284,8 +283,9 @@ def test_a_prompts_lora_goes_by_content_and_a_missing_one_fails(tmp_path: Path) 
     worker_settings = Settings(data_dir=tmp_path / "worker")
     worker_settings.ensure_dirs()
     worker = WorkerAssets(worker_settings, Catalog(worker_settings), store)
-    with pytest.raises(NotFound, match="LoRA 'bad' not found"):
-        worker.ensure_networks(sent)
+    worker.ensure_networks(sent)  # 'bad' is nowhere: no error, the engine skips it as locally
+    assert not (worker_settings.lora_path / "bad.safetensors").exists()
+    assert (worker_settings.lora_path / "style.safetensors").read_bytes() == b"lora-bytes"
     (worker_settings.lora_path / "bad.safetensors").write_bytes(b"worker's own")
     worker.ensure_networks(sent)
     assert (worker_settings.lora_path / "style.safetensors").read_bytes() == b"lora-bytes"  # pulled by content

@@ -628,3 +628,21 @@ def test_whole_number_infotext_round_trips_through_png_and_request_fields() -> N
         model_hash=fields["model_hash"], model=fields["model"], denoising_strength=fields["denoising_strength"],
         hires_upscale=fields["hr_scale"], hires_upscaler=fields["hr_upscaler"])
     assert build_infotext("a cat", "dog", again) == text
+
+
+def test_face_restoration_goes_after_the_seed_as_in_a1111() -> None:
+    from sdcloud.infotext import add_param
+
+    text = build_infotext("a face, (smile:1.2)", "bad", generation_params(
+        steps=20, sampler="Euler a", schedule_type="Automatic", cfg_scale=7, seed=123, width=512, height=512,
+        model="m", lora_hashes={"a": "1", "b": "2"}, version="v1.10.1"))
+    out = add_param(text, "Face restoration", "CodeFormer", after="Seed")
+    assert out.splitlines()[:2] == text.splitlines()[:2]
+    assert ("Seed: 123, Face restoration: CodeFormer, Size: 512x512, Model: m, "
+            'Lora hashes: "a: 1, b: 2", Version: v1.10.1') in out.splitlines()[2]
+    assert parse_infotext(out)["Face restoration"] == "CodeFormer"
+    assert add_param(out, "Face restoration", "GFPGAN", after="Seed") == out  # already there
+    assert add_param("just a prompt", "Face restoration", "GFPGAN", after="Seed") == "just a prompt"
+    no_seed = "x\nSteps: 2, Sampler: Euler, Size: 8x8, Version: v1"
+    assert add_param(no_seed, "Face restoration", "GFPGAN", after="Seed") == \
+        "x\nSteps: 2, Sampler: Euler, Size: 8x8, Face restoration: GFPGAN, Version: v1"

@@ -64,3 +64,42 @@ def test_a_queue_backend_gets_the_handlers_the_registry_built(tmp_path: Path, en
     assert made == [sorted(builtin_kinds().names())]
     assert isinstance(runtime.queue, LocalJobQueue) and runtime.queue.root == tmp_path / "elsewhere" / "jobs"
     assert runtime.handlers["txt2img"] is runtime.handlers["img2img"]  # one runner for both kinds
+
+
+def test_the_first_image_counts_when_it_is_not_saved(tmp_path: Path, engine: object) -> None:
+    """A1111's API answers without saving by default: the start-up timeline's first image is
+    the first one made, not the first one written to the outputs folder."""
+    settings = Settings.load({"data_dir": tmp_path / "data"}, env={})
+    runtime = Runtime(settings, engine=engine, restore_session=False)
+    runtime.start(watch_session=False)
+    try:
+        assert runtime.startup.to_dict()["first_image_s"] is None
+        req = GenerationRequest(prompt="a cat", steps=2, width=64, height=64, seed=5)
+        job = runtime.queue.submit("txt2img", generation_payload(req, model="demo", save_images=False))
+        assert runtime.queue.wait(job.id, timeout=300).state == DONE
+        startup = runtime.startup.to_dict()
+        assert startup["first_image_s"] is not None and not list(settings.outputs_path.rglob("*.png"))
+        assert [p["detail"] for p in startup["phases"] if p["name"] == "first_image"] == ["txt2img (not saved)"]
+    finally:
+        runtime.stop()
+
+
+def test_one_face_restorer_set_per_runtime(tmp_path: Path, engine: object) -> None:
+    """restore_faces and the Extras tab use the engine's FaceRestorers: a restorer model (and the
+    face detector) loads once per runtime, not once per job."""
+    from sdcloud.api.extras import ExtrasService
+    from sdcloud.jobs.generation import face_restorers
+    from sdcloud.upscalers.faces import FaceRestorers
+
+    settings = Settings.load({"data_dir": tmp_path / "data"}, env={})
+    runtime = Runtime(settings, engine=engine, restore_session=False)
+    faces = face_restorers(settings, runtime.host.engine)
+    assert isinstance(faces, FaceRestorers) and faces is engine.faces  # type: ignore[attr-defined]
+    assert face_restorers(settings, runtime.host.engine) is faces  # the next job: the same one
+    assert ExtrasService(settings, runtime.host).faces is faces
+
+    class Bare:  # an engine without restorers of its own (a test double) keeps the first one made
+        device = None
+
+    bare = Bare()
+    assert face_restorers(settings, bare) is face_restorers(settings, bare)

@@ -122,3 +122,23 @@ def test_bad_requests_are_4xx_json(server, body: dict, status: int, message: str
         assert r.status_code == status, r.text
         assert message in r.json()["detail"] if "detail" in r.json() else message in r.text
         assert len(c.get("/api/queue").json()["jobs"]) == before
+
+
+@pytest.mark.parametrize("options, message", [
+    ('{"noise_offset": 1e400}', "option 'noise_offset' must be a finite number (got inf)"),  # JSON overflow
+    ('{"lr": Infinity}', "option 'lr' must be a finite number (got inf)"),
+    ('{"prior_loss_weight": NaN}', "option 'prior_loss_weight' must be a finite number (got nan)"),
+    ('{"alpha": -Infinity}', "option 'alpha' must be a finite number (got -inf)"),
+    ('{"min_snr_gamma": 1' + '0' * 400 + '}', "option 'min_snr_gamma' is too large"),
+    ('{"steps": 1' + '0' * 30 + '}', "option 'steps' is too large"),
+])
+def test_non_finite_or_overflowing_numbers_are_4xx(server, options: str, message: str) -> None:
+    """Raw JSON as clients may send it (Python's json reads 1e400 as inf and accepts NaN):
+    refused up front, nothing queued."""
+    with server.client() as c:
+        before = len(c.get("/api/queue").json()["jobs"])
+        body = '{"dataset": "mychar", "name": "x", "options": ' + options + '}'
+        r = c.post("/api/train", content=body.encode(), headers={"content-type": "application/json"})
+        assert r.status_code == 400, r.text
+        assert r.json()["detail"] == message
+        assert len(c.get("/api/queue").json()["jobs"]) == before

@@ -97,6 +97,27 @@ def test_toml_and_aliases(tmp_path: Path) -> None:
         config_from_mapping({"rank": "big"})
 
 
+@pytest.mark.parametrize("field", ["lr", "noise_offset", "prior_loss_weight", "alpha", "conv_alpha", "dropout",
+                                   "weight_decay", "max_grad_norm", "min_snr_gamma", "unet_lr", "te_lr",
+                                   "caption_dropout", "caption_tag_dropout"])
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_every_float_option_refuses_non_finite_values(field: str, value: float) -> None:
+    with pytest.raises(BadRequest, match=f"option '{field}' must be a finite number"):
+        config_from_mapping({field: value})
+    cfg = TrainConfig(dataset="ds").replace(**{field: value})  # built in code: validate() catches it
+    with pytest.raises(BadRequest, match=f"option '{field}' must be a finite number"):
+        cfg.validate()
+
+
+def test_out_of_range_floats_are_refused() -> None:
+    for changes, message in [({"prior_loss_weight": -1.0}, "--prior-loss-weight must be >= 0"),
+                             ({"dropout": 1.0}, "--dropout must be in"), ({"te_lr": 0.0}, "--te-lr must be > 0"),
+                             ({"max_grad_norm": -1.0}, "--max-grad-norm must be >= 0")]:
+        with pytest.raises(BadRequest, match=message):
+            TrainConfig(dataset="ds").replace(**changes).validate()
+    TrainConfig(dataset="ds", max_grad_norm=0.0, prior_loss_weight=0.0).validate()  # 0: off
+
+
 @pytest.mark.parametrize("args, message", [
     (["--rank", "0"], "--rank must be > 0"),
     (["--model", "nope"], "checkpoint 'nope' not found"),
@@ -105,10 +126,23 @@ def test_toml_and_aliases(tmp_path: Path) -> None:
     (["--name", "../evil"], "--name '../evil'"),
     # the demo model's deepest feature map is 1x1 at 64 px: one value per group norm group
     (["--batch", "1", "--min-bucket-reso", "64"], "too small for this model at batch size 1"),
+    # non-finite or overflowing numbers, from flags or the TOML file (which has inf and nan)
+    (["--lr", "inf"], "option 'lr' must be a finite number (got inf)"),
+    (["--noise-offset", "1e400"], "option 'noise_offset' must be a finite number (got inf)"),
+    (["--seed", "9" * 30], "option 'seed' is too large"),
+    (["TOML:lr = inf"], "option 'lr' must be a finite number (got inf)"),
+    (["TOML:noise_offset = inf"], "option 'noise_offset' must be a finite number (got inf)"),
+    (["TOML:prior_loss_weight = nan"], "option 'prior_loss_weight' must be a finite number (got nan)"),
+    (["TOML:min_snr_gamma = -inf"], "option 'min_snr_gamma' must be a finite number (got -inf)"),
+    (["TOML:[train]\nweight_decay = 1" + "0" * 400], "option 'weight_decay' is too large"),
+    (["TOML:steps = 9223372036854775808"], "option 'steps' is too large"),
 ])
 def test_bad_options_one_line_nothing_written(tmp_path: Path, args: list[str], message: str) -> None:
     root = make_dataset(tmp_path / "ds")
     data = tmp_path / "data"
+    if args[0].startswith("TOML:"):
+        (tmp_path / "train.toml").write_text(args[0][5:] + "\n", encoding="utf-8")
+        args = ["--train-config", str(tmp_path / "train.toml")]
     proc = subprocess.run([sys.executable, "-m", "sdcloud.cli", "--data-dir", str(data), "train", "lora", str(root),
                            "--resolution", "64", "--steps", "2", *args], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stderr
@@ -116,6 +150,32 @@ def test_bad_options_one_line_nothing_written(tmp_path: Path, args: list[str], m
     assert len(lines) == 1 and message in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
     assert not list((data / "models" / "Lora").glob("*")) if (data / "models" / "Lora").exists() else True
+
+
+def test_dreambooth_help_names_a_checkpoint_and_refuses_lora_flags(tmp_path: Path, capsys) -> None:
+    import re
+
+    with pytest.raises(SystemExit):
+        main(["train", "dreambooth", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "models/Stable-diffusion/NAME.safetensors" in text and "<lora:NAME" not in text
+    assert "models/Lora" not in text
+    for flag in ("--rank", "--alpha", "--network", "--conv-rank", "--conv-alpha", "--dropout"):
+        assert not re.search(rf"{flag}\b", text), flag  # LoRA network options are not offered
+    with pytest.raises(SystemExit):
+        main(["train", "lora", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "models/Lora/NAME.safetensors, <lora:NAME:0.8>" in text and "--rank" in text
+    assert "our engine, A1111 and ComfyUI load them" in text  # LoHa/LoKr load here too
+    root = make_dataset(tmp_path / "ds")
+    for extra, named in [(["--rank", "8"], "--rank"), (["--network", "loha", "--dropout", "0.1"],
+                                                        "--network, --dropout")]:
+        code = main(["--data-dir", str(tmp_path / "data"), "train", "dreambooth", str(root), "--resolution", "64",
+                     "--steps", "2", *extra])
+        err = capsys.readouterr().err
+        assert code == 1 and err.count("\n") == 1, err
+        assert err.startswith(f"sdcloud: {named}: only for 'train lora'") and "fine-tunes the whole model" in err
+    assert not (tmp_path / "data" / "models").exists()
 
 
 @pytest.mark.parametrize("make, message", [

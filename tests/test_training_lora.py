@@ -276,6 +276,15 @@ def test_lycoris_networks_train_resume_and_are_named_for_a1111(dataset: Path, tm
     with safe_open(str(whole.lora_path), framework="pt") as fh:
         meta = fh.metadata()
     assert meta["ss_network_module"] == "lycoris.kohya" and f'"algo": "{algo}"' in meta["ss_network_args"]
+    # our engine loads it (weight patching, as A1111): <lora:name:1> changes the image, :0 is the base
+    engine = Engine(Settings(data_dir=tmp_path / "a"))
+    base = _img(engine, "sks cat", model)
+    one = engine.generate(GenerationRequest(prompt=f"sks cat <lora:{algo}:1>", model=model, seed=3, steps=2,
+                                            width=64, height=64, sampler_name="Euler"))
+    assert not one.info.get("comments"), one.info  # not skipped as "Networks not found"
+    assert f"{algo}: " in one.infotexts[0]  # Lora hashes
+    assert np.abs(np.asarray(one.images[0], dtype=np.int16) - base).max() > 5
+    assert np.abs(_img(engine, f"sks cat <lora:{algo}:0>", model) - base).max() <= 1
 
 
 def test_dreambooth_with_generated_class_images_writes_a_checkpoint_the_engine_loads(dataset: Path,

@@ -125,6 +125,31 @@ def build_infotext(prompt: str, negative_prompt: str, params: Mapping[str, objec
     return f"{prompt}{negative}\n{line}".strip()
 
 
+def add_param(text: str, label: str, value: object, after: str | None = None) -> str:
+    """``text`` (an infotext) with ``label: value`` in its parameters line, placed after the
+    ``after`` parameter as A1111 places it (``Face restoration`` after ``Seed``), else before
+    ``Version``, else at the end. A label already there, or a text without a parameters line,
+    is returned as is."""
+    head, sep, last = text.rpartition("\n")
+    params = _params(last)
+    if len(params) < 3 or any(key == label for key, _ in params):
+        return text
+    item = f"{label}: {quote(value)}"
+
+    def where(key: str | None) -> re.Match[str] | None:
+        raw = next((v for k, v in params if k == key), None)
+        return None if raw is None else re.search(rf"(?:^|, ){re.escape(str(key))}: {re.escape(raw)}(?=,|$)", last)
+
+    found, version = where(after), where("Version")
+    if found is not None:  # right after that parameter
+        line = f"{last[:found.end()]}, {item}{last[found.end():]}"
+    elif version is not None and version.start() > 0:  # before ", Version: ..."
+        line = f"{last[:version.start()]}, {item}{last[version.start():]}"
+    else:
+        line = f"{last}, {item}"
+    return f"{head}{sep}{line}"
+
+
 def _format_hashes(hashes: Mapping[str, str] | None) -> str | None:
     """``name: hash, name2: hash``; like A1111, ``:`` and ``,`` are removed from the names."""
     if not hashes:

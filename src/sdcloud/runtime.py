@@ -102,10 +102,16 @@ class Runtime:
         self.persistence.stop()
 
     def on_saved(self, paths: list[Path]) -> None:
-        """Every saved image: into the outbox; the first one also closes the start-up timeline
-        (and, with ``compile``, saves torch.compile's cache for the next machine)."""
+        """Every saved image: into the outbox (and the session's first image, if it is one)."""
         self.persistence.add(paths)
-        if not paths or not self.startup.mark_first_image(Path(paths[0]).name):
+        if paths:
+            self.on_image(Path(paths[0]).name)
+
+    def on_image(self, detail: str = "") -> None:
+        """An image was made, saved or not (A1111's API default is ``save_images=false``): the
+        session's first one closes the start-up timeline and, with ``compile``, saves
+        torch.compile's cache for the next machine."""
+        if not self.startup.mark_first_image(detail):
             return
         first = self.startup.to_dict()["first_image_s"]
         print(f"sdcloud: first image ready {first:.1f} s after start", file=sys.stderr, flush=True)

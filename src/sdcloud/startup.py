@@ -1,12 +1,13 @@
 """The start-up timeline of ``sdcloud serve``: how long each phase of a new session took, from
-the moment the process started to the first image on disk.
+the moment the process started to the first image.
 
 Phases, in order: ``install_check`` (the packages sdcloud needs are installed, read from their
 metadata without importing them), ``imports`` (the heavy libraries: torch, diffusers, the web
 stack), ``store_restore`` (settings, presets, LoRAs and the hash cache from the store),
 ``model_fetch`` (a checkpoint copied from a slow mount to local disk, or found there already),
 ``model_load`` (the checkpoint into memory and onto the device), ``first_image`` (the first
-image saved). ``serve`` prints the timeline; ``/api/session`` reports it under ``startup``.
+image made, saved or not: A1111's API does not save by default). ``serve`` prints the
+timeline; ``/api/session`` reports it under ``startup``.
 """
 
 from __future__ import annotations

@@ -25,7 +25,9 @@ class ExtrasService:
         self.on_saved = on_saved
         engine = getattr(host, "engine", None)
         self.upscalers: Upscalers = getattr(engine, "upscalers", None) or Upscalers(settings.models_root)
-        self.faces = FaceRestorers(settings.models_root, getattr(engine, "device", None))
+        # the engine's restorers (one per runtime), shared with restore_faces in txt2img/img2img
+        self.faces: FaceRestorers = getattr(engine, "faces", None) or FaceRestorers(
+            settings.models_root, getattr(engine, "device", None))
 
     # -- listings -----------------------------------------------------------------------------
     def upscaler_list(self) -> list[dict[str, Any]]:

@@ -30,7 +30,7 @@ _FLAGS: list[tuple[str, str, Any, str]] = [
     ("--seed", "seed", int, "seed (default 1); same seed = same result, also across --resume"),
     ("--grad-accum", "grad_accum", int, "gradient accumulation steps"),
     ("--network", "network", str, "lora (default), locon (LoRA on 3x3 convs too), loha or lokr (LyCORIS, "
-                                  "needs lycoris-lora; A1111/ComfyUI load them, our engine cannot)"),
+                                  "needs lycoris-lora; our engine, A1111 and ComfyUI load them)"),
     ("--conv-rank", "conv_rank", int, "conv dim for locon (kohya conv_dim)"),
     ("--conv-alpha", "conv_alpha", float, "conv alpha (kohya conv_alpha)"),
     ("--dropout", "dropout", float, "LoRA dropout"),
@@ -73,6 +73,14 @@ _BOOLS = [
     ("--no-latent-cache-on-disk", "cache_latents_to_disk", "keep cached latents in memory only"),
 ]
 _INVERTED = {"enable_bucket", "cache_latents_to_disk"}
+# what 'train dreambooth' (a whole-model fine-tune) says instead of the LoRA texts
+_DREAMBOOTH_HELP = {
+    "name": "output name: models/Stable-diffusion/NAME.safetensors, a checkpoint (A1111 single file)",
+    "save_every": "also write models/Stable-diffusion/NAME-stepN.safetensors every N steps",
+    "comment": "ss_training_comment metadata of the checkpoint",
+}
+# LoRA network options: 'train dreambooth' does not list them and refuses them with one line
+LORA_ONLY = ("rank", "alpha", "network", "conv_rank", "conv_alpha", "dropout")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -82,14 +90,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     tsub = p.add_subparsers(dest="train_command", metavar="SUBCOMMAND")
     lora = tsub.add_parser("lora", help="train a LoRA on a dataset folder",
                            description="Train a LoRA. Every option can also be set in --train-config (TOML).")
-    _add_train_flags(lora)
+    _add_train_flags(lora, "lora")
     lora.set_defaults(func=run_lora, mode="lora")
     db = tsub.add_parser("dreambooth", help="DreamBooth: fine-tune the whole UNet, with prior preservation",
                          description="Full fine-tune (UNet, optionally the text encoder) with class images our "
                                      "engine generates; writes models/Stable-diffusion/NAME.safetensors (A1111 "
                                      "single file, ready for 'sdcloud models push'). Same dataset, resume and "
                                      "progress as 'train lora'.")
-    _add_train_flags(db)
+    _add_train_flags(db, "dreambooth")
     db.add_argument("--class-prompt", dest="opt_class_prompt", metavar="PROMPT",
                     help="class prompt, e.g. 'a photo of a dog'")
     db.add_argument("--num-class-images", dest="opt_num_class_images", type=int, metavar="N",
@@ -110,11 +118,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
-def _add_train_flags(lora: argparse.ArgumentParser) -> None:
+def _add_train_flags(lora: argparse.ArgumentParser, mode: str) -> None:
     lora.add_argument("dataset", nargs="?", help="dataset folder: images + .txt/.caption, or kohya N_concept folders")
     lora.add_argument("--train-config", help="TOML file with these options (flags override it)")
     lora.add_argument("--preset", help="memory preset: see 'sdcloud train presets'")
     for flag, dest, typ, help_ in _FLAGS:
+        if mode == "dreambooth":
+            help_ = argparse.SUPPRESS if dest in LORA_ONLY else _DREAMBOOTH_HELP.get(dest, help_)
         lora.add_argument(flag, dest=f"opt_{dest}", type=typ, default=None, help=help_, metavar=dest.upper())
     for flag, dest, help_ in _BOOLS:
         lora.add_argument(flag, dest=f"opt_{dest}", action="store_const", const=dest not in _INVERTED,
@@ -133,6 +143,14 @@ def config_from_args(args: argparse.Namespace) -> Any:
     from sdcloud.training.config import TrainConfig, config_from_mapping, load_toml
     from sdcloud.training.presets import apply_preset
 
+    mode = getattr(args, "mode", "lora")
+    if mode == "dreambooth":
+        given = [f"--{d.replace('_', '-')}" for d in LORA_ONLY if getattr(args, f"opt_{d}", None) is not None]
+        if given:
+            from sdcloud.errors import BadRequest
+
+            raise BadRequest(_("{flags}: only for 'train lora' (a LoRA network); 'train dreambooth' "
+                               "fine-tunes the whole model").format(flags=", ".join(given)))
     cfg = TrainConfig()
     toml = load_toml(Path(args.train_config)) if args.train_config else {}
     preset = args.preset or toml.pop("memory_preset", None)
@@ -142,7 +160,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     flags = {k[4:]: v for k, v in vars(args).items() if k.startswith("opt_") and v is not None}
     if args.dataset:
         flags["dataset"] = args.dataset
-    flags["mode"] = getattr(args, "mode", "lora")
+    flags["mode"] = mode
     return config_from_mapping(flags, cfg)
 
 

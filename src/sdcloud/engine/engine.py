@@ -81,6 +81,9 @@ class Engine:
         self._extra: dict[str, tuple[ModelContext, ModelInfo]] = {}
         self.compile_cache_status: str | None = None
         self.upscalers = Upscalers(settings.models_root, self.device, self.dtype)
+        from sdcloud.upscalers.faces import FaceRestorers
+
+        self.faces = FaceRestorers(settings.models_root, self.device)  # one per engine: a model loads once
 
     def fetch_local(self, name: str) -> str:
         """Make checkpoint ``name`` readable from local disk (a copy from a slow mount, made

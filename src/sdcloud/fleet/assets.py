@@ -17,7 +17,8 @@ use: ``models/Stable-diffusion/<name>``, ``models/Lora/<name>``, ``models/VAE/<n
   embedding of the front's catalog they use is put in the store by content
   (``models/sha256/<hash>``) and named in the payload's ``networks``; a worker that lacks
   one pulls it into its own model folders (its cache). A LoRA that neither the worker, the
-  front nor the store has fails the job with "LoRA 'x' not found" instead of being skipped.
+  front nor the store has is skipped as a local job skips it: the engine names it in the
+  result's comments and infotext ("Networks not found: x") and the job goes on.
 """
 
 from __future__ import annotations
@@ -163,7 +164,7 @@ class FrontAssets:
     def networks(self, payload: dict[str, Any]) -> list[dict[str, Any]]:
         """The LoRAs and embeddings of this server that a generation job uses, each put in the
         store by content (once): ``[{kind, tag, name, sha256}]``. A LoRA this server lacks is
-        left to the worker (it may hold it; else the job fails there with the reason)."""
+        left to the worker (it may hold it; else its engine skips it, as a local job does)."""
         out: list[dict[str, Any]] = []
         for tag in lora_tags(payload):
             try:
@@ -245,17 +246,18 @@ class WorkerAssets:
     def ensure_networks(self, payload: dict[str, Any]) -> None:
         """Have every LoRA a generation job's prompts name, and the embeddings the front said
         it uses, here: on disk already, or pulled from the store (by content, else by name).
-        A LoRA found nowhere is ``NotFound("LoRA 'x' not found ...")``; a missing embedding
-        is only logged (the word stays plain text, as on a box without it)."""
+        One found nowhere is only logged: the job goes on as a local job does, the engine
+        skipping that LoRA with "Networks not found: x" in the result's comments and infotext
+        (a missing embedding's word stays plain text, as on a box without it)."""
         hints = {(n.get("kind"), n.get("tag")): n for n in payload.get("networks") or [] if isinstance(n, dict)}
-        for tag in lora_tags(payload):
-            self.ensure_network("lora", tag, hints.get(("lora", tag)))
-        for (kind, tag), hint in hints.items():
-            if kind == "embedding" and isinstance(tag, str):
-                try:
-                    self.ensure_network("embedding", tag, hint)
-                except NotFound as err:
-                    log.warning("%s", err.message)
+        wanted = [("lora", tag, hints.get(("lora", tag))) for tag in lora_tags(payload)]
+        wanted += [("embedding", tag, hint) for (kind, tag), hint in hints.items()
+                   if kind == "embedding" and isinstance(tag, str)]
+        for kind, tag, hint in wanted:
+            try:
+                self.ensure_network(kind, tag, hint)
+            except NotFound as err:
+                log.warning("%s", err.message)
 
     def ensure_network(self, kind: str, tag: str, hint: dict[str, Any] | None = None) -> None:
         try:

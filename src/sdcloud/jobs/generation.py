@@ -13,6 +13,7 @@ for the others; see ``jobs.base.JOB_FILE``), ``info`` (A1111's info dict, with
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -115,10 +116,12 @@ class GenerationRunner:
 
     def __init__(self, settings: Settings, host: EngineHost,
                  on_saved: Callable[[list[Path]], None] | None = None,
-                 observers: list[GenerationObserver] | None = None) -> None:
+                 observers: list[GenerationObserver] | None = None,
+                 on_image: Callable[[str], None] | None = None) -> None:
         self.settings = settings
         self.host = host
         self.on_saved = on_saved  # the outbox: saved images are journaled before the job is done
+        self.on_image = on_image  # images made, saved or not (the session's first image)
         self.observers = observers if observers is not None else []  # the caller's list: it may grow
 
     def __call__(self, ctx: JobContext) -> dict[str, Any]:
@@ -152,7 +155,7 @@ class GenerationRunner:
             started = time.perf_counter()
             result = self.host.engine.generate(req, progress=progress, cancel=ctx.cancel, preview=every > 0)
             if p.get("restore_faces"):
-                result.images = restore_faces(self.settings, self.host.engine, result.images, p["restore_faces"])
+                restore_faces(self.settings, self.host.engine, result, p["restore_faces"])
             seconds = time.perf_counter() - started
         for observe in self.observers:
             observe(self.host.engine, req, result, seconds)
@@ -166,6 +169,8 @@ class GenerationRunner:
             info["infotexts"] = [grid.info["parameters"], *info.get("infotexts", result.infotexts)]
         info["index_of_first_image"] = 1 if grid is not None else 0
         keys, paths = self._write(ctx, result, grid, p)
+        if self.on_image is not None and paths:
+            self.on_image(Path(paths[0]).name if p.get("save_images") else f"{ctx.job.kind} (not saved)")
         out = {"images": keys, "info": info, "interrupted": bool(result.interrupted)}
         if p.get("save_images"):
             from sdcloud.durable import write_text_durable
@@ -237,17 +242,41 @@ def image_keys(result: dict[str, Any] | None) -> Sequence[str]:
     return result.get("images") or result.get("paths") or []
 
 
-def restore_faces(settings: Settings, engine: Any, images: list[Any], model: str) -> list[Any]:
-    """``restore_faces``: each image through the face restorer, its infotext kept."""
-    from sdcloud.upscalers.faces import FaceRestorers
+def face_restorers(settings: Settings, engine: Any) -> Any:
+    """The engine's ``FaceRestorers`` (one per engine, so per runtime: a model loads once and
+    stays loaded); an engine without one (a test double) gets one kept on it."""
+    faces = getattr(engine, "faces", None)
+    if faces is None:
+        from sdcloud.upscalers.faces import FaceRestorers
 
-    faces = FaceRestorers(settings.models_root, getattr(engine, "device", None))
-    out = []
-    for img in images:
+        faces = FaceRestorers(settings.models_root, getattr(engine, "device", None))
+        with contextlib.suppress(AttributeError):
+            engine.faces = faces
+    return faces
+
+
+def restore_faces(settings: Settings, engine: Any, result: GenerationResult, model: str) -> None:
+    """``restore_faces``: each image through the face restorer, in place; as A1111 does, the
+    infotext says ``Face restoration: <name>`` (after the seed) and the info names the model."""
+    from sdcloud.infotext import add_param
+
+    faces = face_restorers(settings, engine)
+    name = faces.find(model).name
+    images, texts = [], []
+    for i, img in enumerate(result.images):
         fixed = faces.restore(img, model)
         fixed.info.update({k: v for k, v in img.info.items() if isinstance(v, str)})
-        out.append(fixed)
-    return out
+        text = img.info.get("parameters") or (result.infotexts[i] if i < len(result.infotexts) else None)
+        if isinstance(text, str):
+            fixed.info["parameters"] = text = add_param(text, "Face restoration", name, after="Seed")
+            texts.append(text)
+        images.append(fixed)
+    result.images = images
+    if len(texts) == len(result.infotexts):
+        result.infotexts = texts
+        if "infotexts" in result.info:
+            result.info["infotexts"] = list(texts)
+    result.info.update(restore_faces=True, face_restoration_model=name)
 
 
 def make_grid(images: list[Any], batch_size: int) -> Any:

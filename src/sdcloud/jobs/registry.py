@@ -85,7 +85,7 @@ def _generation(runtime: Any) -> Handler:
     from sdcloud.jobs.generation import GenerationRunner
 
     return GenerationRunner(runtime.settings, runtime.host, on_saved=runtime.on_saved,
-                            observers=runtime.generation_observers)
+                            observers=runtime.generation_observers, on_image=getattr(runtime, "on_image", None))
 
 
 def _checkpoint_tools(runtime: Any) -> Handler:

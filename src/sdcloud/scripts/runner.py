@@ -60,7 +60,7 @@ def run_script(runner: Any, ctx: JobContext, request: GenerationRequest) -> dict
         if faces:  # restore_faces (the request's or the cell's), as a plain generation does
             from sdcloud.jobs.generation import restore_faces
 
-            result.images = restore_faces(runner.settings, host.engine, result.images, faces)
+            restore_faces(runner.settings, host.engine, result, faces)
         if not first_info:
             first_info.update(result.info)
         return result
@@ -71,6 +71,8 @@ def run_script(runner: Any, ctx: JobContext, request: GenerationRequest) -> dict
         raise BadRequest(f"{script.title}: no image was made (interrupted before the first one)")
     info = _info(first_info, out, p)
     paths = _write(runner, ctx, out, p, is_img2img)
+    if getattr(runner, "on_image", None) is not None and paths:  # the session's first image, saved or not
+        runner.on_image(paths[0].name if p.get("save_images") else f"{ctx.job.kind} (not saved)")
     if p.get("save_images"):
         keys = [x.relative_to(runner.settings.outputs_path).as_posix() for x in paths]
     else:

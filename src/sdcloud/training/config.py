@@ -8,6 +8,7 @@ file takes the same names at top level (kohya-style aliases such as ``network_di
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ OPTIMIZERS = ("AdamW", "AdamW8bit", "Prodigy", "Lion")
 SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
 NETWORKS = ("lora", "locon", "loha", "lokr")
 PRECISIONS = ("no", "fp16", "bf16")
+INT_LIMIT = 2**63  # a whole-number option must fit in 64 bits (seeds, steps and sizes reach torch)
 
 # kohya option names -> ours
 ALIASES = {
@@ -116,6 +118,8 @@ class TrainConfig:
             if not cond:
                 raise BadRequest(msg)
 
+        for f in fields(self):  # inf/nan/overflow in any number (a TOML 'inf', JSON 1e400) is refused first
+            _check_number(f.name, getattr(self, f.name))
         need(bool(self.dataset), "give the dataset folder (sdcloud train lora DATASET ...)")
         need(bool(self.name) and all(c.isalnum() or c in "-_." for c in self.name) and self.name[0] != ".",
              f"--name {self.name!r}: use letters, digits, '-', '_' or '.'")
@@ -126,6 +130,11 @@ class TrainConfig:
         need(self.batch > 0, f"--batch must be > 0 (got {self.batch})")
         need(self.grad_accum > 0, "--grad-accum must be > 0")
         need(self.lr > 0, f"--lr must be > 0 (got {self.lr})")
+        need(all(x is None or x > 0 for x in (self.unet_lr, self.te_lr)), "--unet-lr and --te-lr must be > 0")
+        need(0 <= self.dropout < 1, f"--dropout must be in [0, 1) (got {self.dropout})")
+        need(self.conv_alpha > 0, f"--conv-alpha must be > 0 (got {self.conv_alpha})")
+        need(self.weight_decay >= 0 and self.max_grad_norm >= 0, "--weight-decay and --max-grad-norm must be >= 0")
+        need(self.prior_loss_weight >= 0, f"--prior-loss-weight must be >= 0 (got {self.prior_loss_weight})")
         need(self.resolution >= 64 and self.resolution % 8 == 0,
              f"--resolution must be a multiple of 8, at least 64 (got {self.resolution})")
         need(self.bucket_reso_steps >= 8 and self.bucket_reso_steps % 8 == 0,
@@ -166,6 +175,16 @@ class TrainConfig:
 _FIELDS = {f.name: f for f in fields(TrainConfig)}
 
 
+def _check_number(name: str, value: Any) -> None:
+    """A number option must be finite (no inf/nan) and, if whole, fit in 64 bits."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise BadRequest(f"option {name!r} must be a finite number (got {value})")
+    if isinstance(value, int) and not -INT_LIMIT <= value < INT_LIMIT:
+        raise BadRequest(f"option {name!r} is too large")
+
+
 def coerce(name: str, value: Any) -> Any:
     """Type-check one option value against the dataclass field (TOML gives ints for floats etc.)."""
     f = _FIELDS[name]
@@ -179,11 +198,17 @@ def coerce(name: str, value: Any) -> Any:
     if kind.startswith("int"):
         if isinstance(value, bool) or not isinstance(value, int):
             raise BadRequest(f"option {name!r} must be a whole number")
+        _check_number(name, value)
         return value
     if kind.startswith("float"):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise BadRequest(f"option {name!r} must be a number")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # a whole number too large for a float
+            raise BadRequest(f"option {name!r} is too large") from None
+        _check_number(name, number)
+        return number
     if kind.startswith("str"):
         if not isinstance(value, (str, Path)):
             raise BadRequest(f"option {name!r} must be text")

@@ -199,8 +199,9 @@ def _reset_lycoris_presets() -> None:
 
 
 class LycorisNetwork:
-    """LoHa/LoKr through ``lycoris-lora``'s kohya network (the layout A1111 and ComfyUI load;
-    diffusers and our engine cannot load these files). SDXL keys keep diffusers module names."""
+    """LoHa/LoKr through ``lycoris-lora``'s kohya network (the layout A1111 and ComfyUI load; our
+    engine loads them too, by weight patching in ``engine/network_patch.py``, though diffusers'
+    own LoRA loader cannot). SDXL keys keep diffusers module names (the engine maps both)."""
 
     def __init__(self, pipe: Any, family: str, algo: str, rank: int, alpha: float, conv_rank: int,
                  conv_alpha: float, dropout: float, text_encoder: bool) -> None:

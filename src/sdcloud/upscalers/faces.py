@@ -59,10 +59,14 @@ def why_unavailable() -> str | None:
 
 
 class FaceRestorers:
+    """The restorers of one engine: keep one (the engine's ``faces``) so a model and the face
+    detector load once, not for every job."""
+
     def __init__(self, models_root: Path, device: Any = None) -> None:
         self.models_root = models_root
         self.device = device
         self._loaded: dict[str, Any] = {}
+        self._helper: tuple[Path, Any] | None = None  # facexlib's detector + parser, by models folder
         self._lock = threading.Lock()
 
     def listing(self) -> list[dict[str, Any]]:
@@ -104,10 +108,13 @@ class FaceRestorers:
                 model = load_model(entry.path).to(device, torch.float32)
                 if model.purpose != "FaceSR":
                     raise Unsupported(f"{entry.path.name}: a {model.arch} {model.purpose} model, not a face restorer")
-                self._loaded = {entry.name: model}
-            helper = FaceRestoreHelper(1, face_size=512, crop_ratio=(1, 1), det_model="retinaface_resnet50",
-                                       save_ext="png", use_parse=True, device=device,
-                                       model_rootpath=str(entry.folder))
+                self._loaded[entry.name] = model  # GFPGAN and CodeFormer both stay loaded (extras use both)
+            if self._helper is None or self._helper[0] != entry.folder:
+                self._helper = (entry.folder, FaceRestoreHelper(
+                    1, face_size=512, crop_ratio=(1, 1), det_model="retinaface_resnet50", save_ext="png",
+                    use_parse=True, device=device, model_rootpath=str(entry.folder)))
+            helper = self._helper[1]
+            helper.clean_all()  # the last image's faces (A1111 reuses its helper the same way)
             bgr = np.asarray(image.convert("RGB"))[:, :, ::-1].copy()
             helper.read_image(bgr)
             helper.get_face_landmarks_5(only_center_face=False, resize=640, eye_dist_threshold=5)
