@@ -122,6 +122,59 @@ def test_client_values_with_lone_surrogates_or_deep_nesting_are_400() -> None:
     check_client_value({"a": [1, "ok", {"b": None}]}, "fine")
 
 
+# ----------------------------------------------------------------------------- numbers that overflow
+
+
+def test_numbers_too_large_for_a_float_are_400_naming_the_field() -> None:
+    """``1e400`` is infinity in JSON and ``float()``; ``int(inf)`` raises OverflowError (a 500)."""
+    from sdcloud.controlnet import preprocessors
+    from sdcloud.controlnet.units import parse_unit, unit_from_infotext
+    from sdcloud.prompt_syntax import check_editing
+    from sdcloud.scripts.base import as_number
+    from sdcloud.scripts.xyz_grid import expand
+
+    inf = float("inf")
+    for field in ("processor_res", "threshold_a", "weight", "guidance_end"):
+        for value in (inf, -inf, float("nan"), "1e400"):
+            with pytest.raises(BadRequest, match=f"ControlNet unit 2: {field} must be a"):
+                parse_unit({"module": "canny", field: value}, 2)
+    with pytest.raises(BadRequest, match="processor_res must be between"):
+        parse_unit({"processor_res": 10**400}, 0)
+    assert parse_unit({"processor_res": 256.0, "threshold_a": "50"}, 0).processor_res == 256
+    assert unit_from_infotext("Module: canny, Processor Res: 1e400, Threshold A: 1e400") == {
+        "module": "canny", "processor_res": 512}
+    with pytest.raises(BadRequest, match="threshold_a must be a finite number"):
+        preprocessors.check_thresholds("canny", inf, -1)
+    with pytest.raises(BadRequest, match="threshold_a of module 'blur_gaussian' must be between 0.01 and 64"):
+        preprocessors.check_thresholds("blur", 1e9, -1)  # a sigma of 10^9 would blur for hours
+    assert preprocessors.check_thresholds("canny", -1, 200) == (-1, 200)
+    for prompt in ("[a:b:1e400]", "[a:b:-1e400]", "x [a:1e400] y", "[a::1E999]"):
+        with pytest.raises(BadRequest, match=r"prompt editing step .* is out of range"):
+            check_editing(prompt)
+    check_editing("[a:b:0.5] [c:10] [d::1e300] (e:1e400)")  # finite steps; weights are not steps
+    with pytest.raises(BadRequest, match="denoise must be a finite number"):
+        as_number(1e400, "denoise", 0, 1, int)
+    with pytest.raises(BadRequest, match="steps must be a number"):
+        as_number(10**400, "steps", 1, 150, int)  # too large for a float
+    for kind, text in (("int", "1-" + "9" * 400), ("float", "1-" + "9" * 400), ("int", "1-3 [" + "9" * 400 + "]"),
+                       ("float", "-1e308-1e308 (+1e-308)")):
+        with pytest.raises(BadRequest):
+            expand(kind, [text])
+    with pytest.raises(BadRequest, match="makes 9999999999 values"):
+        expand("int", ["1-9999999999"])  # refused before a list of 10^10 ints is made
+    with pytest.raises(BadRequest, match="Prompt order of 11 words"):
+        expand("perm", [str(i) for i in range(11)])  # 39916800 orders
+
+
+def test_generate_with_an_infinite_editing_step_is_one_line(tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "sdcloud.cli", "--data-dir", str(tmp_path), "generate", "[a:b:1e400]",
+                        "--model", "demo", "--steps", "1", "--size", "64x64"], capture_output=True, text=True,
+                       timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-500:]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "prompt editing step '1e400' is out of range" in lines[0], r.stderr
+
+
 # ----------------------------------------------------------------------------- credentials, secrets
 
 

@@ -74,7 +74,7 @@ def clip_options(services: Any) -> Any:
                            max_length=int(opts.get("interrogate_clip_max_length", 48)),
                            dict_limit=int(float(opts.get("interrogate_clip_dict_limit", 1500))),
                            skip_categories=tuple(opts.get("interrogate_clip_skip_categories") or ()))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an option set to 1e400
         return ClipOptions()
 
 

@@ -198,7 +198,7 @@ def _index(choices: tuple[str, ...], value: Any, default: int) -> int:
 def _seed(value: Any) -> int:
     try:
         seed = int(float(value))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return -1
     return seed if seed >= 0 else -1
 
