@@ -137,7 +137,7 @@ def check_thresholds(name: str, a: Any, b: Any, where: str = "ControlNet") -> tu
     a = finite_float(a, f"{where}: threshold_a")
     b = finite_float(b, f"{where}: threshold_b")
     for label, value, bounds in zip(("threshold_a", "threshold_b"), (a, b),
-                                    THRESHOLD_RANGES.get(canonical(name), (None, None))):
+                                    THRESHOLD_RANGES.get(canonical(name), (None, None)), strict=True):
         if bounds is not None and value != -1 and not bounds[0] <= value <= bounds[1]:
             raise BadRequest(f"{where}: {label} of module '{canonical(name)}' must be between "
                              f"{bounds[0]:g} and {bounds[1]:g} (or -1 for the default), got {value:g}")
