@@ -487,6 +487,9 @@ def test_png_info_with_a_1mb_parameters_chunk_does_not_stall_the_server(
 def test_hostile_requests_are_4xx_without_paths(server: ServerProcess) -> None:
     data_dir = str(server.data_dir)
     home = str(Path.home())
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), "white").save(buf, format="PNG")
+    image = b64(buf.getvalue())
     cases: list[tuple[str, str, Any]] = [
         ("post", "/sdapi/v1/options", {"sd_model_checkpoint": "no-such-model"}),
         ("post", "/sdapi/v1/options", {"sd_vae": "no-such-vae.safetensors"}),
@@ -503,21 +506,56 @@ def test_hostile_requests_are_4xx_without_paths(server: ServerProcess) -> None:
         ("post", "/api/ckpt/merge", {"a": "nope", "b": "nope2", "output": "x"}),
         ("get", "/api/queue/nope", None),
         ("get", "/api/queue/nope/images/0", None),
+        # numbers too large for a float (raw JSON: 1e400 is infinity once parsed)
+        ("post", "/sdapi/v1/txt2img", b'{"prompt": "[a:b:1e400]", "steps": 1, "width": 64, "height": 64}'),
+        ("post", "/sdapi/v1/txt2img", b'{"prompt": "[a:b:-1e400]", "steps": 1, "width": 64, "height": 64}'),
+        ("post", "/sdapi/v1/txt2img", b'{"prompt": "x", "steps": 1, "width": 64, "height": 64, "alwayson_scripts": '
+                                      b'{"controlnet": {"args": [{"module": "canny", "processor_res": 1e400, '
+                                      b'"image": "' + image.encode() + b'"}]}}}'),
+        ("post", "/controlnet/detect", b'{"controlnet_module": "canny", "controlnet_threshold_a": 1e400, '
+                                       b'"controlnet_input_images": ["' + image.encode() + b'"]}'),
+        # what exists is named by the route that lists it, never by the server's folder
+        ("post", "/sdapi/v1/interrogate", {"image": image}),
+        ("post", "/sdapi/v1/interrogate", {"image": image, "model": "deepdanbooru"}),
+        ("post", "/controlnet/detect", {"controlnet_module": "openpose", "controlnet_input_images": [image]}),
+        ("post", "/controlnet/detect", {"controlnet_module": "nope", "controlnet_input_images": [image]}),
+        ("post", "/sdapi/v1/txt2img", {"prompt": "x", "steps": 1, "width": 64, "height": 64, "alwayson_scripts": {
+            "controlnet": {"args": [{"module": "canny", "model": "no-such-cn", "image": image}]}}}),
+        ("post", "/api/train", {"dataset": "tiny", "name": "t", "options": {"steps": 1}}),
+        ("post", "/api/train", {"dataset": "empty", "name": "t", "options": {"steps": 1}}),
+        ("post", "/api/train", {"dataset": "no-such-dataset", "name": "t"}),
+        ("post", "/api/train", {"dataset": "../../etc", "name": "t"}),
+        ("get", "/api/train/datasets/no-such-dataset/check", None),
+        ("post", "/api/train/datasets/..%2F..%2Fetc", {"x": 1}),
     ]
+    tiny = server.data_dir / "datasets" / "tiny"
+    tiny.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (16, 16), "red").save(tiny / "a.png")
+    (server.data_dir / "datasets" / "empty").mkdir(exist_ok=True)
     with server.client() as client:
         for method, path, body in cases:
             started = time.perf_counter()
             if body is None:
                 r = client.request(method.upper(), path)
             else:
-                r = client.request(method.upper(), path, content=json.dumps(body).encode(),
-                                   headers={"content-type": "application/json"})
+                r = client.request(method.upper(), path,
+                                   content=body if isinstance(body, bytes) else json.dumps(body).encode(),
+                                   headers={"content-type": "application/json", "connection": "close"})
             assert 400 <= r.status_code < 500, (path, r.status_code, r.text[:300])
             assert time.perf_counter() - started < 2.0, path
             assert data_dir not in r.text and home not in r.text, (path, r.text[:300])
             assert not re.search(r'(?<![\w.])/(home|root|tmp|usr|etc|var)/', r.text), (path, r.text[:300])
         unknown = client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "no-such-model"}).json()
         assert "no-such-model" in unknown["detail"] and "/sdapi/v1/sd-models" in unknown["detail"]
+        small = client.post("/api/train", json={"dataset": "tiny", "name": "t", "options": {"steps": 1}}).json()
+        assert "dataset 'tiny': 1 image(s) too small" in small["detail"], small
+        report = json.dumps(client.get("/api/train/datasets/tiny/check").json())
+        assert "too small" in report and data_dir not in report and not re.search(r'(?<![\w.])/tmp/', report)
+        empty = client.get("/api/train/datasets/empty/check").json()
+        assert empty["errors"][0].startswith("no training images in dataset 'empty' (looked for .png"), empty
+        unknown_cn = client.post("/controlnet/detect", json={"controlnet_module": "openpose",
+                                                             "controlnet_input_images": [image]}).json()
+        assert "models/ControlNet/annotators/openpose/" in unknown_cn["detail"], unknown_cn
         bomb = client.post("/sdapi/v1/png-info", json={"image": b64(png_header_only(20000, 20000))})
         assert bomb.status_code == 400 and "max_image_pixels" in bomb.json()["detail"]
         assert client.get("/sdapi/v1/progress").status_code == 200
@@ -531,6 +569,23 @@ def test_secrets_are_nowhere_in_answers_or_log(server: ServerProcess) -> None:
             assert r.status_code == 200 and "secret" not in r.text, path
         assert httpx.get(server.url + "/sdapi/v1/options", auth=("me", "")).status_code == 401
     assert "secret" not in server.log()
+
+
+@pytest.mark.slow
+def test_the_web_uis_config_holds_no_password(tmp_path: Path) -> None:
+    """Gradio's ``/config`` (the web UI's whole description), which the API-only server above
+    does not have. (The password is one no folder name of the test can contain.)"""
+    password = "pw-Zq8uX3"
+    srv = launch(tmp_path / "data", "--auth", f"me:{password}", auth=("me", password), ui=True)
+    try:
+        with srv.client() as client:
+            for path in ("/config", "/api/session", "/sdapi/v1/cmd-flags"):
+                r = client.get(path)
+                assert r.status_code == 200 and password not in r.text, (path, r.status_code)
+            assert httpx.get(srv.url + "/config").status_code == 401
+        assert password not in srv.log()
+    finally:
+        srv.stop()
 
 
 @pytest.mark.slow

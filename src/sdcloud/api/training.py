@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 import zipfile
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from sdcloud.durable import atomic_write
-from sdcloud.errors import BadRequest, NotFound
+from sdcloud.errors import BadRequest, NotFound, SdcloudError, redact_paths
 from sdcloud.jobs import Job, JobQueue
 from sdcloud.jobs.training import KIND, TrainRunner
 from sdcloud.settings import Settings
@@ -27,6 +28,8 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,99}$")
 _FOLDER = re.compile(r"^(\d+_)?[A-Za-z0-9][A-Za-z0-9 _.-]{0,99}$")
 CAPTION_EXTS = (".txt", ".caption")
 MAX_UPLOAD_FILES = 5000
+
+log = logging.getLogger(__name__)
 
 
 class TrainRequest(BaseModel):
@@ -116,7 +119,16 @@ class TrainingService:
         report = scan_dataset(TrainConfig(dataset=str(self.dataset_path(name)), resolution=resolution))
         out = report.to_dict()
         out["root"] = name
+        out["errors"] = [self.client_text(e, name) for e in out["errors"]]
         return out
+
+    def client_text(self, text: str, dataset: str) -> str:
+        """A message about ``dataset`` as an API client may see it: the dataset by its name and
+        the route that checks it, no folder of the server (those stay in the log)."""
+        folder = str(self.root / dataset)
+        text = text.replace(f"dataset {folder}:", f"dataset '{dataset}':").replace(folder, f"dataset '{dataset}'")
+        text = text.replace("run 'sdcloud train check'", f"see GET /api/train/datasets/{dataset}/check")
+        return redact_paths(text)
 
     # jobs --------------------------------------------------------------------------------
     def config(self, req: TrainRequest) -> Any:
@@ -135,8 +147,16 @@ class TrainingService:
     def submit(self, req: TrainRequest) -> Job:
         from sdcloud.training.trainer import preflight
 
-        cfg = self.config(req)
-        preflight(cfg, self.settings)  # bad options, dataset or model: 4xx now, not a failed job later
+        try:
+            cfg = self.config(req)
+            preflight(cfg, self.settings)  # bad options, dataset or model: 4xx now, not a failed job later
+        except SdcloudError as err:
+            text = self.client_text(err.message, req.dataset)
+            if text == err.message:
+                raise
+            log.info("training request refused: %s", err.message)
+            err.message, err.args = text, (text,)
+            raise
         payload = {k: v for k, v in cfg.to_dict().items() if k != "extra"}
         if not (req.resume or req.restart):
             from sdcloud.training.state import StateDir
