@@ -175,6 +175,65 @@ def test_generate_with_an_infinite_editing_step_is_one_line(tmp_path: Path) -> N
     assert len(lines) == 1 and "prompt editing step '1e400' is out of range" in lines[0], r.stderr
 
 
+# ----------------------------------------------------------------------------- dataset uploads (zip bombs)
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def _lie_about_sizes(data: bytes, size: int) -> bytes:
+    """The zip with every member's uncompressed size (local and central headers) set to ``size``."""
+    out = bytearray(data)
+    for sig, offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):
+        start = 0
+        while (at := out.find(sig, start)) != -1:
+            out[at + offset:at + offset + 4] = size.to_bytes(4, "little")
+            start = at + 4
+    return bytes(out)
+
+
+def test_dataset_uploads_are_bounded_and_all_or_nothing(tmp_path: Path) -> None:
+    from sdcloud.api.training import TrainingService
+    from sdcloud.errors import SdcloudError, TooLarge
+
+    svc = TrainingService(Settings(data_dir=tmp_path, limits=Limits(max_dataset_upload_bytes=100_000)), None, None)
+    png = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(png, format="PNG")
+    bomb = _zip({"a.png": png.getvalue(), "b.png": b"\0" * 1_000_000})  # 1 MB of zeros: a 1 KB zip
+    assert len(bomb) < 3000
+    datasets = tmp_path / "datasets"
+
+    def nothing_written() -> None:
+        assert not datasets.exists() or [p.name for p in datasets.iterdir()] in ([], ["kept"]), list(datasets.iterdir())
+
+    with pytest.raises(TooLarge, match=r"unpacks to 1000\d+ bytes; at most 100000 .*limits\.max_dataset_upload_bytes"):
+        svc.upload("bomb", [("data.zip", bomb)])
+    nothing_written()
+    with pytest.raises(SdcloudError) as err:  # headers that claim 10 bytes: counted while inflating
+        svc.upload("bomb", [("data.zip", _lie_about_sizes(bomb, 10))])
+    assert 400 <= err.value.status < 500 and ("cannot be read" in err.value.message or "unpacks to" in
+                                               err.value.message), err.value.message
+    nothing_written()
+    many = _zip({f"{i}.txt": b"" for i in range(5001)})
+    with pytest.raises(BadRequest, match="too many files"):
+        svc.upload("bomb", [("many.zip", many)])
+    with pytest.raises(BadRequest, match="must be plain"):  # the second file is bad: the first is not kept
+        svc.upload("bomb", [("a.png", png.getvalue()), ("b;rm.png", png.getvalue())])
+    nothing_written()
+    assert svc.upload("kept", [("data.zip", _zip({"a.png": png.getvalue(), "a.txt": b"cat"}))])["saved"] == 2
+    assert svc.upload("kept", [("b.png", png.getvalue())], folder="5_sks cat")["saved"] == 1
+    files = sorted(str(p.relative_to(datasets / "kept")) for p in (datasets / "kept").rglob("*") if p.is_file())
+    assert files == ["5_sks cat/b.png", "a.png", "a.txt"]
+    assert [p.name for p in datasets.iterdir()] == ["kept"]  # no temp folder left behind
+
+
 # ----------------------------------------------------------------------------- credentials, secrets
 
 
@@ -414,6 +473,9 @@ def _mount_tmpfs(path: Path, size_mb: int) -> bool:
     return r.returncode == 0
 
 
+UPLOAD_CAP = 500_000
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One server for the suite (auth me:secret, 8 MiB bodies). Its data dir is a small tmpfs of
@@ -423,7 +485,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     disk.mkdir()
     mounted = _mount_tmpfs(disk, SMALL_DISK_MB)
     srv = launch(disk, "--auth", "me:secret", auth=AUTH, log_path=root / "server.log",
-                 env={"SDCLOUD_MAX_BODY_BYTES": str(8 * 1024 * 1024), "SDCLOUD_MIN_FREE_MB": str(2 * SMALL_DISK_MB)})
+                 env={"SDCLOUD_MAX_BODY_BYTES": str(8 * 1024 * 1024), "SDCLOUD_MIN_FREE_MB": str(2 * SMALL_DISK_MB),
+                      "SDCLOUD_MAX_DATASET_UPLOAD_BYTES": str(UPLOAD_CAP)})
     srv.small_disk = mounted  # type: ignore[attr-defined]
     try:
         yield srv
@@ -559,6 +622,20 @@ def test_hostile_requests_are_4xx_without_paths(server: ServerProcess) -> None:
         bomb = client.post("/sdapi/v1/png-info", json={"image": b64(png_header_only(20000, 20000))})
         assert bomb.status_code == 400 and "max_image_pixels" in bomb.json()["detail"]
         assert client.get("/sdapi/v1/progress").status_code == 200
+
+
+@pytest.mark.slow
+def test_a_zip_bomb_upload_is_413_and_writes_nothing(server: ServerProcess) -> None:
+    bomb = _zip({"a.png": b"\0" * (UPLOAD_CAP + 1)})
+    with server.client() as client:
+        started = time.perf_counter()
+        r = client.post("/api/train/datasets/bomb", files=[("files", ("data.zip", bomb))])
+        assert r.status_code == 413 and "limits.max_dataset_upload_bytes" in r.json()["detail"], r.text
+        assert time.perf_counter() - started < 2.0
+        assert "bomb" not in [d["name"] for d in client.get("/api/train/datasets").json()["datasets"]]
+    datasets = server.data_dir / "datasets"
+    assert not (datasets / "bomb").exists()
+    assert not datasets.exists() or not [p for p in datasets.iterdir() if p.name.startswith(".upload-")]
 
 
 @pytest.mark.slow

@@ -46,6 +46,9 @@ class Limits:
     """Requests that may wait for those threads; beyond it the answer is 503."""
     min_free_mb: int = 500
     """Below this much free space in the data dir, doctor and /api/session warn."""
+    max_dataset_upload_bytes: int = 2 * 1024 * 1024 * 1024
+    """Bytes of one training dataset upload once unpacked (zip members inflated): a zip bomb
+    is refused before it fills the disk."""
 
     @property
     def image_pixels(self) -> int:
