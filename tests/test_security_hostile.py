@@ -30,7 +30,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from conftest import ServerProcess, launch
+from conftest import ServerProcess, free_port, launch
 from sdcloud.api.image_input import _forbidden_address, decode_image, fetch_url_image
 from sdcloud.api.services import check_client_value
 from sdcloud.errors import BadRequest, redact_paths
@@ -819,6 +819,75 @@ def test_the_image_pool_runs_a_bounded_number_and_turns_the_rest_away() -> None:
     finally:
         pool.shutdown()
     assert results[:2] == [0, 1] and isinstance(results[2], Busy) and results[2].status == 503
+
+
+@pytest.mark.slow
+def test_png_info_and_submits_answer_while_two_extras_upscales_run(tmp_path: Path, monkeypatch: Any) -> None:
+    """Extras run on the lane for long work, not on the image pool that submits and PNG Info use:
+    two upscales that take their time (held here by a gate) leave both answering at once."""
+    import uvicorn
+
+    from sdcloud.api.app import create_app
+    from sdcloud.api.extras import ExtrasService
+    from sdcloud.api.services import Services
+    from sdcloud.runtime import Runtime
+
+    gate = threading.Event()
+    running: list[int] = []
+    real_run = ExtrasService.run
+
+    def slow_run(self: ExtrasService, img: Any, req: Any) -> Any:
+        running.append(1)
+        gate.wait(60)
+        return real_run(self, img, req)
+
+    monkeypatch.setattr(ExtrasService, "run", slow_run)
+    port = free_port()
+    settings = Settings.load({"data_dir": str(tmp_path), "model": "demo", "host": "127.0.0.1", "port": port}, env={})
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, Services(Runtime(settings)), ui=False),
+                                           host="127.0.0.1", port=port, log_level="warning"))
+    serving = threading.Thread(target=server.run, daemon=True)
+    serving.start()
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), "white").save(buf, format="PNG")
+    image = b64(buf.getvalue())
+    info = b64(png_with_text("a cat\nSteps: 20, Sampler: Euler, Seed: 1, Size: 64x64", compressed=False))
+    answers: list[int] = []
+
+    def upscale() -> None:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as c:
+            answers.append(c.post("/sdapi/v1/extra-single-image",
+                                  json={"image": image, "upscaling_resize": 2}).status_code)
+
+    try:
+        deadline = time.monotonic() + 120
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert server.started
+        workers = [threading.Thread(target=upscale) for _ in range(2)]
+        for w in workers:
+            w.start()
+        while len(running) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(running) == 2  # both upscales hold a thread now
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+            for _ in range(3):
+                started = time.perf_counter()
+                r = c.post("/sdapi/v1/png-info", json={"image": info})
+                assert r.status_code == 200 and r.json()["parameters"]["Seed"] == "1", r.text
+                assert time.perf_counter() - started < 1.0
+            started = time.perf_counter()
+            r = c.post("/api/txt2img", json={"prompt": "x", "steps": 1, "width": 64, "height": 64})
+            assert r.status_code == 202 and time.perf_counter() - started < 2.0, r.text
+        assert not answers  # the upscales are still held
+        gate.set()
+        for w in workers:
+            w.join(60)
+        assert answers == [200, 200]
+    finally:
+        gate.set()
+        server.should_exit = True
+        serving.join(60)
 
 
 @pytest.mark.slow
