@@ -160,6 +160,11 @@ def test_numbers_too_large_for_a_float_are_400_naming_the_field() -> None:
                        ("float", "-1e308-1e308 (+1e-308)")):
         with pytest.raises(BadRequest):
             expand(kind, [text])
+    from sdcloud.api.options import validate_kept
+
+    for value in (inf, float("nan")):  # kept A1111 options: a stored infinity would break every later answer
+        with pytest.raises(BadRequest, match="interrogate_clip_dict_limit"):
+            validate_kept({"interrogate_clip_dict_limit": value})
     with pytest.raises(BadRequest, match="makes 9999999999 values"):
         expand("int", ["1-9999999999"])  # refused before a list of 10^10 ints is made
     with pytest.raises(BadRequest, match="Prompt order of 11 words"):
