@@ -161,6 +161,12 @@ def test_numbers_too_large_for_a_float_are_400_naming_the_field() -> None:
         with pytest.raises(BadRequest):
             expand(kind, [text])
     from sdcloud.api.options import validate_kept
+    from sdcloud.ui.params import img2img_request, txt2img_request
+
+    with pytest.raises(BadRequest, match="steps must be a finite number"):  # a UI event posted by hand
+        txt2img_request({"steps": inf})
+    with pytest.raises(BadRequest, match="mask_blur must be a"):
+        img2img_request({"mask_blur": "1e400"}, "img", "mask")
 
     for value in (inf, float("nan")):  # kept A1111 options: a stored infinity would break every later answer
         with pytest.raises(BadRequest, match="interrogate_clip_dict_limit"):
