@@ -152,6 +152,10 @@ def test_numbers_too_large_for_a_float_are_400_naming_the_field() -> None:
         with pytest.raises(BadRequest, match=r"prompt editing step .* is out of range"):
             check_editing(prompt)
     check_editing("[a:b:0.5] [c:10] [d::1e300] (e:1e400)")  # finite steps; weights are not steps
+    from sdcloud.prompt_syntax import extract_extra_networks
+
+    with pytest.raises(BadRequest, match=r"weight '1e400' is not a number"):
+        extract_extra_networks("a <lora:x:1e400>")[1][0].te_multiplier  # noqa: B018
     with pytest.raises(BadRequest, match="denoise must be a finite number"):
         as_number(1e400, "denoise", 0, 1, int)
     with pytest.raises(BadRequest, match="steps must be a number"):
