@@ -834,6 +834,23 @@ def test_the_image_pool_runs_a_bounded_number_and_turns_the_rest_away() -> None:
     finally:
         pool.shutdown()
     assert results[:2] == [0, 1] and isinstance(results[2], Busy) and results[2].status == 503
+    assert "limits.heavy_workers + limits.heavy_queue" in results[2].message
+
+    long = HeavyPool(workers=1, queue=0, what="long requests", setting="long")
+    gate.clear()
+
+    async def long_scenario() -> list[Any]:
+        tasks = [asyncio.ensure_future(long.run(work, n)) for n in range(2)]
+        await asyncio.sleep(0.2)
+        gate.set()
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    try:
+        results = asyncio.run(long_scenario())
+    finally:
+        long.shutdown()
+    assert results[0] == 0 and isinstance(results[1], Busy)
+    assert "busy with 1 long requests (limits.long_workers + limits.long_queue)" in results[1].message
 
 
 @pytest.mark.slow
