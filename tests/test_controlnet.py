@@ -171,7 +171,9 @@ def test_weight_based_modules_name_the_missing_files_and_folder(tmp_path) -> Non
     with pytest.raises(Unsupported) as err:
         preprocessors.check("lineart_realistic", annotators)
     msg = str(err.value)
-    assert "sk_model.pth" in msg and f"{annotators / 'lineart'}/" in msg and "\n" not in msg
+    # the folder relative to the data dir, never the server's absolute path (issue 19)
+    assert "sk_model.pth" in msg and "models/ControlNet/annotators/lineart/" in msg and "\n" not in msg
+    assert str(tmp_path) not in msg and "GET /controlnet/module_list" in msg
     with pytest.raises(Unsupported, match="body_pose_model.pth, hand_pose_model.pth, facenet.pth"):
         preprocessors.check("openpose", annotators)
     assert "lineart_realistic" not in preprocessors.module_names(annotators)

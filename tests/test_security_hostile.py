@@ -30,7 +30,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from conftest import ServerProcess, launch
+from conftest import ServerProcess, free_port, launch
 from sdcloud.api.image_input import _forbidden_address, decode_image, fetch_url_image
 from sdcloud.api.services import check_client_value
 from sdcloud.errors import BadRequest, redact_paths
@@ -120,6 +120,133 @@ def test_client_values_with_lone_surrogates_or_deep_nesting_are_400() -> None:
     with pytest.raises(BadRequest, match="nested more than"):
         check_client_value(nested, "script_args")
     check_client_value({"a": [1, "ok", {"b": None}]}, "fine")
+
+
+# ----------------------------------------------------------------------------- numbers that overflow
+
+
+def test_numbers_too_large_for_a_float_are_400_naming_the_field() -> None:
+    """``1e400`` is infinity in JSON and ``float()``; ``int(inf)`` raises OverflowError (a 500)."""
+    from sdcloud.controlnet import preprocessors
+    from sdcloud.controlnet.units import parse_unit, unit_from_infotext
+    from sdcloud.prompt_syntax import check_editing
+    from sdcloud.scripts.base import as_number
+    from sdcloud.scripts.xyz_grid import expand
+
+    inf = float("inf")
+    for field in ("processor_res", "threshold_a", "weight", "guidance_end"):
+        for value in (inf, -inf, float("nan"), "1e400"):
+            with pytest.raises(BadRequest, match=f"ControlNet unit 2: {field} must be a"):
+                parse_unit({"module": "canny", field: value}, 2)
+    with pytest.raises(BadRequest, match="processor_res must be between"):
+        parse_unit({"processor_res": 10**400}, 0)
+    assert parse_unit({"processor_res": 256.0, "threshold_a": "50"}, 0).processor_res == 256
+    assert unit_from_infotext("Module: canny, Processor Res: 1e400, Threshold A: 1e400") == {
+        "module": "canny", "processor_res": 512}
+    with pytest.raises(BadRequest, match="threshold_a must be a finite number"):
+        preprocessors.check_thresholds("canny", inf, -1)
+    with pytest.raises(BadRequest, match="threshold_a of module 'blur_gaussian' must be between 0.01 and 64"):
+        preprocessors.check_thresholds("blur", 1e9, -1)  # a sigma of 10^9 would blur for hours
+    assert preprocessors.check_thresholds("canny", -1, 200) == (-1, 200)
+    for prompt in ("[a:b:1e400]", "[a:b:-1e400]", "x [a:1e400] y", "[a::1E999]"):
+        with pytest.raises(BadRequest, match=r"prompt editing step .* is out of range"):
+            check_editing(prompt)
+    check_editing("[a:b:0.5] [c:10] [d::1e300] (e:1e400)")  # finite steps; weights are not steps
+    from sdcloud.prompt_syntax import extract_extra_networks
+
+    with pytest.raises(BadRequest, match=r"weight '1e400' is not a number"):
+        extract_extra_networks("a <lora:x:1e400>")[1][0].te_multiplier  # noqa: B018
+    with pytest.raises(BadRequest, match="denoise must be a finite number"):
+        as_number(1e400, "denoise", 0, 1, int)
+    with pytest.raises(BadRequest, match="steps must be a number"):
+        as_number(10**400, "steps", 1, 150, int)  # too large for a float
+    for kind, text in (("int", "1-" + "9" * 400), ("float", "1-" + "9" * 400), ("int", "1-3 [" + "9" * 400 + "]"),
+                       ("float", "-1e308-1e308 (+1e-308)")):
+        with pytest.raises(BadRequest):
+            expand(kind, [text])
+    from sdcloud.api.options import validate_kept
+    from sdcloud.ui.params import img2img_request, txt2img_request
+
+    with pytest.raises(BadRequest, match="steps must be a finite number"):  # a UI event posted by hand
+        txt2img_request({"steps": inf})
+    with pytest.raises(BadRequest, match="mask_blur must be a"):
+        img2img_request({"mask_blur": "1e400"}, "img", "mask")
+
+    for value in (inf, float("nan")):  # kept A1111 options: a stored infinity would break every later answer
+        with pytest.raises(BadRequest, match="interrogate_clip_dict_limit"):
+            validate_kept({"interrogate_clip_dict_limit": value})
+    with pytest.raises(BadRequest, match="makes 9999999999 values"):
+        expand("int", ["1-9999999999"])  # refused before a list of 10^10 ints is made
+    with pytest.raises(BadRequest, match="Prompt order of 11 words"):
+        expand("perm", [str(i) for i in range(11)])  # 39916800 orders
+
+
+def test_generate_with_an_infinite_editing_step_is_one_line(tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "sdcloud.cli", "--data-dir", str(tmp_path), "generate", "[a:b:1e400]",
+                        "--model", "demo", "--steps", "1", "--size", "64x64"], capture_output=True, text=True,
+                       timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-500:]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "prompt editing step '1e400' is out of range" in lines[0], r.stderr
+
+
+# ----------------------------------------------------------------------------- dataset uploads (zip bombs)
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def _lie_about_sizes(data: bytes, size: int) -> bytes:
+    """The zip with every member's uncompressed size (local and central headers) set to ``size``."""
+    out = bytearray(data)
+    for sig, offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):
+        start = 0
+        while (at := out.find(sig, start)) != -1:
+            out[at + offset:at + offset + 4] = size.to_bytes(4, "little")
+            start = at + 4
+    return bytes(out)
+
+
+def test_dataset_uploads_are_bounded_and_all_or_nothing(tmp_path: Path) -> None:
+    from sdcloud.api.training import TrainingService
+    from sdcloud.errors import SdcloudError, TooLarge
+
+    svc = TrainingService(Settings(data_dir=tmp_path, limits=Limits(max_dataset_upload_bytes=100_000)), None, None)
+    png = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(png, format="PNG")
+    bomb = _zip({"a.png": png.getvalue(), "b.png": b"\0" * 1_000_000})  # 1 MB of zeros: a 1 KB zip
+    assert len(bomb) < 3000
+    datasets = tmp_path / "datasets"
+
+    def nothing_written() -> None:
+        assert not datasets.exists() or [p.name for p in datasets.iterdir()] in ([], ["kept"]), list(datasets.iterdir())
+
+    with pytest.raises(TooLarge, match=r"unpacks to 1000\d+ bytes; at most 100000 .*limits\.max_dataset_upload_bytes"):
+        svc.upload("bomb", [("data.zip", bomb)])
+    nothing_written()
+    with pytest.raises(SdcloudError) as err:  # headers that claim 10 bytes: counted while inflating
+        svc.upload("bomb", [("data.zip", _lie_about_sizes(bomb, 10))])
+    assert 400 <= err.value.status < 500 and ("cannot be read" in err.value.message or "unpacks to" in
+                                               err.value.message), err.value.message
+    nothing_written()
+    many = _zip({f"{i}.txt": b"" for i in range(5001)})
+    with pytest.raises(BadRequest, match="too many files"):
+        svc.upload("bomb", [("many.zip", many)])
+    with pytest.raises(BadRequest, match="must be plain"):  # the second file is bad: the first is not kept
+        svc.upload("bomb", [("a.png", png.getvalue()), ("b;rm.png", png.getvalue())])
+    nothing_written()
+    assert svc.upload("kept", [("data.zip", _zip({"a.png": png.getvalue(), "a.txt": b"cat"}))])["saved"] == 2
+    assert svc.upload("kept", [("b.png", png.getvalue())], folder="5_sks cat")["saved"] == 1
+    files = sorted(str(p.relative_to(datasets / "kept")) for p in (datasets / "kept").rglob("*") if p.is_file())
+    assert files == ["5_sks cat/b.png", "a.png", "a.txt"]
+    assert [p.name for p in datasets.iterdir()] == ["kept"]  # no temp folder left behind
 
 
 # ----------------------------------------------------------------------------- credentials, secrets
@@ -361,6 +488,9 @@ def _mount_tmpfs(path: Path, size_mb: int) -> bool:
     return r.returncode == 0
 
 
+UPLOAD_CAP = 500_000
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One server for the suite (auth me:secret, 8 MiB bodies). Its data dir is a small tmpfs of
@@ -370,7 +500,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     disk.mkdir()
     mounted = _mount_tmpfs(disk, SMALL_DISK_MB)
     srv = launch(disk, "--auth", "me:secret", auth=AUTH, log_path=root / "server.log",
-                 env={"SDCLOUD_MAX_BODY_BYTES": str(8 * 1024 * 1024), "SDCLOUD_MIN_FREE_MB": str(2 * SMALL_DISK_MB)})
+                 env={"SDCLOUD_MAX_BODY_BYTES": str(8 * 1024 * 1024), "SDCLOUD_MIN_FREE_MB": str(2 * SMALL_DISK_MB),
+                      "SDCLOUD_MAX_DATASET_UPLOAD_BYTES": str(UPLOAD_CAP)})
     srv.small_disk = mounted  # type: ignore[attr-defined]
     try:
         yield srv
@@ -434,6 +565,9 @@ def test_png_info_with_a_1mb_parameters_chunk_does_not_stall_the_server(
 def test_hostile_requests_are_4xx_without_paths(server: ServerProcess) -> None:
     data_dir = str(server.data_dir)
     home = str(Path.home())
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), "white").save(buf, format="PNG")
+    image = b64(buf.getvalue())
     cases: list[tuple[str, str, Any]] = [
         ("post", "/sdapi/v1/options", {"sd_model_checkpoint": "no-such-model"}),
         ("post", "/sdapi/v1/options", {"sd_vae": "no-such-vae.safetensors"}),
@@ -450,24 +584,73 @@ def test_hostile_requests_are_4xx_without_paths(server: ServerProcess) -> None:
         ("post", "/api/ckpt/merge", {"a": "nope", "b": "nope2", "output": "x"}),
         ("get", "/api/queue/nope", None),
         ("get", "/api/queue/nope/images/0", None),
+        # numbers too large for a float (raw JSON: 1e400 is infinity once parsed)
+        ("post", "/sdapi/v1/txt2img", b'{"prompt": "[a:b:1e400]", "steps": 1, "width": 64, "height": 64}'),
+        ("post", "/sdapi/v1/txt2img", b'{"prompt": "[a:b:-1e400]", "steps": 1, "width": 64, "height": 64}'),
+        ("post", "/sdapi/v1/txt2img", b'{"prompt": "x", "steps": 1, "width": 64, "height": 64, "alwayson_scripts": '
+                                      b'{"controlnet": {"args": [{"module": "canny", "processor_res": 1e400, '
+                                      b'"image": "' + image.encode() + b'"}]}}}'),
+        ("post", "/controlnet/detect", b'{"controlnet_module": "canny", "controlnet_threshold_a": 1e400, '
+                                       b'"controlnet_input_images": ["' + image.encode() + b'"]}'),
+        # what exists is named by the route that lists it, never by the server's folder
+        ("post", "/sdapi/v1/interrogate", {"image": image}),
+        ("post", "/sdapi/v1/interrogate", {"image": image, "model": "deepdanbooru"}),
+        ("post", "/controlnet/detect", {"controlnet_module": "openpose", "controlnet_input_images": [image]}),
+        ("post", "/controlnet/detect", {"controlnet_module": "nope", "controlnet_input_images": [image]}),
+        ("post", "/sdapi/v1/txt2img", {"prompt": "x", "steps": 1, "width": 64, "height": 64, "alwayson_scripts": {
+            "controlnet": {"args": [{"module": "canny", "model": "no-such-cn", "image": image}]}}}),
+        ("post", "/api/train", {"dataset": "tiny", "name": "t", "options": {"steps": 1}}),
+        ("post", "/api/train", {"dataset": "empty", "name": "t", "options": {"steps": 1}}),
+        ("post", "/api/train", {"dataset": "no-such-dataset", "name": "t"}),
+        ("post", "/api/train", {"dataset": "../../etc", "name": "t"}),
+        ("get", "/api/train/datasets/no-such-dataset/check", None),
+        ("post", "/api/train/datasets/..%2F..%2Fetc", {"x": 1}),
     ]
+    tiny = server.data_dir / "datasets" / "tiny"
+    tiny.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (16, 16), "red").save(tiny / "a.png")
+    (server.data_dir / "datasets" / "empty").mkdir(exist_ok=True)
     with server.client() as client:
         for method, path, body in cases:
             started = time.perf_counter()
             if body is None:
                 r = client.request(method.upper(), path)
             else:
-                r = client.request(method.upper(), path, content=json.dumps(body).encode(),
-                                   headers={"content-type": "application/json"})
+                r = client.request(method.upper(), path,
+                                   content=body if isinstance(body, bytes) else json.dumps(body).encode(),
+                                   headers={"content-type": "application/json", "connection": "close"})
             assert 400 <= r.status_code < 500, (path, r.status_code, r.text[:300])
             assert time.perf_counter() - started < 2.0, path
             assert data_dir not in r.text and home not in r.text, (path, r.text[:300])
             assert not re.search(r'(?<![\w.])/(home|root|tmp|usr|etc|var)/', r.text), (path, r.text[:300])
         unknown = client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "no-such-model"}).json()
         assert "no-such-model" in unknown["detail"] and "/sdapi/v1/sd-models" in unknown["detail"]
+        small = client.post("/api/train", json={"dataset": "tiny", "name": "t", "options": {"steps": 1}}).json()
+        assert "dataset 'tiny': 1 image(s) too small" in small["detail"], small
+        report = json.dumps(client.get("/api/train/datasets/tiny/check").json())
+        assert "too small" in report and data_dir not in report and not re.search(r'(?<![\w.])/tmp/', report)
+        empty = client.get("/api/train/datasets/empty/check").json()
+        assert empty["errors"][0].startswith("no training images in dataset 'empty' (looked for .png"), empty
+        unknown_cn = client.post("/controlnet/detect", json={"controlnet_module": "openpose",
+                                                             "controlnet_input_images": [image]}).json()
+        assert "models/ControlNet/annotators/openpose/" in unknown_cn["detail"], unknown_cn
         bomb = client.post("/sdapi/v1/png-info", json={"image": b64(png_header_only(20000, 20000))})
         assert bomb.status_code == 400 and "max_image_pixels" in bomb.json()["detail"]
         assert client.get("/sdapi/v1/progress").status_code == 200
+
+
+@pytest.mark.slow
+def test_a_zip_bomb_upload_is_413_and_writes_nothing(server: ServerProcess) -> None:
+    bomb = _zip({"a.png": b"\0" * (UPLOAD_CAP + 1)})
+    with server.client() as client:
+        started = time.perf_counter()
+        r = client.post("/api/train/datasets/bomb", files=[("files", ("data.zip", bomb))])
+        assert r.status_code == 413 and "limits.max_dataset_upload_bytes" in r.json()["detail"], r.text
+        assert time.perf_counter() - started < 2.0
+        assert "bomb" not in [d["name"] for d in client.get("/api/train/datasets").json()["datasets"]]
+    datasets = server.data_dir / "datasets"
+    assert not (datasets / "bomb").exists()
+    assert not datasets.exists() or not [p for p in datasets.iterdir() if p.name.startswith(".upload-")]
 
 
 @pytest.mark.slow
@@ -478,6 +661,23 @@ def test_secrets_are_nowhere_in_answers_or_log(server: ServerProcess) -> None:
             assert r.status_code == 200 and "secret" not in r.text, path
         assert httpx.get(server.url + "/sdapi/v1/options", auth=("me", "")).status_code == 401
     assert "secret" not in server.log()
+
+
+@pytest.mark.slow
+def test_the_web_uis_config_holds_no_password(tmp_path: Path) -> None:
+    """Gradio's ``/config`` (the web UI's whole description), which the API-only server above
+    does not have. (The password is one no folder name of the test can contain.)"""
+    password = "pw-Zq8uX3"
+    srv = launch(tmp_path / "data", "--auth", f"me:{password}", auth=("me", password), ui=True)
+    try:
+        with srv.client() as client:
+            for path in ("/config", "/api/session", "/sdapi/v1/cmd-flags"):
+                r = client.get(path)
+                assert r.status_code == 200 and password not in r.text, (path, r.status_code)
+            assert httpx.get(srv.url + "/config").status_code == 401
+        assert password not in srv.log()
+    finally:
+        srv.stop()
 
 
 @pytest.mark.slow
@@ -634,6 +834,92 @@ def test_the_image_pool_runs_a_bounded_number_and_turns_the_rest_away() -> None:
     finally:
         pool.shutdown()
     assert results[:2] == [0, 1] and isinstance(results[2], Busy) and results[2].status == 503
+    assert "limits.heavy_workers + limits.heavy_queue" in results[2].message
+
+    long = HeavyPool(workers=1, queue=0, what="long requests", setting="long")
+    gate.clear()
+
+    async def long_scenario() -> list[Any]:
+        tasks = [asyncio.ensure_future(long.run(work, n)) for n in range(2)]
+        await asyncio.sleep(0.2)
+        gate.set()
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    try:
+        results = asyncio.run(long_scenario())
+    finally:
+        long.shutdown()
+    assert results[0] == 0 and isinstance(results[1], Busy)
+    assert "busy with 1 long requests (limits.long_workers + limits.long_queue)" in results[1].message
+
+
+@pytest.mark.slow
+def test_png_info_and_submits_answer_while_two_extras_upscales_run(tmp_path: Path, monkeypatch: Any) -> None:
+    """Extras run on the lane for long work, not on the image pool that submits and PNG Info use:
+    two upscales that take their time (held here by a gate) leave both answering at once."""
+    import uvicorn
+
+    from sdcloud.api.app import create_app
+    from sdcloud.api.extras import ExtrasService
+    from sdcloud.api.services import Services
+    from sdcloud.runtime import Runtime
+
+    gate = threading.Event()
+    running: list[int] = []
+    real_run = ExtrasService.run
+
+    def slow_run(self: ExtrasService, img: Any, req: Any) -> Any:
+        running.append(1)
+        gate.wait(60)
+        return real_run(self, img, req)
+
+    monkeypatch.setattr(ExtrasService, "run", slow_run)
+    port = free_port()
+    settings = Settings.load({"data_dir": str(tmp_path), "model": "demo", "host": "127.0.0.1", "port": port}, env={})
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, Services(Runtime(settings)), ui=False),
+                                           host="127.0.0.1", port=port, log_level="warning"))
+    serving = threading.Thread(target=server.run, daemon=True)
+    serving.start()
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), "white").save(buf, format="PNG")
+    image = b64(buf.getvalue())
+    info = b64(png_with_text("a cat\nSteps: 20, Sampler: Euler, Seed: 1, Size: 64x64", compressed=False))
+    answers: list[int] = []
+
+    def upscale() -> None:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as c:
+            answers.append(c.post("/sdapi/v1/extra-single-image",
+                                  json={"image": image, "upscaling_resize": 2}).status_code)
+
+    try:
+        deadline = time.monotonic() + 120
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert server.started
+        workers = [threading.Thread(target=upscale) for _ in range(2)]
+        for w in workers:
+            w.start()
+        while len(running) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(running) == 2  # both upscales hold a thread now
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+            for _ in range(3):
+                started = time.perf_counter()
+                r = c.post("/sdapi/v1/png-info", json={"image": info})
+                assert r.status_code == 200 and r.json()["parameters"]["Seed"] == "1", r.text
+                assert time.perf_counter() - started < 1.0
+            started = time.perf_counter()
+            r = c.post("/api/txt2img", json={"prompt": "x", "steps": 1, "width": 64, "height": 64})
+            assert r.status_code == 202 and time.perf_counter() - started < 2.0, r.text
+        assert not answers  # the upscales are still held
+        gate.set()
+        for w in workers:
+            w.join(60)
+        assert answers == [200, 200]
+    finally:
+        gate.set()
+        server.should_exit = True
+        serving.join(60)
 
 
 @pytest.mark.slow

@@ -65,10 +65,10 @@ def missing(models_root: Path) -> str | None:
             else []
         note = f" ({', '.join(stray)} is LAVIS's format, not read here)" if stray else ""
         need.append(f"a transformers BLIP captioning folder (e.g. Salesforce/blip-image-captioning-large: "
-                    f"config.json, model.safetensors, tokenizer files) in {models_root / BLIP_DIR}/<name>/{note}")
+                    f"config.json, model.safetensors, tokenizer files) in models/{BLIP_DIR}/<name>/{note}")
     if _model_folder(models_root / CLIP_DIR, "clip") is None:
         need.append(f"a transformers CLIP folder (e.g. openai/clip-vit-large-patch14) in "
-                    f"{models_root / CLIP_DIR}/<name>/")
+                    f"models/{CLIP_DIR}/<name>/")
     if not need:
         return None
     return "the CLIP interrogator needs " + " and ".join(need)

@@ -60,6 +60,12 @@ class StoreError(SdcloudError):
     status = 503
 
 
+class TooLarge(SdcloudError):
+    """Input over a size limit (an upload that unpacks to more than the setting allows)."""
+
+    status = 413
+
+
 class GenerationFailed(SdcloudError):
     """Generation failed on the device (e.g. out of GPU memory); the server keeps serving."""
 

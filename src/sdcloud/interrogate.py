@@ -11,12 +11,15 @@ says which files to put where when they are missing.
 from __future__ import annotations
 
 import csv
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sdcloud.errors import BadRequest, CorruptFile, NotFound, Unsupported
+from sdcloud.errors import BadRequest, CorruptFile, NotFound, Unsupported, redact_paths
+
+log = logging.getLogger(__name__)
 
 FOLDER = "interrogators"
 GENERAL_THRESHOLD = 0.35  # the WD14 tagger extension's defaults
@@ -42,8 +45,9 @@ def scan(models_root: Path) -> list[Tagger]:
 
 
 def _missing(models_root: Path) -> str:
+    # the folder relative to the data dir: the server's absolute paths stay out of answers
     return (f"no tagger found: put a WD14 tagger's model.onnx and selected_tags.csv in "
-            f"{models_root / FOLDER}/<name>/ (e.g. wd-v1-4-moat-tagger-v2)")
+            f"models/{FOLDER}/<name>/ (e.g. wd-v1-4-moat-tagger-v2)")
 
 
 def format_tag(name: str) -> str:
@@ -67,6 +71,7 @@ class Interrogator:
     def find(self, model: str) -> Tagger:
         taggers = scan(self.models_root)
         if not taggers:
+            log.info("no interrogate tagger in %s", self.models_root / FOLDER)
             raise NotFound(_missing(self.models_root))
         if model in ("deepdanbooru", "wd14", ""):
             return taggers[0]
@@ -86,14 +91,16 @@ class Interrogator:
         try:
             session = ort.InferenceSession(str(tagger.model), providers=ort.get_available_providers())
         except Exception as exc:  # onnxruntime raises its own error types for a bad file
-            raise CorruptFile(f"{tagger.model}: not a loadable ONNX model ({str(exc).splitlines()[0][:160]})") \
+            log.warning("tagger %s: %s", tagger.model, exc)
+            first = redact_paths(str(exc).splitlines()[0][:160]) if str(exc).strip() else type(exc).__name__
+            raise CorruptFile(f"models/{FOLDER}/{tagger.name}/model.onnx: not a loadable ONNX model ({first})") \
                 from None
         with tagger.tags.open(newline="", encoding="utf-8") as fh:
             rows = [(r["name"], int(r.get("category") or 0)) for r in csv.DictReader(fh)]
         outputs = session.get_outputs()[0].shape[-1]
         if isinstance(outputs, int) and outputs != len(rows):
-            raise CorruptFile(f"{tagger.model}: the model gives {outputs} scores but selected_tags.csv has "
-                              f"{len(rows)} tags")
+            raise CorruptFile(f"models/{FOLDER}/{tagger.name}/model.onnx: the model gives {outputs} scores but "
+                              f"selected_tags.csv has {len(rows)} tags")
         self._loaded = (tagger.model, session, rows)
         return session, rows
 
@@ -131,6 +138,7 @@ class Interrogator:
 
             why = missing(self.models_root)
             if why is not None:
+                log.info("CLIP interrogator models missing under %s", self.models_root)
                 taggers = scan(self.models_root)
                 alt = f"; or use model 'deepdanbooru' ({taggers[0].name})" if taggers else ""
                 raise NotFound(why + alt)

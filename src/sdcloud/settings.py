@@ -44,8 +44,16 @@ class Limits:
     """Threads that decode images and parse PNG info for requests; more requests wait."""
     heavy_queue: int = 16
     """Requests that may wait for those threads; beyond it the answer is 503."""
+    long_workers: int = 2
+    """Threads for long request work (Extras, interrogate, ControlNet detect, checkpoint
+    inspect/hash, dataset uploads), apart from the image threads so submits stay quick."""
+    long_queue: int = 8
+    """Requests that may wait for those threads; beyond it the answer is 503."""
     min_free_mb: int = 500
     """Below this much free space in the data dir, doctor and /api/session warn."""
+    max_dataset_upload_bytes: int = 2 * 1024 * 1024 * 1024
+    """Bytes of one training dataset upload once unpacked (zip members inflated): a zip bomb
+    is refused before it fills the disk."""
 
     @property
     def image_pixels(self) -> int:

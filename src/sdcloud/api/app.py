@@ -74,6 +74,8 @@ def create_app(
         services = Services(Runtime(settings, startup=startup))
 
     heavy = HeavyPool(settings.limits.heavy_workers, settings.limits.heavy_queue)
+    long = HeavyPool(settings.limits.long_workers, settings.limits.long_queue, setting="long",
+                     what="long requests (Extras, interrogate, ControlNet detect, checkpoint tools, dataset uploads)")
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -83,6 +85,7 @@ def create_app(
         finally:
             services.stop()
             heavy.shutdown()
+            long.shutdown()
 
     app = FastAPI(
         title="sdcloud",
@@ -92,6 +95,7 @@ def create_app(
     )
     app.state.services = services
     app.state.heavy = heavy
+    app.state.long = long
     install_error_handlers(app)
     app.include_router(routes_sdapi.router, prefix="/sdapi/v1")
     app.include_router(routes_extras.router, prefix="/sdapi/v1")

@@ -84,6 +84,15 @@ def install_error_handlers(app: FastAPI) -> None:
                 error_body("BadRequest", "the request holds text that is not valid Unicode (a lone surrogate)"),
                 status_code=400,
             )
+        if isinstance(exc, OverflowError):
+            # a client number too large for a float or an int (1e400 is infinity in JSON) that a
+            # check missed: the client's error, not the server's
+            log.warning("a number in the request to %s overflowed", request.url.path, exc_info=exc)
+            return JSONResponse(
+                error_body("BadRequest", "a number in the request is too large (1e400 is infinity); "
+                           "send a finite number in the documented range"),
+                status_code=400,
+            )
         log.exception("unexpected error")
         # the message stays in the log: library errors name files and folders of this server
         return JSONResponse(

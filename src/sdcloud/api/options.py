@@ -11,6 +11,7 @@ not stored here: they describe the loaded model.
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
 from pathlib import Path
@@ -127,8 +128,9 @@ def validate_kept(changes: dict[str, Any]) -> dict[str, Any]:
             ok = value is None or isinstance(value, (str, int, float, bool))
         elif isinstance(default, bool):
             ok = isinstance(value, bool)
-        elif isinstance(default, (int, float)):
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        elif isinstance(default, (int, float)):  # 1e400 (infinity) and NaN are no setting
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
+                isinstance(value, int) or math.isfinite(value))
         elif isinstance(default, list):
             ok = isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value)
         else:

@@ -23,13 +23,13 @@ def _tools(request: Request) -> CheckpointTools:
 @router.post("/inspect")
 async def inspect(request: Request, req: InspectRequest) -> dict[str, Any]:
     """Architecture (with the evidence), dtypes, parameters, components, EMA/VAE, metadata."""
-    return await run_in_threadpool(_tools(request).inspect, req)
+    return await request.app.state.long.run(_tools(request).inspect, req)  # bounded: api/heavy.py
 
 
 @router.post("/hash")
 async def hash_file(request: Request, req: HashRequest) -> dict[str, Any]:
     """SHA-256, A1111 short hash, AutoV1 and the LoRA/addnet hash (cached after the first read)."""
-    return await run_in_threadpool(_tools(request).hash, req)
+    return await request.app.state.long.run(_tools(request).hash, req)  # a first read can take minutes
 
 
 @router.post("/merge", status_code=202)

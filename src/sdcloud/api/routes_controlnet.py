@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Request
 
 from sdcloud.api.image_input import decode_image
 from sdcloud.controlnet import models, preprocessors
-from sdcloud.errors import Unsupported
+from sdcloud.errors import BadRequest, Unsupported
 from sdcloud.image_files import encode_image
 
 router = APIRouter(tags=["ControlNet (sd-webui-controlnet API)"])
@@ -49,26 +49,37 @@ def cn_settings() -> dict[str, int]:
     return {"control_net_unit_count": 3}
 
 
-@router.post("/detect")
-def detect(request: Request, controlnet_module: str = Body("none"), controlnet_input_images: list[str] = Body([]),
-           controlnet_processor_res: int = Body(-1), controlnet_threshold_a: float = Body(-1),
-           controlnet_threshold_b: float = Body(-1)) -> dict[str, Any]:
-    """The preprocessor's detected maps, base64 PNG (as the extension answers)."""
-    import numpy as np
+MAX_DETECT_IMAGES = 16  # per /controlnet/detect request (the extension sets none; each is a preprocessor run)
 
-    settings = request.app.state.services.settings
+
+@router.post("/detect")
+async def detect(request: Request, controlnet_module: str = Body("none"), controlnet_input_images: list[str] = Body([]),
+                 controlnet_processor_res: int = Body(-1), controlnet_threshold_a: float = Body(-1),
+                 controlnet_threshold_b: float = Body(-1)) -> dict[str, Any]:
+    """The preprocessor's detected maps, base64 PNG (as the extension answers). Checked here,
+    run on the bounded lane for long work (api/heavy.py)."""
     module = preprocessors.check(controlnet_module, _folder(request) / "annotators")
     if not controlnet_input_images:
         raise Unsupported("No image selected")
+    if len(controlnet_input_images) > MAX_DETECT_IMAGES:
+        raise BadRequest(f"controlnet_input_images holds {len(controlnet_input_images)} images; at most "
+                         f"{MAX_DETECT_IMAGES} per request")
     res = controlnet_processor_res if controlnet_processor_res != -1 else 512
     if not 64 <= res <= 2048:
         raise Unsupported("controlnet_processor_res must be between 64 and 2048")
-    images = []
-    for i, text in enumerate(controlnet_input_images):
-        img = np.asarray(decode_image(text, settings, f"input image {i}").convert("RGB"))
-        out = preprocessors.run(module, img, res, controlnet_threshold_a, controlnet_threshold_b,
-                                _folder(request) / "annotators")
-        from PIL import Image
+    a, b = preprocessors.check_thresholds(module, controlnet_threshold_a, controlnet_threshold_b)
+    return await request.app.state.long.run(_detect, request.app.state.services.settings, _folder(request), module,
+                                            controlnet_input_images, res, a, b)
 
+
+def _detect(settings: Any, folder: Any, module: str, texts: list[str], res: int, a: float, b: float
+            ) -> dict[str, Any]:
+    import numpy as np
+    from PIL import Image
+
+    images = []
+    for i, text in enumerate(texts):
+        img = np.asarray(decode_image(text, settings, f"input image {i}").convert("RGB"))
+        out = preprocessors.run(module, img, res, a, b, folder / "annotators")
         images.append(encode_image(Image.fromarray(out)))
     return {"images": images, "info": "Success"}

@@ -28,9 +28,10 @@ def _extras(request: Request) -> ExtrasService:
     return request.app.state.services.extras
 
 
-def _heavy(request: Request) -> HeavyPool:
-    """The bounded pool for image work (api/heavy.py), so uploads cannot starve cheap routes."""
-    return request.app.state.heavy
+def _long(request: Request) -> HeavyPool:
+    """The bounded lane for long work (api/heavy.py): upscales and interrogation can take
+    minutes, so they neither starve the cheap routes nor make submits and PNG Info wait."""
+    return request.app.state.long
 
 
 def _single(extras: ExtrasService, req: ExtrasSingleRequest) -> dict[str, Any]:
@@ -48,12 +49,12 @@ def _batch(extras: ExtrasService, req: ExtrasBatchRequest) -> dict[str, Any]:
 
 @router.post("/extra-single-image", response_model=ExtrasSingleResponse)
 async def extra_single_image(request: Request, req: ExtrasSingleRequest) -> dict[str, Any]:
-    return await _heavy(request).run(_single, _extras(request), req)
+    return await _long(request).run(_single, _extras(request), req)
 
 
 @router.post("/extra-batch-images", response_model=ExtrasBatchResponse)
 async def extra_batch_images(request: Request, req: ExtrasBatchRequest) -> dict[str, Any]:
-    return await _heavy(request).run(_batch, _extras(request), req)
+    return await _long(request).run(_batch, _extras(request), req)
 
 
 def _interrogate(services: Any, body: InterrogateRequest) -> dict[str, Any]:
@@ -74,7 +75,7 @@ def clip_options(services: Any) -> Any:
                            max_length=int(opts.get("interrogate_clip_max_length", 48)),
                            dict_limit=int(float(opts.get("interrogate_clip_dict_limit", 1500))),
                            skip_categories=tuple(opts.get("interrogate_clip_skip_categories") or ()))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an option set to 1e400
         return ClipOptions()
 
 
@@ -82,7 +83,7 @@ def clip_options(services: Any) -> Any:
 async def interrogate(request: Request, body: InterrogateRequest) -> dict[str, Any]:
     """A1111's interrogate: ``{caption}`` from a WD14-style tagger (``model`` deepdanbooru or a tagger
     name) or the BLIP + CLIP interrogator (``model`` clip, A1111's default)."""
-    return await _heavy(request).run(_interrogate, request.app.state.services, body)
+    return await _long(request).run(_interrogate, request.app.state.services, body)
 
 
 @router.get("/upscalers")

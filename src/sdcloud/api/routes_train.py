@@ -8,7 +8,6 @@ from typing import Any
 
 from fastapi import APIRouter, Request, UploadFile
 from fastapi.responses import FileResponse
-from starlette.concurrency import run_in_threadpool
 
 from sdcloud.api.routes_jobs import job_view
 from sdcloud.api.training import TrainingService, TrainRequest
@@ -23,7 +22,7 @@ def _svc(request: Request) -> TrainingService:
 @router.post("/train", status_code=202)
 async def submit(request: Request, req: TrainRequest) -> dict[str, Any]:
     """Queue a LoRA training (options, dataset and model are checked now: 4xx on bad input)."""
-    return job_view(await run_in_threadpool(_svc(request).submit, req))
+    return job_view(await request.app.state.long.run(_svc(request).submit, req))  # scans the dataset
 
 
 @router.get("/train/presets")
@@ -41,13 +40,13 @@ def datasets(request: Request) -> dict[str, Any]:
 async def upload(request: Request, name: str, files: list[UploadFile], folder: str = "") -> dict[str, Any]:
     """Upload images + .txt/.caption files (or a .zip) into a dataset; ``folder`` e.g. ``10_sks dog``."""
     items = [(f.filename or "", await f.read()) for f in files]
-    return await run_in_threadpool(_svc(request).upload, name, items, folder)
+    return await request.app.state.long.run(_svc(request).upload, name, items, folder)  # bounded: api/heavy.py
 
 
 @router.get("/train/datasets/{name}/check")
 async def check(request: Request, name: str, resolution: int = 512) -> dict[str, Any]:
     """``sdcloud train check``: images, missing captions, buckets, unreadable/too-small images."""
-    return await run_in_threadpool(_svc(request).check, name, resolution)
+    return await request.app.state.long.run(_svc(request).check, name, resolution)  # reads every image
 
 
 @router.get("/train/{job_id}")

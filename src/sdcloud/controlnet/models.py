@@ -48,8 +48,11 @@ def resolve(folder: Path, name: str) -> Path:
         hits = [p for p in files if match(p)]
         if hits:
             return hits[0]
-    names = ", ".join(name_of(p) for p in files) or f"none (put ControlNet files in {folder})"
-    raise Unsupported(f"ControlNet model '{name}' not found; available: {names}")  # 422, as the extension
+    # the folder by its name only: the server's absolute paths stay out of answers (and in the log)
+    log.info("ControlNet model %r not found in %s", name, folder)
+    names = ", ".join(name_of(p) for p in files) or "none (put ControlNet model files in models/ControlNet/)"
+    raise Unsupported(f"ControlNet model '{name}' not found; available: {names}; "
+                      "list them with GET /controlnet/model_list")  # 422, as the extension
 
 
 def _read(path: Path) -> dict[str, Any]:

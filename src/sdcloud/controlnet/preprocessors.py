@@ -12,13 +12,17 @@ Each takes an RGB uint8 array already scaled to the processor resolution and ret
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sdcloud.errors import Unsupported
+from sdcloud.client_numbers import finite_float
+from sdcloud.errors import BadRequest, Unsupported
+
+log = logging.getLogger(__name__)
 
 # name -> (threshold_a default, threshold_b default)
 WEIGHT_FREE: dict[str, tuple[float, float]] = {
@@ -33,6 +37,15 @@ WEIGHT_FREE: dict[str, tuple[float, float]] = {
     "scribble_xdog": (32, -1),
     "threshold": (127, -1),
     "lineart_standard (from white bg & black line)": (-1, -1),
+}
+# the thresholds a module reads and the values it accepts (sd-webui-controlnet's slider ranges,
+# widened where a wider value still means something); -1 is always "the default"
+THRESHOLD_RANGES: dict[str, tuple[tuple[float, float] | None, tuple[float, float] | None]] = {
+    "canny": ((0, 10000), (0, 10000)),
+    "blur_gaussian": ((0.01, 64), None),
+    "tile_resample": ((0, 64), None),
+    "scribble_xdog": ((0, 1000), None),
+    "threshold": ((0, 255), None),
 }
 ALIASES = {"invert": "invert (from white bg & black line)", "lineart_standard":
            "lineart_standard (from white bg & black line)", "inpaint": "inpaint_only", "tile": "tile_resample",
@@ -87,8 +100,10 @@ def weighted_error(name: str, annotators: Path) -> str | None:
     if annotator_dir(name, annotators) is None:
         where = annotators / folder
         missing = [f for f in files if not (where / f).is_file() and not (annotators / f).is_file()]
-        return (f"needs {', '.join(missing or files)} (lllyasviel/Annotators) in {where}/ "
-                f"(sd-webui-controlnet's annotator/downloads/{folder}/) or in {annotators}/")
+        # folder names relative to the data dir: the server's absolute paths stay out of answers
+        return (f"needs {', '.join(missing or files)} (lllyasviel/Annotators) in "
+                f"models/ControlNet/annotators/{folder}/ (sd-webui-controlnet's annotator/downloads/{folder}/) "
+                "or in models/ControlNet/annotators/; list the modules that can run with GET /controlnet/module_list")
     if name not in OWN:
         why = aux_error()
         if why is not None:
@@ -110,9 +125,23 @@ def check(name: str, annotators: Path) -> str:
     if name in WEIGHTED:
         why = weighted_error(name, annotators)
         if why is not None:
+            log.info("ControlNet module %r cannot run: annotators folder %s", name, annotators)
             raise Unsupported(f"ControlNet module '{name}' {why}")
         return name
     raise Unsupported(f"ControlNet module '{name}' not found; available: {', '.join(module_names(annotators))}")
+
+
+def check_thresholds(name: str, a: Any, b: Any, where: str = "ControlNet") -> tuple[float, float]:
+    """``threshold_a``/``threshold_b`` of module ``name`` as finite floats in the module's range
+    (400 otherwise: ``1e400`` or a blur sigma of 10^9 would fail or run for hours)."""
+    a = finite_float(a, f"{where}: threshold_a")
+    b = finite_float(b, f"{where}: threshold_b")
+    for label, value, bounds in zip(("threshold_a", "threshold_b"), (a, b),
+                                    THRESHOLD_RANGES.get(canonical(name), (None, None)), strict=True):
+        if bounds is not None and value != -1 and not bounds[0] <= value <= bounds[1]:
+            raise BadRequest(f"{where}: {label} of module '{canonical(name)}' must be between "
+                             f"{bounds[0]:g} and {bounds[1]:g} (or -1 for the default), got {value:g}")
+    return a, b
 
 
 def _cv2() -> Any:
@@ -194,6 +223,7 @@ def run(name: str, img: np.ndarray, res: int, a: float = -1, b: float = -1, anno
         ) -> np.ndarray:
     """Detected map (H, W, 3) uint8 of an RGB uint8 image."""
     name = canonical(name)
+    a, b = check_thresholds(name, a, b)
     if name in WEIGHTED:
         if annotators is None:
             raise Unsupported(f"ControlNet module '{name}' needs the annotators folder")

@@ -32,6 +32,7 @@ def prepare(alwayson: dict[str, Any], folder: Path, decode: Callable[[str, str],
     for i, unit in enumerate(parse_units(alwayson[key])):
         models.resolve(folder, unit.model)
         unit.module = preprocessors.check(unit.module, folder / "annotators")
+        preprocessors.check_thresholds(unit.module, unit.threshold_a, unit.threshold_b, f"ControlNet unit {i}")
         entry = unit.to_json()
         if unit.image is None and not img2img:
             raise BadRequest(f"ControlNet unit {i} has no image (txt2img needs one per unit)")

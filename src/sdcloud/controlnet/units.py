@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from sdcloud.client_numbers import finite_float, is_finite_number, whole_number
 from sdcloud.errors import BadRequest
 
 RESIZE_MODES = ("Just Resize", "Crop and Resize", "Resize and Fill")
@@ -76,19 +77,18 @@ def parse_unit(raw: Any, index: int) -> ControlUnit:
     if not isinstance(raw, dict):
         raise BadRequest(f"ControlNet unit {index} must be an object, got {type(raw).__name__}")
     unit = ControlUnit()
-    try:
-        unit.enabled = bool(raw.get("enabled", True))
-        unit.module = str(raw.get("module") or "none")
-        unit.model = str(raw.get("model") or "None")
-        unit.weight = float(raw.get("weight", 1.0))
-        unit.processor_res = int(raw.get("processor_res", 512) if raw.get("processor_res", -1) != -1 else 512)
-        unit.threshold_a = float(raw.get("threshold_a", -1))
-        unit.threshold_b = float(raw.get("threshold_b", -1))
-        unit.guidance_start = float(raw.get("guidance_start", 0.0))
-        unit.guidance_end = float(raw.get("guidance_end", 1.0))
-        unit.pixel_perfect = bool(raw.get("pixel_perfect", False))
-    except (TypeError, ValueError) as exc:
-        raise BadRequest(f"ControlNet unit {index}: {exc}") from None
+    where = f"ControlNet unit {index}"
+    unit.enabled = bool(raw.get("enabled", True))
+    unit.module = str(raw.get("module") or "none")
+    unit.model = str(raw.get("model") or "None")
+    unit.weight = finite_float(raw.get("weight", 1.0), f"{where}: weight")
+    res = raw.get("processor_res", -1)
+    unit.processor_res = 512 if res == -1 or res is None else whole_number(res, f"{where}: processor_res")
+    unit.threshold_a = finite_float(raw.get("threshold_a", -1), f"{where}: threshold_a")
+    unit.threshold_b = finite_float(raw.get("threshold_b", -1), f"{where}: threshold_b")
+    unit.guidance_start = finite_float(raw.get("guidance_start", 0.0), f"{where}: guidance_start")
+    unit.guidance_end = finite_float(raw.get("guidance_end", 1.0), f"{where}: guidance_end")
+    unit.pixel_perfect = bool(raw.get("pixel_perfect", False))
     unit.resize_mode = _enum(raw.get("resize_mode", 1), RESIZE_MODES, "resize_mode", _LEGACY_RESIZE)
     unit.control_mode = _enum(raw.get("control_mode", 0), CONTROL_MODES, "control_mode")
     image = raw.get("image", raw.get("input_image"))
@@ -138,15 +138,7 @@ def unit_from_infotext(text: str) -> dict[str, Any]:
         elif key == "pixel_perfect":
             unit[key] = value.lower() == "true"
         elif key == "processor_res":
-            unit[key] = int(float(value)) if _is_number(value) else 512
-        elif _is_number(value):
+            unit[key] = int(float(value)) if is_finite_number(value) else 512
+        elif is_finite_number(value):
             unit[key] = float(value)
     return unit
-
-
-def _is_number(value: str) -> bool:
-    try:
-        float(value)
-    except ValueError:
-        return False
-    return True

@@ -13,7 +13,7 @@ from typing import Any
 from sdcloud.engine.sampler_names import resolve_sampler
 from sdcloud.engine.types import GenerationRequest
 from sdcloud.errors import BadRequest
-from sdcloud.prompt_syntax import MAX_PARTS, split_and
+from sdcloud.prompt_syntax import MAX_PARTS, check_editing, split_and
 
 LATENT_UPSCALE_MODES = (
     "Latent",
@@ -89,6 +89,8 @@ def validate(req: GenerationRequest, limits: Any, upscalers: Any = None) -> None
     if req.hires_fix_refiner_pass not in REFINER_PASSES:
         raise BadRequest(f"hires_fix_refiner_pass must be one of {', '.join(REFINER_PASSES)}, "
                          f"got {req.hires_fix_refiner_pass!r}")
+    for name in ("prompt", "negative_prompt", "hr_prompt", "hr_negative_prompt"):
+        check_editing(getattr(req, name), name)
     for name in ("prompt", "hr_prompt"):
         parts = len(split_and(getattr(req, name)))
         if parts > MAX_PARTS:

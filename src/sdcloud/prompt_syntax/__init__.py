@@ -26,7 +26,7 @@ from sdcloud.prompt_syntax.attention import (
 )
 from sdcloud.prompt_syntax.chunks import PromptChunk, TokenItem, prompt_chunks, split_chunks, weighted_tokens
 from sdcloud.prompt_syntax.composable import MAX_PARTS, is_plain, split_and
-from sdcloud.prompt_syntax.editing import get_schedules
+from sdcloud.prompt_syntax.editing import check_editing, get_schedules
 from sdcloud.prompt_syntax.extra_networks import ExtraNetwork, extract_extra_networks
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "ExtraNetwork",
     "PromptChunk",
     "TokenItem",
+    "check_editing",
     "extract_extra_networks",
     "get_schedules",
     "is_plain",

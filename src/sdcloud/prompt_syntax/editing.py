@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -40,9 +41,18 @@ class _ScheduleParser:
     and invalidates the construct around it when nested, as in A1111's grammar.
     """
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, what: str = "prompt") -> None:
         self.text = text
+        self.what = what
         self.pos = 0
+
+    def when(self, number: re.Match[str]) -> str:
+        """An edit's step number, refused when it is too large for a float (``1e400`` is
+        infinity, and A1111 fails on it with an OverflowError)."""
+        if not math.isfinite(float(number[1])):
+            raise BadRequest(f"{self.what}: prompt editing step '{number[1]}' is out of range; write a step "
+                             "number (e.g. [a:b:10]) or a fraction of the steps (e.g. [a:b:0.5])")
+        return number[1]
 
     def peek(self) -> str:
         return self.text[self.pos] if self.pos < len(self.text) else ""
@@ -126,7 +136,7 @@ class _ScheduleParser:
         number = _NUMBER.match(self.text, self.pos)
         if number:
             self.pos = number.end()
-            return [_Edit(None, first, number[1])]
+            return [_Edit(None, first, self.when(number))]
         second = self.sequence(depth + 1)
         if self.peek() != ":":
             return None
@@ -134,7 +144,7 @@ class _ScheduleParser:
         if number is None:
             return None
         self.pos = number.end()
-        return [_Edit(first, second, number[1])]
+        return [_Edit(first, second, self.when(number))]
 
 
 @dataclass(frozen=True)
@@ -181,6 +191,14 @@ def _text_at(nodes: list, step: int, timeline: _Timeline) -> str:
         else:
             out.append(_text_at(node.options[(step - 1) % len(node.options)], step, timeline))
     return "".join(out)
+
+
+def check_editing(prompt: str, what: str = "prompt") -> None:
+    """400 for a prompt-editing step no schedule can use (``[a:b:1e400]``), before any work."""
+    try:
+        _ScheduleParser(prompt, what).parse()
+    except _Unparseable:
+        pass
 
 
 def get_schedules(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,7 +24,10 @@ class ExtraNetwork:
 
     def _float(self, text: str, what: str) -> float:
         try:
-            return float(text)
+            value = float(text)
+            if not math.isfinite(value):  # 1e400: an infinite weight turns the image into NaN
+                raise ValueError(text)
+            return value
         except ValueError:
             raise BadRequest(
                 f"<{self.kind}:{self.name}:...>: {what} {text!r} is not a number; write e.g. "

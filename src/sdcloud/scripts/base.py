@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sdcloud.client_numbers import finite_float
 from sdcloud.errors import BadRequest
 
 MAX_SEED = 2**32 - 1
@@ -126,10 +127,8 @@ def as_bool(value: Any, name: str) -> bool:
 
 
 def as_number(value: Any, name: str, lo: float, hi: float, kind: type = float) -> Any:
-    try:
-        number = kind(float(value)) if kind is int else kind(value)
-    except (TypeError, ValueError):
-        raise BadRequest(f"{name} must be a number, got {value!r}") from None
+    number = finite_float(value, name)  # 1e400 (infinity) and NaN are refused, not overflowed
+    number = int(number) if kind is int else kind(number)
     if not lo <= number <= hi:
         raise BadRequest(f"{name} must be between {lo:g} and {hi:g}, got {number}")
     return number

@@ -15,11 +15,13 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sdcloud.client_numbers import finite_float
 from sdcloud.errors import BadRequest, NotFound
 from sdcloud.scripts.base import (
     Generate,
@@ -240,6 +242,7 @@ _RANGE_FLOAT = re.compile(r"\s*([+-]?\s*\d+(?:.\d*)?)\s*-\s*([+-]?\s*\d+(?:.\d*)
 _COUNT_INT = re.compile(r"\s*([+-]?\s*\d+)\s*-\s*([+-]?\s*\d+)(?:\s*\[(\d+)\s*])?\s*")
 _COUNT_FLOAT = re.compile(r"\s*([+-]?\s*\d+(?:.\d*)?)\s*-\s*([+-]?\s*\d+(?:.\d*)?)(?:\s*\[(\d+(?:.\d*)?)\s*])?\s*")
 MAX_VALUES = 100  # per axis: a range typo like 1-100000 is refused, not queued
+MAX_ORDER_WORDS = 5  # Prompt order: 5 words are 120 orders, 11 would be 39916800
 
 
 def axes_for(is_img2img: bool) -> list[Axis]:
@@ -252,7 +255,8 @@ def csv_values(text: str) -> list[str]:
 
 
 def _num(text: str) -> float:
-    return float(text.replace(" ", ""))
+    """A number of a range; 400 when it is too large for a float (400 digits: infinity)."""
+    return finite_float(text.replace(" ", ""), "X/Y/Z plot range value")
 
 
 def _linspace(start: float, stop: float, num: int) -> list[float]:
@@ -266,29 +270,36 @@ def expand(kind: str, values: list[str]) -> list[Any]:
     out: list[Any] = []
     for v in values:
         if kind == "int" and (m := _RANGE_INT.fullmatch(v)):
-            start, end, step = int(_num(m.group(1))), int(_num(m.group(2))), int(m.group(3) or 1)
+            start, end, step = int(_num(m.group(1))), int(_num(m.group(2))), int(_num(m.group(3) or "1"))
             if step == 0:
                 raise BadRequest(f"range '{v}' has a step of 0")
-            out += list(range(start, end + (1 if step > 0 else -1), step))
+            span = range(start, end + (1 if step > 0 else -1), step)
+            if len(span) > MAX_VALUES:  # before the list is made: 1-10000000000 is 10^10 values
+                raise BadRequest(f"range '{v}' makes {len(span)} values; at most {MAX_VALUES} per axis")
+            out += list(span)
         elif kind == "int" and (m := _COUNT_INT.fullmatch(v)):
-            num = int(m.group(3) or 1)
+            num = int(_num(m.group(3) or "1"))
             out += [int(x) for x in _linspace(int(_num(m.group(1))), int(_num(m.group(2))), min(num, MAX_VALUES + 1))]
         elif kind == "float" and (m := _RANGE_FLOAT.fullmatch(v)):
-            start, end, step = _num(m.group(1)), _num(m.group(2)), float(m.group(3) or 1)
+            start, end, step = _num(m.group(1)), _num(m.group(2)), _num(m.group(3) or "1")
             if step == 0:
                 raise BadRequest(f"range '{v}' has a step of 0")
-            n = int((end - start) / step + 1e-9) + 1
+            count = (end - start) / step + 1e-9  # inf for 1e308 - -1e308
+            n = int(count) + 1 if math.isfinite(count) and count < MAX_VALUES else MAX_VALUES + 1
             if n > MAX_VALUES:
                 raise BadRequest(f"range '{v}' makes {n} values; at most {MAX_VALUES} per axis")
             out += [round(start + i * step, 10) for i in range(max(n, 0))]
         elif kind == "float" and (m := _COUNT_FLOAT.fullmatch(v)):
-            num = int(float(m.group(3) or 1))
+            num = int(_num(m.group(3) or "1"))
             out += _linspace(_num(m.group(1)), _num(m.group(2)), min(num, MAX_VALUES + 1))
         else:
             out.append(v)
         if len(out) > MAX_VALUES:
             raise BadRequest(f"an X/Y/Z axis may have at most {MAX_VALUES} values")
     if kind == "perm":
+        if len(out) > MAX_ORDER_WORDS:  # 11 words are 39916800 orders
+            raise BadRequest(f"Prompt order of {len(out)} words makes {math.factorial(len(out))} orders; "
+                             f"at most {MAX_ORDER_WORDS} words ({math.factorial(MAX_ORDER_WORDS)} orders)")
         return list(itertools.permutations(out))
     typed = []
     for v in out:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sdcloud.client_numbers import finite_float, whole_number
 from sdcloud.engine.request_rules import HIRES_DENOISE, IMG2IMG_DENOISE
 from sdcloud.infotext import MASKED_CONTENT, infotext_to_request_fields
 from sdcloud.settings import Limits
@@ -133,6 +134,15 @@ def match_checkpoint(name: str, titles: Iterable[str]) -> str | None:
     return next((t for t in titles if bare(t) == bare(name)), None)
 
 
+def _int(form: Mapping[str, Any], key: str, default: int) -> int:
+    """A form number as an int; a value such as 1e400 is a one-line error naming the field."""
+    return whole_number(form.get(key, default), key)
+
+
+def _float(form: Mapping[str, Any], key: str, default: float) -> float:
+    return finite_float(form.get(key, default), key)
+
+
 def txt2img_request(form: Mapping[str, Any]) -> dict[str, Any]:
     """A1111 ``/sdapi/v1/txt2img`` body from the txt2img form (control name → value)."""
     req: dict[str, Any] = {
@@ -140,24 +150,24 @@ def txt2img_request(form: Mapping[str, Any]) -> dict[str, Any]:
         "negative_prompt": form.get("negative_prompt") or "",
         "sampler_name": form.get("sampler_name") or "Euler",
         "scheduler": form.get("scheduler") or "Automatic",
-        "steps": int(form.get("steps", 20)),
-        "cfg_scale": float(form.get("cfg_scale", 7.0)),
-        "width": int(form.get("width", 512)),
-        "height": int(form.get("height", 512)),
+        "steps": _int(form, "steps", 20),
+        "cfg_scale": _float(form, "cfg_scale", 7.0),
+        "width": _int(form, "width", 512),
+        "height": _int(form, "height", 512),
         "seed": _seed(form.get("seed")),
-        "batch_size": int(form.get("batch_size", 1)),
-        "n_iter": int(form.get("n_iter", 1)),
+        "batch_size": _int(form, "batch_size", 1),
+        "n_iter": _int(form, "n_iter", 1),
         "save_images": True,
     }
     if form.get("enable_hr"):
         req.update({
             "enable_hr": True,
-            "hr_scale": float(form.get("hr_scale", 2.0)),
+            "hr_scale": _float(form, "hr_scale", 2.0),
             "hr_upscaler": form.get("hr_upscaler") or "Latent",
-            "hr_second_pass_steps": int(form.get("hr_second_pass_steps", 0)),
-            "hr_resize_x": int(form.get("hr_resize_x", 0)),
-            "hr_resize_y": int(form.get("hr_resize_y", 0)),
-            "denoising_strength": float(form.get("denoising_strength", HIRES_DENOISE)),
+            "hr_second_pass_steps": _int(form, "hr_second_pass_steps", 0),
+            "hr_resize_x": _int(form, "hr_resize_x", 0),
+            "hr_resize_y": _int(form, "hr_resize_y", 0),
+            "denoising_strength": _float(form, "denoising_strength", HIRES_DENOISE),
             "hr_checkpoint_name": form.get("hr_checkpoint_name") or SAME_CHECKPOINT,
             "hr_sampler_name": form.get("hr_sampler_name") or SAME_SAMPLER,
             "hr_scheduler": form.get("hr_scheduler") or SAME_SCHEDULER,
@@ -166,7 +176,7 @@ def txt2img_request(form: Mapping[str, Any]) -> dict[str, Any]:
         })
     if form.get("refiner_checkpoint") not in (None, "", NO_REFINER):
         req.update({"refiner_checkpoint": form["refiner_checkpoint"],
-                    "refiner_switch_at": float(form.get("refiner_switch_at", 0.8))})
+                    "refiner_switch_at": _float(form, "refiner_switch_at", 0.8)})
     return req
 
 
@@ -176,16 +186,16 @@ def img2img_request(form: Mapping[str, Any], init_image: str, mask: str | None =
     req = txt2img_request({k: v for k, v in form.items() if k != "enable_hr"})
     req.update({
         "init_images": [init_image],
-        "denoising_strength": float(form.get("denoising_strength", IMG2IMG_DENOISE)),
+        "denoising_strength": _float(form, "denoising_strength", IMG2IMG_DENOISE),
         "resize_mode": _index(RESIZE_MODES, form.get("resize_mode"), 0),
     })
     if mask is not None:
         req.update({
             "mask": mask,
-            "mask_blur": int(form.get("mask_blur", 4)),
+            "mask_blur": _int(form, "mask_blur", 4),
             "inpainting_fill": _index(MASKED_CONTENT, form.get("inpainting_fill"), 1),
             "inpaint_full_res": form.get("inpaint_area") == INPAINT_AREAS[1],
-            "inpaint_full_res_padding": int(form.get("inpaint_full_res_padding", 32)),
+            "inpaint_full_res_padding": _int(form, "inpaint_full_res_padding", 32),
             "inpainting_mask_invert": _index(MASK_MODES, form.get("mask_mode"), 0),
         })
     return req
@@ -198,7 +208,7 @@ def _index(choices: tuple[str, ...], value: Any, default: int) -> int:
 def _seed(value: Any) -> int:
     try:
         seed = int(float(value))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return -1
     return seed if seed >= 0 else -1
 
