@@ -40,6 +40,9 @@ class Limits:
     max_pixel_steps: int = 1024 * 1024 * 8 * 150
     """width x height x batch_size x steps of one batch, each pass (the work one request may
     hold the GPU for; the default allows 1024x1024 x 8 x 150 or 2048x2048 x 2 x 150)."""
+    max_memory_mb: int = 0
+    """Memory (MB) a generation may count as free on its device; 0: what the device reports. A
+    request whose steps cannot fit is refused before any work (``engine/memory_fit.py``)."""
     heavy_workers: int = 2
     """Threads that decode images and parse PNG info for requests; more requests wait."""
     heavy_queue: int = 16
@@ -260,6 +263,8 @@ def _validate(s: Settings) -> None:
         check_auth_entry(entry, "--auth")
     if s.api_token is not None and not s.api_token.strip():
         raise BadRequest("--api-token is empty; give a token, or leave the flag out")
+    if s.limits.max_memory_mb < 0:
+        raise BadRequest(f"setting 'max_memory_mb' must not be negative, got {s.limits.max_memory_mb}")
     if not 0 < s.port < 65536:
         raise BadRequest(f"port must be 1-65535, got {s.port}")
     for name in ("price_per_hour", "budget", "max_hours"):

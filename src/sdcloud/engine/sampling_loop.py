@@ -25,6 +25,7 @@ from PIL import Image
 from sdcloud import prompt_syntax
 from sdcloud.engine import image_ops as im
 from sdcloud.engine.conditioning import Conditioning, PromptEncoder, pad_all
+from sdcloud.engine.memory_fit import check_fits
 from sdcloud.engine.request_rules import (
     LATENT_UPSCALE_MODES,
     PIXEL_UPSCALERS,
@@ -615,6 +616,7 @@ def generate_images(ctx: ModelContext, req: GenerationRequest, limits: Any,
                     ) -> tuple[list[Image.Image], list[int], list[int], bool, dict[str, Any]]:
     """Run the whole request. Returns (images, seeds, subseeds, interrupted, resolved values)."""
     validate(req, limits, ctx.upscalers)
+    check_fits(ctx, req, limits)
     models = models or ExtraModels()
     sampler_name, schedule = resolve_sampler(req.sampler_name, req.scheduler)
     hr_sampler, hr_schedule = sampler_name, schedule
