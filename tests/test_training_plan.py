@@ -70,3 +70,20 @@ def test_doctor_warns_when_the_training_will_not_fit_the_gpu(tmp_path: Path) -> 
     assert next(f for f in light.findings if f.topic == "training").level == "ok"
     (tmp_path / "t.toml").write_text('memory_preset = "sdxl-t4"\nsteps = 100\n', encoding="utf-8")
     assert main(["--data-dir", str(tmp_path / "d"), "doctor", "--train-config", str(tmp_path / "t.toml")]) in (0, 1)
+
+
+def test_fit_warning_reads_the_family_from_the_file_not_its_name(tmp_path: Path) -> None:
+    """An SDXL checkpoint without "xl" in its name (Pony, Juggernaut, ...) gets the SDXL memory
+    estimate of the GPU fit warning; the header is read, the model is not loaded."""
+    from sdcloud.engine.demo import write_demo_checkpoint
+    from sdcloud.settings import Settings
+    from sdcloud.training.model import model_family
+
+    folder = tmp_path / "models" / "Stable-diffusion"
+    folder.mkdir(parents=True)
+    write_demo_checkpoint(folder / "ponyish.safetensors", "sdxl", seed=1)
+    write_demo_checkpoint(folder / "plain.safetensors", "sd15", seed=1)
+    settings = Settings(data_dir=tmp_path)
+    assert model_family(settings, "ponyish") == "sdxl"
+    assert model_family(settings, "plain") == "sd1"
+    assert model_family(settings, "demo-xl") == "sdxl" and model_family(settings, "demo") == "sd1"

@@ -186,7 +186,7 @@ def run_lora(args: argparse.Namespace) -> int:
         class_dir(cfg, settings).mkdir(parents=True, exist_ok=True)
         cfg = cfg.replace(reg_dir=str(class_dir(cfg, settings).parent))
     report = preflight(cfg, settings)  # one clear line before anything heavy
-    _warn_vram(cfg)
+    _warn_vram(cfg, settings)
     settings.ensure_dirs()
     store = None
     if settings.store:
@@ -273,15 +273,16 @@ def run_lora(args: argparse.Namespace) -> int:
     return 0
 
 
-def _warn_vram(cfg: Any) -> None:
+def _warn_vram(cfg: Any, settings: Any) -> None:
     """The doctor's fit warning, for the GPU this run will use (CUDA only)."""
     import torch
 
     if not torch.cuda.is_available():
         return
+    from sdcloud.training.model import model_family
     from sdcloud.training.presets import fit_warning
 
-    family = "sdxl" if "xl" in cfg.model.lower() else "sd1"
+    family = model_family(settings, cfg.model)  # from the file's header, not its name
     vram = torch.cuda.get_device_properties(0).total_memory / 1024**3
     warning = fit_warning(cfg, family, vram)
     if warning:

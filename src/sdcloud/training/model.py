@@ -31,6 +31,28 @@ def resolve_model_path(settings: Settings, name: str) -> Path:
     return Catalog(settings).resolve("checkpoint", name).path
 
 
+def model_family(settings: Settings, name: str) -> str:
+    """``sd1`` | ``sd2`` | ``sdxl`` of a base model without loading it (a ``.safetensors`` header;
+    a name guess for the rest: "xl" in it)."""
+    from sdcloud.engine.loader import DEMO_KINDS
+
+    if name in DEMO_KINDS:
+        return "sdxl" if DEMO_KINDS[name].startswith("sdxl") else "sd1"
+    guess = "sdxl" if "xl" in name.lower() else "sd1"
+    try:
+        path = resolve_model_path(settings, name)
+        if not path.is_file() or path.suffix.lower() != ".safetensors":
+            return guess
+        from sdcloud.checkpoints.detect import detect_architecture
+        from sdcloud.checkpoints.safetensors_header import read_header
+
+        header = read_header(path)
+        family = detect_architecture(header.shapes, header.metadata).family
+    except Exception:  # noqa: BLE001  a warning's input: the run's own checks report a bad file
+        return guess
+    return "sdxl" if family.startswith("sdxl") else family
+
+
 def load_base_model(settings: Settings, name: str) -> BaseModel:
     import torch
 
