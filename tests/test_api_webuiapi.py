@@ -89,3 +89,20 @@ def test_progress_and_interrupt(api: webuiapi.WebUIApi) -> None:
     assert not worker.is_alive()
     assert out["r"].info["all_seeds"][0] == 5  # the interrupted call still answers 200 with its info
     api.util_wait_for_ready(check_interval=0.1)
+
+
+def test_extras_and_controlnet_detect_through_the_client(api: webuiapi.WebUIApi) -> None:
+    """Extras (single and batch) and ControlNet's annotator routes, called as A1111 scripts call them."""
+    image = Image.new("RGB", (64, 48), "white")
+    for x in range(16, 48):
+        image.putpixel((x, 24), (0, 0, 0))
+    one = api.extra_single_image(image, upscaler_1="Lanczos", upscaling_resize=2)
+    assert one.image.size == (128, 96)
+    batch = api.extra_batch_images([image, image.rotate(90, expand=True)], upscaler_1="Nearest",
+                                   upscaling_resize=2)
+    assert [im.size for im in batch.images] == [(128, 96), (96, 128)]
+    assert "canny" in api.controlnet_module_list()
+    assert isinstance(api.controlnet_model_list(), list)
+    detected = api.controlnet_detect([image], module="canny", processor_res=64, threshold_a=100, threshold_b=200)
+    edges = detected.image.convert("L")
+    assert edges.getextrema()[1] > 0  # the line's edges are found

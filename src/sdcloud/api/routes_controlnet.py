@@ -55,10 +55,12 @@ MAX_DETECT_IMAGES = 16  # per /controlnet/detect request (the extension sets non
 @router.post("/detect")
 async def detect(request: Request, controlnet_module: str = Body("none"), controlnet_input_images: list[str] = Body([]),
                  controlnet_processor_res: int = Body(-1), controlnet_threshold_a: float = Body(-1),
-                 controlnet_threshold_b: float = Body(-1)) -> dict[str, Any]:
+                 controlnet_threshold_b: float = Body(-1), controlnet_images: list[str] = Body([])) -> dict[str, Any]:
     """The preprocessor's detected maps, base64 PNG (as the extension answers). Checked here,
-    run on the bounded lane for long work (api/heavy.py)."""
+    run on the bounded lane for long work (api/heavy.py). ``controlnet_images`` is taken as
+    ``controlnet_input_images``: the ``webuiapi`` client from PyPI sends that name."""
     module = preprocessors.check(controlnet_module, _folder(request) / "annotators")
+    controlnet_input_images = controlnet_input_images or controlnet_images
     if not controlnet_input_images:
         raise Unsupported("No image selected")
     if len(controlnet_input_images) > MAX_DETECT_IMAGES:
