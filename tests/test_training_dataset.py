@@ -125,7 +125,7 @@ def test_out_of_range_floats_are_refused() -> None:
     (["--mixed-precision", "fp16"], "needs a CUDA GPU"),
     (["--name", "../evil"], "--name '../evil'"),
     # the demo model's deepest feature map is 1x1 at 64 px: one value per group norm group
-    (["--batch", "1", "--min-bucket-reso", "64"], "too small for this model at batch size 1"),
+    (["--batch", "1", "--min-bucket-reso", "64"], "too small for this model in a batch of one image"),
     # non-finite or overflowing numbers, from flags or the TOML file (which has inf and nan)
     (["--lr", "inf"], "option 'lr' must be a finite number (got inf)"),
     (["--noise-offset", "1e400"], "option 'noise_offset' must be a finite number (got inf)"),
@@ -193,3 +193,21 @@ def test_bad_datasets_are_refused_before_training(tmp_path: Path, capsys, make, 
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not (tmp_path / "data" / "models" / "Lora").exists()
+
+
+def test_cli_run_shows_loss_speed_cost_and_writes_samples(tmp_path: Path, capsys) -> None:
+    """What a user watches in a notebook cell: the progress line (loss, running average, speed,
+    cost at the given price), the sample images at --sample-every, and how to use the result."""
+    root = make_dataset(tmp_path / "ds", n=3)
+    data = tmp_path / "data"
+    code = main(["--data-dir", str(data), "train", "lora", str(root), "--model", "demo", "--name", "watch",
+                 "--steps", "4", "--resolution", "128", "--batch", "2", "--sample-every", "2",
+                 "--sample-prompt", "sks", "--sample-steps", "2", "--price-per-hour", "0.5"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    text = out.out + out.err
+    assert "training watch" in text and "4/4" in text
+    assert "loss=" in text and "avg=" in text and "step/s" in text and "cost=" in text and "USD" in text
+    samples = sorted(p.name for p in (data / "outputs" / "train-samples" / "watch").glob("*.png"))
+    assert samples == ["step-000002.png", "step-000004.png"]
+    assert "<lora:watch:0.8>" in text and (data / "models" / "Lora" / "watch.safetensors").is_file()

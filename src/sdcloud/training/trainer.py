@@ -355,7 +355,8 @@ class Trainer:
                 if "more than 1 value per channel" not in str(err):  # deepest feature map at 1x1
                     raise
                 raise BadRequest(f"images of {latents.shape[-1] * 8}x{latents.shape[-2] * 8} are too small "
-                                 "for this model at batch size 1: use a larger --resolution or --batch 2") from None
+                                 "for this model in a batch of one image (--batch 1, or the last batch of a "
+                                 "bucket): use a larger --resolution") from None
         target = noise if self.prediction == "epsilon" else self.noise_scheduler.get_velocity(latents, noise, timesteps)
         loss = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
         if weights is not None:
