@@ -575,6 +575,7 @@ class Trainer:
         cfg, pipe = self.cfg, self.pipe
         prompt = cfg.sample_prompt or (self.report.train_images[0].caption if self.report.train_images else "")
         pipe.unet.eval()
+        pipe.set_progress_bar_config(disable=True)  # the run's own progress line stays the one bar
         pipe.vae.to(self.device)
         if self.text_cache is not None:
             self._text_encoders_to(self.device)
