@@ -13,6 +13,7 @@ from sdcloud.checkpoints.hashing import HashCache
 from sdcloud.engine.network_patch import WeightPatcher
 from sdcloud.errors import BadRequest, CorruptFile, NotFound, UnsafeFile, Unsupported
 from sdcloud.prompt_syntax import ExtraNetwork
+from sdcloud.prompt_syntax.extra_networks import mentions
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,7 @@ class NetworkManager:
         skipped: list[str] = []
         for entry in self.catalog.embeddings():
             name = entry.stem
-            if not re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text):
+            if not mentions(text, name):
                 continue
             if name in self.skipped:
                 skipped.append(name)

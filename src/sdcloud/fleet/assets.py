@@ -33,6 +33,7 @@ from typing import Any
 from sdcloud.catalog import DEMO_MODELS, EMBEDDING_EXTS, LORA_EXTS
 from sdcloud.errors import BadRequest, NotFound
 from sdcloud.fleet import protocol as P
+from sdcloud.prompt_syntax.extra_networks import mentions
 from sdcloud.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -87,11 +88,6 @@ def lora_tags(payload: dict[str, Any]) -> list[str]:
         if "<" in text:
             names += [n.name.strip() for n in extract_extra_networks(text)[1] if n.kind in NETWORK_TAGS]
     return list(dict.fromkeys(n for n in names if n))
-
-
-def uses_word(text: str, word: str) -> bool:
-    """True when ``word`` appears in ``text`` as the engine finds embeddings (a whole word)."""
-    return re.search(rf"(?<![\w-]){re.escape(word)}(?![\w-])", text) is not None
 
 
 def _plain_name(name: str) -> bool:
@@ -175,7 +171,7 @@ class FrontAssets:
         embeddings = self.catalog.embeddings()
         if embeddings:
             text = " ".join(prompt_texts(payload))
-            out += [self._by_content("embedding", m.stem, m) for m in embeddings if uses_word(text, m.stem)]
+            out += [self._by_content("embedding", m.stem, m) for m in embeddings if mentions(text, m.stem)]
         return out
 
     def _by_content(self, kind: str, tag: str, m: Any) -> dict[str, Any]:
@@ -233,14 +229,9 @@ class WorkerAssets:
         what = {"checkpoint": "model", "lora": "LoRA", "vae": "VAE"}[kind]
         if self.store is None:
             raise NotFound(f"this worker has no {what} '{name}' and no store to pull it from")
-        keys = ([f"models/sha256/{sha256}"] if sha256 else []) + [model_key(kind, name)]
-        for key in keys:
-            if self.store.size(key) is not None:
-                log.info("pulling %s %s from the store (%s)", what, name, key)
-                _get_atomic(self.store, key, local_dir(self.settings, kind).joinpath(*name.split("/")))
-                self.catalog.refresh()
-                self.on_models()
-                return
+        keys = ([content_key(sha256)] if sha256 else []) + [model_key(kind, name)]
+        if self._pull(kind, what, name, name, keys):
+            return
         raise NotFound(f"this worker has no {what} '{name}' and the store has none under {' or '.join(keys)}")
 
     def ensure_networks(self, payload: dict[str, Any]) -> None:
@@ -274,14 +265,20 @@ class WorkerAssets:
                 name = str(hint["name"])
         if _plain_name(tag):
             keys += [model_key(kind, tag + ext) for ext in exts]
-        for key in keys if self.store is not None else []:
+        if self.store is not None and self._pull(kind, what, tag, name, keys):
+            return
+        raise NotFound(f"{what} '{tag}' not found: not on this worker, not on the server and not in the store")
+
+    def _pull(self, kind: str, what: str, shown: str, name: str, keys: list[str]) -> bool:
+        """Fetch the first of ``keys`` the store has into this worker's ``kind`` folder as ``name``."""
+        for key in keys:
             if self.store.size(key) is not None:
-                log.info("pulling %s %s from the store (%s)", what, tag, key)
+                log.info("pulling %s %s from the store (%s)", what, shown, key)
                 _get_atomic(self.store, key, local_dir(self.settings, kind).joinpath(*name.split("/")))
                 self.catalog.refresh()
                 self.on_models()
-                return
-        raise NotFound(f"{what} '{tag}' not found: not on this worker, not on the server and not in the store")
+                return True
+        return False
 
     def fetch_inputs(self, kind: str, payload: dict[str, Any], work: Path) -> None:
         """Everything ``kind`` reads, here; a training dataset lands in ``work`` (the payload

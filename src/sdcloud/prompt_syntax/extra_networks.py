@@ -70,3 +70,9 @@ def extract_extra_networks(prompt: str) -> tuple[str, list[ExtraNetwork]]:
         return ""
 
     return _EXTRA_NETWORK.sub(take, prompt), found
+
+
+def mentions(text: str, word: str) -> bool:
+    """True when ``word`` (an embedding's file name) appears in ``text`` as a whole word, the way
+    A1111 finds the embeddings a prompt uses."""
+    return re.search(rf"(?<![\w-]){re.escape(word)}(?![\w-])", text) is not None

@@ -14,6 +14,7 @@ No torch here; PIL is imported inside functions.
 from __future__ import annotations
 
 import secrets
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,23 +84,26 @@ class ScriptOutput:
 Generate = Callable[[dict[str, Any], "str | None", Any], Any]
 
 
-class Script:
-    """A selectable script; subclasses set ``title`` and ``args`` and implement both halves."""
+class Script(ABC):
+    """A selectable script; subclasses set ``title`` and implement ``args``, ``prepare`` and ``run``."""
 
     title: str = ""
     txt2img: bool = True
     img2img: bool = True
 
+    @abstractmethod
     def args(self, is_img2img: bool, env: ScriptEnv | None = None) -> list[ScriptArg]:
-        raise NotImplementedError
+        """The script's inputs, in A1111's ``script_args`` order."""
 
+    @abstractmethod
     def prepare(self, args: Sequence[Any], fields: dict[str, Any], env: ScriptEnv,
                 is_img2img: bool) -> dict[str, Any]:
-        raise NotImplementedError
+        """Check ``args`` against the request (400 on bad input) and return the run's plan."""
 
+    @abstractmethod
     def run(self, plan: dict[str, Any], fields: dict[str, Any], generate: Generate,
             init_images: list[Any]) -> ScriptOutput:
-        raise NotImplementedError
+        """Carry out ``plan`` with ``generate`` (one generation per call)."""
 
     # helpers ---------------------------------------------------------------------------
     def positional(self, args: Sequence[Any], is_img2img: bool) -> list[Any]:
